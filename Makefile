@@ -1,0 +1,64 @@
+# twinpipe — the commands a user and CI run. `make help` lists them.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+APT_PACKAGES := mosquitto mosquitto-clients influxdb socat
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+COMPOSE ?= docker compose
+
+.DEFAULT_GOAL := help
+.PHONY: help up down logs test lint format demo check-config compose-config system-deps venv clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+.env: .env.example
+	@test -f .env || { cp .env.example .env; \
+	  sed -i "s/^INFLUXDB_TOKEN=.*/INFLUXDB_TOKEN=$$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')/; \
+	          s/^INFLUXDB_ADMIN_PASSWORD=.*/INFLUXDB_ADMIN_PASSWORD=$$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')/" .env; \
+	  echo "created .env with fresh random secrets"; }
+
+up: .env ## start Mosquitto, Kafka, InfluxDB and every stage with docker compose
+	$(COMPOSE) up -d --build
+	@echo "running; 'make logs' follows the stages, 'make down' stops everything"
+
+down: ## stop the compose stack (data volumes are kept)
+	$(COMPOSE) down
+
+logs: ## follow the logs of the compose stack
+	$(COMPOSE) logs -f --tail=50
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+venv: $(BIN)/python ## create .venv with twinpipe and its test tools
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+
+system-deps: ## install the servers the tests and the demo run (Debian/Ubuntu)
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
+
+test: system-deps venv ## install what is needed, then run every test on real servers
+	$(BIN)/pytest
+
+lint: venv ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv ## apply ruff's formatting and safe fixes
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+demo: system-deps venv ## run the pipeline as local processes on local servers, show the stream (Ctrl-C stops)
+	$(BIN)/python -m devstack.demo
+
+check-config: venv ## validate config.yaml (with TWINPIPE__ environment overrides)
+	$(BIN)/python -m twinpipe check-config config.yaml
+
+compose-config: venv .env ## validate docker-compose.yml without a Docker engine
+	$(BIN)/python -m devstack.compose config --quiet
+
+clean: ## remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,64 @@
+"""Client factories: every stage connects to MQTT and Kafka with the same auth, TLS and protocol choices."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from kafka import KafkaConsumer, KafkaProducer
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from twinpipe.config import KafkaConfig, MqttConfig
+
+
+def mqtt_client(config: MqttConfig, client_id: str, *, manual_ack: bool = False) -> mqtt.Client:
+    """An MQTT 5 client with credentials and TLS from config; connecting is left to the caller."""
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=MQTTProtocolVersion.MQTTv5,
+        manual_ack=manual_ack,
+    )
+    if config.username:
+        client.username_pw_set(config.username, config.secret_password())
+    if config.tls is not None:
+        tls = config.tls
+        client.tls_set(
+            ca_certs=str(tls.ca_file) if tls.ca_file else None,
+            certfile=str(tls.cert_file) if tls.cert_file else None,
+            keyfile=str(tls.key_file) if tls.key_file else None,
+        )
+    client.reconnect_delay_set(min_delay=config.reconnect_min_s, max_delay=config.reconnect_max_s)
+    return client
+
+
+def connect_properties(session_expiry_s: int, receive_maximum: int | None = None) -> Properties:
+    properties = Properties(PacketTypes.CONNECT)
+    properties.SessionExpiryInterval = session_expiry_s
+    if receive_maximum is not None:
+        properties.ReceiveMaximum = receive_maximum
+    return properties
+
+
+def kafka_producer(config: KafkaConfig, **settings: Any) -> KafkaProducer:
+    """A producer that waits for all in-sync replicas, because every stage promises at-least-once."""
+    return KafkaProducer(
+        bootstrap_servers=config.bootstrap_servers,
+        security_protocol=config.security_protocol,
+        acks="all",
+        **settings,
+    )
+
+
+def kafka_consumer(config: KafkaConfig, group_id: str | None, **settings: Any) -> KafkaConsumer:
+    return KafkaConsumer(
+        bootstrap_servers=config.bootstrap_servers,
+        security_protocol=config.security_protocol,
+        group_id=group_id,
+        enable_auto_commit=False,
+        session_timeout_ms=config.session_timeout_ms,
+        heartbeat_interval_ms=config.heartbeat_interval_ms,
+        **settings,
+    )

@@ -1,0 +1,455 @@
+"""The one config.yaml every stage reads: schema, defaults, environment overrides, secrets.
+
+Validation collects every error before failing, and each message names the key path and the bad
+value, because a user editing YAML by hand needs to fix all typos in one go.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import string
+import struct
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+ENV_PREFIX = "TWINPIPE__"
+CONFIG_PATH_ENV = "TWINPIPE_CONFIG"
+DEFAULT_CONFIG_PATH = Path("config.yaml")
+
+NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+DEVICE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+KAFKA_TOPIC_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+class ConfigError(Exception):
+    """Raised with every problem found in a configuration, one line each."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(errors))
+
+
+# --- value checks -----------------------------------------------------------------------------------
+
+
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("expected host:port")
+    return value
+
+
+def _comma_list(value: Any) -> Any:
+    return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http:// or https:// URL")
+    return value.rstrip("/")
+
+
+def _pattern(pattern: re.Pattern[str], what: str):
+    def check(value: str) -> str:
+        if not pattern.match(value):
+            raise ValueError(f"expected {what} matching {pattern.pattern}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _readable_file(value: Path) -> Path:
+    try:
+        with open(value, "rb") as handle:
+            handle.read(1)
+    except OSError as exc:
+        raise ValueError(f"cannot read file: {exc.strerror}") from None
+    return value
+
+
+HostPort = Annotated[str, AfterValidator(_host_port)]
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+SensorName = Annotated[str, _pattern(NAME_PATTERN, "a name")]
+DeviceId = Annotated[str, _pattern(DEVICE_PATTERN, "a device id")]
+KafkaTopic = Annotated[str, _pattern(KAFKA_TOPIC_PATTERN, "a Kafka topic name")]
+ReadableFile = Annotated[Path, AfterValidator(_readable_file)]
+Port = Annotated[int, Field(gt=0, lt=65536)]
+Positive = Annotated[float, Field(gt=0)]
+
+
+def read_secret(value: SecretStr | None, path: Path | None) -> str | None:
+    """A secret given inline (usually via the environment) or as a file path (Docker/K8s secrets)."""
+    if path is not None:
+        return path.read_text().strip()
+    return value.get_secret_value() if value is not None else None
+
+
+def _placeholders(template: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- sections ---------------------------------------------------------------------------------------
+
+
+class MqttTls(Section):
+    ca_file: ReadableFile | None = None
+    cert_file: ReadableFile | None = None
+    key_file: ReadableFile | None = None
+
+
+class MqttConfig(Section):
+    host: str = "localhost"
+    port: Port = 1883
+    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: ReadableFile | None = None
+    tls: MqttTls | None = None
+    reconnect_min_s: Positive = 0.5
+    reconnect_max_s: Positive = 10.0
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> MqttConfig:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("set password or password_file, not both")
+        return self
+
+    def secret_password(self) -> str | None:
+        return read_secret(self.password, self.password_file)
+
+
+class KafkaConfig(Section):
+    bootstrap_servers: Annotated[list[HostPort], BeforeValidator(_comma_list), Field(min_length=1)] = [
+        "localhost:9092"
+    ]
+    telemetry_topic: KafkaTopic = "twin.telemetry"
+    dead_letter_topic: KafkaTopic = "twin.deadletter"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    session_timeout_ms: Annotated[int, Field(ge=1000)] = 10000
+    heartbeat_interval_ms: Annotated[int, Field(ge=100)] = 3000
+
+    @model_validator(mode="after")
+    def _heartbeat_below_session(self) -> KafkaConfig:
+        if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
+            raise ValueError("heartbeat_interval_ms must be at most a third of session_timeout_ms")
+        return self
+
+
+class InfluxConfig(Section):
+    url: HttpUrl = "http://localhost:8086"
+    org: str = "twinpipe"
+    bucket: str = "twin"
+    token: SecretStr | None = None
+    token_file: ReadableFile | None = None
+    timeout_s: Positive = 10.0
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> InfluxConfig:
+        if self.token is not None and self.token_file is not None:
+            raise ValueError("set token or token_file, not both")
+        return self
+
+    def secret_token(self) -> str:
+        token = read_secret(self.token, self.token_file)
+        if not token:
+            raise ConfigError(
+                [f"influxdb.token: required; set {ENV_PREFIX}INFLUXDB__TOKEN or influxdb.token_file"]
+            )
+        return token
+
+
+NUCLEO_FIELDS = [
+    "ambient_temperature",
+    "ambient_humidity",
+    "wall1_temperature",
+    "wall1_humidity",
+    "wall2_temperature",
+    "wall2_humidity",
+]
+
+
+class FrameConfig(Section):
+    format: Literal["binary", "json", "csv", "kv"] = "binary"
+    fields: list[SensorName] = NUCLEO_FIELDS
+    csv_delimiter: Annotated[str, Field(min_length=1, max_length=1)] = ","
+    max_line_bytes: Annotated[int, Field(ge=16)] = 4096
+    sync_hex: str = "00000000"
+    layout: str = ">6h"
+    scale: Annotated[list[float], BeforeValidator(lambda v: v if isinstance(v, list) else [v])] = [0.01]
+
+    @field_validator("sync_hex")
+    @classmethod
+    def _hex(cls, value: str) -> str:
+        try:
+            if not bytes.fromhex(value):
+                raise ValueError
+        except ValueError:
+            raise ValueError("expected a non-empty hex string such as '00000000'") from None
+        return value
+
+    @field_validator("layout")
+    @classmethod
+    def _struct(cls, value: str) -> str:
+        try:
+            struct.calcsize(value)
+        except struct.error as exc:
+            raise ValueError(f"not a struct layout ({exc})") from None
+        if value[:1] not in "<>!=":
+            raise ValueError("must start with a byte order: '>' (big-endian) or '<' (little-endian)")
+        return value
+
+    @model_validator(mode="after")
+    def _binary_shape(self) -> FrameConfig:
+        if self.format == "binary":
+            count = len(struct.unpack(self.layout, bytes(struct.calcsize(self.layout))))
+            if count != len(self.fields):
+                raise ValueError(f"layout {self.layout!r} holds {count} values but fields lists {len(self.fields)}")
+            if len(self.scale) not in (1, count):
+                raise ValueError(f"scale must be one number or {count} numbers")
+        if self.format == "csv" and not self.fields:
+            raise ValueError("csv frames need the fields list")
+        return self
+
+
+class SerialConfig(Section):
+    device_id: DeviceId = "nucleo-1"
+    port: str = "/dev/ttyACM0"
+    baudrate: Annotated[int, Field(gt=0)] = 38400
+    bytesize: Literal[5, 6, 7, 8] = 8
+    parity: Literal["N", "E", "O", "M", "S"] = "N"
+    stopbits: Literal[1, 1.5, 2] = 1
+    read_timeout_s: Positive = 0.2
+    reconnect_max_s: Positive = 10.0
+    frame: FrameConfig = FrameConfig()
+
+
+class SensorModel(Section):
+    mean: float
+    stddev: Annotated[float, Field(ge=0)]
+    drift: Annotated[float, Field(ge=0)] = 0.0
+    unit: str = ""
+
+
+DEFAULT_SENSORS = {
+    "temperature": SensorModel(mean=25.0, stddev=2.0, drift=0.05, unit="°C"),
+    "humidity": SensorModel(mean=60.0, stddev=3.0, drift=0.05, unit="%"),
+    "pressure": SensorModel(mean=1013.0, stddev=2.0, drift=0.02, unit="hPa"),
+}
+
+
+class SimulatorConfig(Section):
+    devices: Annotated[int, Field(ge=1, le=10000)] = 1
+    device_prefix: DeviceId = "sim"
+    rate_hz: Annotated[float, Field(gt=0, le=100000)] = 1.0
+    outlier_probability: Annotated[float, Field(ge=0, le=1)] = 0.001
+    outlier_scale: Annotated[float, Field(ge=0)] = 6.0
+    seed: int | None = None
+    sensors: dict[SensorName, SensorModel] = Field(default_factory=lambda: dict(DEFAULT_SENSORS), min_length=1)
+
+
+class PublisherConfig(Section):
+    source: Literal["simulator", "serial"] = "simulator"
+    topic_template: str = "twin/{device}/telemetry"
+    client_id: str | None = None
+    buffer_size: Annotated[int, Field(ge=1)] = 100_000
+    max_inflight: Annotated[int, Field(ge=1, le=65535)] = 100
+    serial: SerialConfig = SerialConfig()
+    simulator: SimulatorConfig = SimulatorConfig()
+
+    @field_validator("topic_template")
+    @classmethod
+    def _topic(cls, value: str) -> str:
+        if _placeholders(value) - {"device"}:
+            raise ValueError("only the placeholder {device} is allowed")
+        if "+" in value or "#" in value or not value:
+            raise ValueError("an MQTT topic to publish to cannot be empty or contain wildcards")
+        return value
+
+
+class Route(Section):
+    mqtt_filter: str
+    kafka_topic: str | None = None
+
+    @field_validator("mqtt_filter")
+    @classmethod
+    def _filter(cls, value: str) -> str:
+        levels = value.split("/")
+        if not value or value.startswith("$share/"):
+            raise ValueError("expected an MQTT topic filter; use bridge.shared_group for shared subscriptions")
+        for i, level in enumerate(levels):
+            if ("#" in level and (level != "#" or i != len(levels) - 1)) or ("+" in level and level != "+"):
+                raise ValueError("wildcards must fill a whole level, and '#' only the last")
+        return value
+
+    @field_validator("kafka_topic")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        names = _placeholders(value)
+        if any(not (n == "device" or n.isdigit()) for n in names):
+            raise ValueError("placeholders allowed: {device} and topic levels {0}, {1}, ...")
+        if not names and not KAFKA_TOPIC_PATTERN.match(value):
+            raise ValueError(f"expected a Kafka topic name matching {KAFKA_TOPIC_PATTERN.pattern}")
+        return value
+
+
+class BridgeConfig(Section):
+    routes: Annotated[list[Route], Field(min_length=1)] = [Route(mqtt_filter="twin/+/telemetry")]
+    shared_group: Annotated[str, _pattern(NAME_PATTERN, "a group name")] | None = None
+    client_id: str = "twinpipe-bridge"
+    session_expiry_s: Annotated[int, Field(ge=0, le=4294967295)] = 86400
+    max_inflight: Annotated[int, Field(ge=1, le=65535)] = 1000
+    max_payload_bytes: Annotated[int, Field(ge=64)] = 65536
+    linger_ms: Annotated[int, Field(ge=0)] = 5
+    batch_size: Annotated[int, Field(ge=1024)] = 65536
+    compression: Literal["none", "gzip"] = "none"
+    shutdown_timeout_s: Positive = 10.0
+
+
+class IngestionConfig(Section):
+    group_id: str = "twinpipe-ingestion"
+    topics: list[KafkaTopic] | None = None
+    measurement: Annotated[str, Field(min_length=1)] = "telemetry"
+    tags: dict[SensorName, str] = {}
+    device_tags: dict[DeviceId, dict[SensorName, str]] = {}
+    batch_size: Annotated[int, Field(ge=1)] = 5000
+    flush_interval_s: Positive = 1.0
+    retry_initial_s: Positive = 0.5
+    retry_max_s: Positive = 30.0
+    shutdown_timeout_s: Positive = 10.0
+
+
+class DisplayConfig(Section):
+    topics: list[KafkaTopic] | None = None
+    devices: list[DeviceId] = []
+    max_lines_per_s: Annotated[float, Field(gt=0)] = 20.0
+
+
+class LoggingConfig(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class Config(Section):
+    mqtt: MqttConfig = MqttConfig()
+    kafka: KafkaConfig = KafkaConfig()
+    influxdb: InfluxConfig = InfluxConfig()
+    publisher: PublisherConfig = PublisherConfig()
+    bridge: BridgeConfig = BridgeConfig()
+    ingestion: IngestionConfig = IngestionConfig()
+    display: DisplayConfig = DisplayConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    def telemetry_topics(self, override: list[str] | None) -> list[str]:
+        return override or [self.kafka.telemetry_topic]
+
+
+# --- loading ----------------------------------------------------------------------------------------
+
+
+def resolve_path(cli_path: str | Path | None, environ: Mapping[str, str] = os.environ) -> Path:
+    return Path(cli_path or environ.get(CONFIG_PATH_ENV) or DEFAULT_CONFIG_PATH)
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[tuple[str, ...], tuple[str, Any]]:
+    """`TWINPIPE__KAFKA__BOOTSTRAP_SERVERS=a:9092` → {("kafka", "bootstrap_servers"): (name, "a:9092")}.
+
+    Values are parsed as YAML scalars/flow collections so numbers, booleans and lists work.
+    """
+    overrides = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        overrides[path] = (name, raw if isinstance(value, dict) else value)
+    return overrides
+
+
+def _apply(document: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    node = document
+    for key in path[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = node[key] = {}
+        node = child
+    node[path[-1]] = value
+
+
+def _describe(error: Any, sources: dict[tuple[str, ...], str]) -> str:
+    loc = tuple(str(part) for part in error["loc"])
+    key = ".".join(loc) or "(top level)"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        message = "unknown key (check the spelling against config.yaml)"
+    elif kind == "missing":
+        message = "required key is missing"
+    else:
+        message = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if "input" in error and not isinstance(error["input"], dict):
+            message += f", got {_redacted(loc, error['input'])!r}"
+    origin = next((name for path, name in sources.items() if loc[: len(path)] == path), None)
+    return f"{key}: {message}" + (f" (from {origin})" if origin else "")
+
+
+def _redacted(loc: tuple[str, ...], value: Any) -> Any:
+    return "***" if loc and loc[-1] in ("password", "token") else value
+
+
+def parse_config(document: Any, environ: Mapping[str, str] = os.environ, origin: str = "config") -> Config:
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise ConfigError([f"{origin}: expected a mapping of sections, got {type(document).__name__}"])
+    sources = {}
+    for path, (name, value) in env_overrides(environ).items():
+        _apply(document, path, value)
+        sources[path] = name
+    try:
+        return Config.model_validate(document)
+    except ValidationError as exc:
+        raise ConfigError([_describe(error, sources) for error in exc.errors()]) from None
+
+
+def load_config(path: str | Path | None = None, environ: Mapping[str, str] = os.environ) -> Config:
+    """Load and validate; a missing file is allowed only when no path was asked for explicitly."""
+    explicit = path is not None or CONFIG_PATH_ENV in environ
+    resolved = resolve_path(path, environ)
+    try:
+        text = resolved.read_text()
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError([f"{resolved}: config file not found"]) from None
+        text = ""
+    except OSError as exc:
+        raise ConfigError([f"{resolved}: cannot read config file: {exc.strerror}"]) from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{resolved}: not valid YAML: {exc}"]) from None
+    return parse_config(document, environ, origin=str(resolved))

@@ -1,0 +1,133 @@
+"""The one message format that travels board → MQTT → Kafka → InfluxDB (version 1).
+
+    {"v": 1, "device": "nucleo-1", "boot": "18c2f...", "seq": 42, "time_ns": 1732...,
+     "values": {"temperature": 24.9}, "trace": {"read": 1732..., "publish": 1732...}}
+
+`boot` changes every time a publisher starts and `seq` counts from 0 within a boot, so a gap in
+`seq` under one `boot` is lost data while a new `boot` is a restart. `time_ns` is the event time
+(when the frame was read). `trace` holds one wall-clock timestamp (ns) per stage that touched the
+message, keyed by the stage's TRACE_* name.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+
+VERSION = 1
+MAX_PAYLOAD_BYTES = 65536
+
+TRACE_READ = "read"
+TRACE_PUBLISH = "publish"
+TRACE_BRIDGE = "bridge"
+
+_DEVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+_INT64_MAX = 2**63 - 1
+RESERVED_NAMES = frozenset({"seq", "boot"})
+
+
+class EnvelopeError(ValueError):
+    """A payload that is not a valid envelope; `reason` says why in one line."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+@dataclass(slots=True)
+class Envelope:
+    device: str
+    boot: str
+    seq: int
+    time_ns: int
+    values: dict[str, float]
+    trace: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "v": VERSION,
+            "device": self.device,
+            "boot": self.boot,
+            "seq": self.seq,
+            "time_ns": self.time_ns,
+            "values": self.values,
+            "trace": self.trace,
+        }
+
+
+def encode(envelope: Envelope) -> bytes:
+    return json.dumps(envelope.to_dict(), separators=(",", ":"), allow_nan=False).encode()
+
+
+def _reject_constant(name: str) -> None:
+    raise EnvelopeError(f"non-finite number {name} is not allowed")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_time(value: object, what: str) -> int:
+    if not _is_int(value) or not 0 < value <= _INT64_MAX:
+        raise EnvelopeError(f"{what} must be a positive 64-bit integer of nanoseconds, got {value!r:.40}")
+    return value
+
+
+def decode(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> Envelope:
+    """Parse and validate a payload; raises EnvelopeError naming the first problem."""
+    if len(payload) > max_bytes:
+        raise EnvelopeError(f"payload of {len(payload)} bytes exceeds the limit of {max_bytes}")
+    try:
+        data = json.loads(payload, parse_constant=_reject_constant)
+    except EnvelopeError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise EnvelopeError(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise EnvelopeError(f"expected a JSON object, got {type(data).__name__}")
+    version = data.get("v")
+    if version != VERSION:
+        raise EnvelopeError(f"unsupported envelope version {version!r:.20}, expected {VERSION}")
+    unknown = data.keys() - {"v", "device", "boot", "seq", "time_ns", "values", "trace"}
+    if unknown:
+        raise EnvelopeError(f"unknown keys {sorted(unknown)!r:.80}")
+
+    device = data.get("device")
+    if not isinstance(device, str) or not _DEVICE.match(device):
+        raise EnvelopeError(f"device must match {_DEVICE.pattern}, got {device!r:.80}")
+    boot = data.get("boot")
+    if not isinstance(boot, str) or not 0 < len(boot) <= 64:
+        raise EnvelopeError(f"boot must be a string of 1-64 characters, got {boot!r:.80}")
+    seq = data.get("seq")
+    if not _is_int(seq) or not 0 <= seq <= _INT64_MAX:
+        raise EnvelopeError(f"seq must be a non-negative 64-bit integer, got {seq!r:.40}")
+    time_ns = _check_time(data.get("time_ns"), "time_ns")
+    values = data.get("values")
+    if not isinstance(values, dict) or not values:
+        raise EnvelopeError("values must be a non-empty object of name → number")
+    for name, value in values.items():
+        if not _NAME.match(name) or name in RESERVED_NAMES:
+            raise EnvelopeError(f"value name {name!r:.80} is not allowed (expected {_NAME.pattern}, not seq/boot)")
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise EnvelopeError(f"value {name} must be a number, got {value!r:.40}")
+        if _finite_float(value) is None:
+            raise EnvelopeError(f"value {name} is out of range: {str(value):.40}")
+    trace = data.get("trace", {})
+    if not isinstance(trace, dict):
+        raise EnvelopeError("trace must be an object of stage → ns timestamp")
+    for stage, stamp in trace.items():
+        if not _NAME.match(stage):
+            raise EnvelopeError(f"trace stage name {stage!r:.80} is not allowed")
+        _check_time(stamp, f"trace.{stage}")
+    return Envelope(device, boot, seq, time_ns, {k: float(v) for k, v in values.items()}, trace)
+
+
+def _finite_float(value: int | float) -> float | None:
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
