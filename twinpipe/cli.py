@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -28,10 +29,16 @@ def stage_parser(prog: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def load_or_exit(path: str | None) -> Config:
-    """Load the config and set up logging, or print every config error and exit with status 2."""
+def load_or_exit(path: str | None, overrides: dict[str, object] | None = None) -> Config:
+    """Load the config and set up logging, or print every config error and exit with status 2.
+
+    `overrides` come from command-line flags, keyed like environment overrides
+    ("PUBLISHER__SOURCE") so errors name them the same way; None values are ignored.
+    """
+    environ = dict(os.environ)
+    environ.update({ENV_PREFIX + key: str(value) for key, value in (overrides or {}).items() if value is not None})
     try:
-        config = load_config(path)
+        config = load_config(path, environ)
     except ConfigError as exc:
         print("configuration errors:", file=sys.stderr)
         for line in exc.errors:

@@ -274,6 +274,7 @@ class PublisherConfig(Section):
     client_id: str | None = None
     buffer_size: Annotated[int, Field(ge=1)] = 100_000
     max_inflight: Annotated[int, Field(ge=1, le=65535)] = 100
+    shutdown_timeout_s: Positive = 10.0
     serial: SerialConfig = SerialConfig()
     simulator: SimulatorConfig = SimulatorConfig()
 

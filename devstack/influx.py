@@ -1,0 +1,174 @@
+"""InfluxDB for tests and the demo: Debian's influxd 1.x, fronted by a small InfluxDB 2 write shim.
+
+Production runs InfluxDB 2, and the ingestion writes with influxdb-client's v2 API. Debian has only
+1.x, which lacks /api/v2/write, so `InfluxV2Shim` accepts v2 writes, checks the token, org and bucket
+like InfluxDB 2 does (401/404), forwards the line protocol to influxd's /write, and maps the answer to
+InfluxDB 2's status codes (422 for a rejected point such as a field type conflict). Reads use InfluxQL
+on influxd directly, the query language that works on InfluxDB 1.x, 2.x and 3.x alike.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from devstack.process import ServerProcess, free_port
+
+V2_PRECISION = {"ns": "n", "us": "u", "ms": "ms", "s": "s"}
+
+
+class Influxd(ServerProcess):
+    name = "influxd"
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        super().__init__(workdir)
+        self.port = port or free_port()
+        self.rpc_port = free_port()
+        self.config_path = workdir / "influxdb.conf"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        data = self.workdir / "data"
+        self.config_path.write_text(
+            "reporting-disabled = true\n"
+            f'bind-address = "127.0.0.1:{self.rpc_port}"\n'
+            f'[meta]\n  dir = "{data}/meta"\n'
+            f'[data]\n  dir = "{data}/data"\n  wal-dir = "{data}/wal"\n  query-log-enabled = false\n'
+            f'[http]\n  bind-address = "127.0.0.1:{self.port}"\n  log-enabled = false\n'
+            "[monitor]\n  store-enabled = false\n"
+        )
+        return [shutil.which("influxd") or "/usr/bin/influxd", "-config", str(self.config_path)]
+
+    def ready(self) -> bool:
+        with urllib.request.urlopen(f"{self.url}/ping", timeout=1) as response:
+            return response.status == 204
+
+    def query(self, influxql: str, database: str | None = None) -> list[dict[str, Any]]:
+        """Run InfluxQL; return the series of the first statement (raises on an InfluxQL error)."""
+        params = {"q": influxql, "epoch": "ns"}
+        if database:
+            params["db"] = database
+        request = urllib.request.Request(
+            f"{self.url}/query", data=urllib.parse.urlencode(params).encode(), method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            result = json.load(response)["results"][0]
+        if "error" in result:
+            raise RuntimeError(f"InfluxQL error for {influxql!r}: {result['error']}")
+        return result.get("series", [])
+
+    def rows(self, influxql: str, database: str) -> list[dict[str, Any]]:
+        """The first series as a list of column → value dicts."""
+        return [
+            dict(zip(series["columns"], values, strict=True))
+            for series in self.query(influxql, database)
+            for values in series["values"]
+        ]
+
+    def create_database(self, name: str) -> None:
+        self.query(f'CREATE DATABASE "{name}"')
+
+
+class InfluxV2Shim:
+    """An InfluxDB 2 write endpoint (token, org, buckets) in front of an influxd 1.x."""
+
+    def __init__(self, influxd: Influxd, org: str, token: str, buckets: set[str], port: int | None = None):
+        self.influxd = influxd
+        self.org = org
+        self.token = token
+        self.buckets = buckets
+        self.port = port or free_port()
+        self.write_requests = 0
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        for bucket in self.buckets:
+            self.influxd.create_database(bucket)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="influx-v2-shim", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> InfluxV2Shim:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        shim = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _reply(self, status: int, body: dict[str, Any] | None = None) -> None:
+                payload = json.dumps(body).encode() if body else b""
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def do_GET(self) -> None:
+                if self.path.startswith("/health"):
+                    self._reply(200, {"name": "influxdb", "status": "pass"})
+                elif self.path.startswith("/ping"):
+                    self._reply(204)
+                else:
+                    self._reply(404, {"code": "not found", "message": "path not found"})
+
+            def do_POST(self) -> None:
+                url = urllib.parse.urlsplit(self.path)
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if url.path != "/api/v2/write":
+                    return self._reply(404, {"code": "not found", "message": "path not found"})
+                if self.headers.get("Authorization") != f"Token {shim.token}":
+                    return self._reply(401, {"code": "unauthorized", "message": "unauthorized access"})
+                query = dict(urllib.parse.parse_qsl(url.query))
+                if query.get("org") != shim.org:
+                    return self._reply(404, {"code": "not found", "message": f'organization "{query.get("org")}" not found'})
+                bucket = query.get("bucket")
+                if bucket not in shim.buckets:
+                    return self._reply(404, {"code": "not found", "message": f'bucket "{bucket}" not found'})
+                precision = V2_PRECISION.get(query.get("precision", "ns"))
+                if precision is None:
+                    return self._reply(400, {"code": "invalid", "message": "invalid precision"})
+                shim.write_requests += 1
+                forward = urllib.request.Request(
+                    f"{shim.influxd.url}/write?" + urllib.parse.urlencode({"db": bucket, "precision": precision}),
+                    data=body,
+                    method="POST",
+                    headers={"Content-Encoding": self.headers.get("Content-Encoding", "identity")},
+                )
+                try:
+                    with urllib.request.urlopen(forward, timeout=30) as response:
+                        return self._reply(response.status)
+                except urllib.error.HTTPError as exc:
+                    message = json.loads(exc.read() or b"{}").get("error", exc.reason)
+                    # InfluxDB 2 answers 422 when points are rejected for their content (schema conflicts).
+                    status = 422 if exc.code == 400 and "partial write" in message else exc.code
+                    return self._reply(status, {"code": "invalid", "message": message})
+                except (urllib.error.URLError, OSError) as exc:
+                    return self._reply(503, {"code": "unavailable", "message": str(exc)})
+
+        return Handler

@@ -1,0 +1,101 @@
+"""Starting a server process, waiting for it to be ready, and stopping it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.05) -> None:
+    """Poll `check` until it returns True; raise TimeoutError naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if check():
+                return
+        except Exception:  # noqa: BLE001 - a server that is not up yet fails in many ways
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not ready within {timeout_s:.0f} s")
+        time.sleep(interval_s)
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+class ServerProcess:
+    """One server process whose output goes to a log file in its work dir."""
+
+    name = "server"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = workdir / f"{self.name}.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def start(self, timeout_s: float = 20.0) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
+        self._process = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True
+        )
+        log.close()
+        try:
+            wait_until(lambda: self._alive() and self.ready(), timeout_s, self.name)
+        except TimeoutError as exc:
+            self.stop()
+            raise TimeoutError(f"{exc}; log {self.log_path}:\n{self.log_tail()}") from None
+
+    def _alive(self) -> bool:
+        if self._process is None or self._process.poll() is not None:
+            raise RuntimeError(f"{self.name} exited; log {self.log_path}:\n{self.log_tail()}")
+        return True
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 10.0) -> None:
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            os.killpg(self._process.pid, sig)
+            try:
+                self._process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._process.pid, signal.SIGKILL)
+                self._process.wait()
+        self._process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -1,0 +1,32 @@
+"""python -m publisher: read a board (or simulated boards) and publish envelopes to MQTT."""
+
+from __future__ import annotations
+
+from publisher.app import Publisher
+from twinpipe.cli import load_or_exit, stage_parser, stop_on_signals
+
+DESCRIPTION = """\
+Read sensor frames from an STM32/Nucleo board on a serial port (publisher.source: serial) or from
+simulated boards (publisher.source: simulator), wrap each reading in a twinpipe envelope and publish
+it to MQTT at QoS 1 on publisher.topic_template (default twin/{device}/telemetry).
+
+While the broker is unreachable, readings wait in a buffer of publisher.buffer_size; overflow drops
+the oldest and is counted and logged. A missing or unplugged port is retried until it reappears.
+"""
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = stage_parser("python -m publisher", DESCRIPTION)
+    parser.add_argument("--source", choices=["serial", "simulator"], help="override publisher.source")
+    parser.add_argument("--port", help="override publisher.serial.port, e.g. /dev/ttyACM0")
+    args = parser.parse_args(argv)
+    config = load_or_exit(
+        args.config, {"PUBLISHER__SOURCE": args.source, "PUBLISHER__SERIAL__PORT": args.port}
+    )
+    stop = stop_on_signals()
+    with Publisher(config) as publisher:
+        publisher.run(stop)
+
+
+if __name__ == "__main__":
+    main()

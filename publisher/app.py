@@ -1,0 +1,153 @@
+"""The publisher: a source thread fills a bounded buffer, the main thread sends it to MQTT at QoS 1.
+
+The source never waits for the network. At most `max_inflight` messages are handed to the MQTT
+client and not yet acknowledged (paho keeps and resends those across reconnects); everything else
+waits in the buffer, whose overflow is counted and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from publisher.buffer import DropOldestBuffer
+from publisher.framing import FrameError
+from publisher.sequencer import Sequencer, new_boot_id
+from publisher.sources import SerialSource, SimulatorSource
+from twinpipe.clients import mqtt_client
+from twinpipe.config import Config
+from twinpipe.envelope import TRACE_PUBLISH, Envelope, encode
+from twinpipe.ratelog import ThrottledLog
+
+log = logging.getLogger("publisher")
+
+
+class Publisher:
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        settings = config.publisher
+        self.boot = new_boot_id()
+        self.buffer: DropOldestBuffer[Envelope] = DropOldestBuffer(settings.buffer_size)
+        self.published = 0
+        self.rejected = 0
+        self.frame_errors = 0
+        self._sequencers: dict[str, Sequencer] = {}
+        self._unacked = 0
+        self._acks = threading.Condition()
+        self._throttled = ThrottledLog(log)
+        name = settings.serial.device_id if settings.source == "serial" else settings.simulator.device_prefix
+        client_id = settings.client_id or f"twinpipe-publisher-{name}-{self.boot[-6:]}"
+        self._client = mqtt_client(config.mqtt, client_id)
+        self._client.max_inflight_messages_set(settings.max_inflight)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
+        if settings.source == "serial":
+            self._source: SerialSource | SimulatorSource = SerialSource(
+                settings.serial, self.accept, self._on_frame_error
+            )
+        else:
+            self._source = SimulatorSource(settings.simulator, self.accept)
+
+    def __enter__(self) -> Publisher:
+        mqtt_config = self._config.mqtt
+        self._client.connect_async(mqtt_config.host, mqtt_config.port, mqtt_config.keepalive_s)
+        self._client.loop_start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+        log.info(
+            "stopped: %d published, %d dropped on overflow, %d rejected by the broker, %d left in the buffer",
+            self.published, self.buffer.dropped, self.rejected, len(self.buffer),
+        )
+
+    # --- source side (source thread) ---
+
+    def accept(self, device: str, values: dict[str, float], read_ns: int) -> None:
+        sequencer = self._sequencers.get(device)
+        if sequencer is None:
+            sequencer = self._sequencers[device] = Sequencer(device, self.boot)
+        evicted = self.buffer.put(sequencer.stamp(values, read_ns))
+        if evicted is not None:
+            self._throttled.warning(
+                "overflow",
+                "buffer full (%d readings, MQTT unreachable or slow): dropped %s seq %d; %d dropped so far",
+                self.buffer.capacity, evicted.device, evicted.seq, self.buffer.dropped,
+            )
+
+    def _on_frame_error(self, device: str, error: FrameError) -> None:
+        self.frame_errors += 1
+        self._throttled.warning(
+            "frame", "bad frame from %s: %s (raw %s); %d so far", device, error.reason, error.raw[:48].hex(),
+            self.frame_errors,
+        )
+
+    # --- network side (main thread) ---
+
+    def run(self, stop: threading.Event) -> None:
+        source_thread = threading.Thread(target=self._source.run, args=(stop,), name="source", daemon=True)
+        source_thread.start()
+        while not stop.is_set():
+            self._send_one(timeout=0.2)
+        source_thread.join(timeout=5)
+        self._drain(time.monotonic() + self._config.publisher.shutdown_timeout_s)
+
+    def _send_one(self, timeout: float) -> bool:
+        with self._acks:
+            if self._unacked >= self._config.publisher.max_inflight and not self._acks.wait(timeout):
+                return False
+        envelope = self.buffer.get(timeout)
+        if envelope is None:
+            return False
+        envelope.trace[TRACE_PUBLISH] = time.time_ns()
+        topic = self._config.publisher.topic_template.format(device=envelope.device)
+        with self._acks:
+            self._unacked += 1
+        info = self._client.publish(topic, encode(envelope), qos=1)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):  # NO_CONN: queued, sent on reconnect
+            with self._acks:
+                self._unacked -= 1
+            self.rejected += 1
+            log.error("cannot publish %s seq %d to %s: %s", envelope.device, envelope.seq, topic,
+                      mqtt.error_string(info.rc))
+        return True
+
+    def _drain(self, deadline: float) -> None:
+        """On shutdown: send what is buffered and wait for its acknowledgements, until the deadline."""
+        while len(self.buffer) and time.monotonic() < deadline:
+            self._send_one(timeout=min(0.2, max(0.0, deadline - time.monotonic())))
+        with self._acks:
+            while self._unacked and time.monotonic() < deadline:
+                self._acks.wait(max(0.0, deadline - time.monotonic()))
+            if self._unacked or len(self.buffer):
+                log.warning("shutdown timeout: %d unacknowledged and %d buffered readings not delivered",
+                            self._unacked, len(self.buffer))
+
+    # --- paho callbacks (network thread) ---
+
+    def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        if reason.is_failure:
+            log.error("MQTT broker %s:%d refused the connection: %s",
+                      self._config.mqtt.host, self._config.mqtt.port, reason)
+        else:
+            log.info("connected to MQTT broker %s:%d", self._config.mqtt.host, self._config.mqtt.port)
+
+    def _on_disconnect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        if reason.is_failure:
+            log.warning("disconnected from MQTT broker (%s); buffering and reconnecting", reason)
+
+    def _on_publish(self, client: mqtt.Client, _userdata: Any, mid: int, reason: Any, _props: Any) -> None:
+        with self._acks:
+            self._unacked -= 1
+            self._acks.notify()
+        if reason.is_failure:
+            self.rejected += 1
+            log.error("broker rejected message %d: %s", mid, reason)
+        else:
+            self.published += 1

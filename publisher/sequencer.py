@@ -1,0 +1,31 @@
+"""Stamping readings into envelopes: per-device sequence numbers, boot id and event time."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from twinpipe.envelope import Envelope
+
+
+def new_boot_id() -> str:
+    """Sortable by start time, unique across restarts and hosts."""
+    return f"{time.time_ns():x}-{os.urandom(3).hex()}"
+
+
+class Sequencer:
+    """Not thread-safe: each device's readings come from one source thread."""
+
+    def __init__(self, device: str, boot: str) -> None:
+        self.device = device
+        self.boot = boot
+        self._next_seq = 0
+        self._last_ns = 0
+
+    def stamp(self, values: dict[str, float], read_ns: int) -> Envelope:
+        # Event times of one device must differ: InfluxDB keeps one point per series and timestamp.
+        time_ns = max(read_ns, self._last_ns + 1)
+        self._last_ns = time_ns
+        envelope = Envelope(self.device, self.boot, self._next_seq, time_ns, values)
+        self._next_seq += 1
+        return envelope

@@ -1,0 +1,74 @@
+"""python -m publisher.simulate --pty PATH: a fake board writing real frames into a pseudo-terminal.
+
+The publisher (publisher.source: serial, publisher.serial.port: PATH) then reads it exactly as it
+reads a USB serial board, so the whole serial path runs without hardware.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+from publisher.framing import encode_frame
+from publisher.simulator import SimulatedBoard, models_for_fields
+from twinpipe.cli import CONFIG_EPILOG, load_or_exit, stop_on_signals
+
+NOISE = b"\xff\xfe#noise#\x01\x02"  # contains no zero byte and no newline-terminated valid line
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m publisher.simulate", description=__doc__, epilog=CONFIG_EPILOG)
+    parser.add_argument("--pty", required=True, metavar="PATH", help="symlink to create for the pty's device")
+    parser.add_argument("--config", metavar="PATH", help="config.yaml (frame format from publisher.serial.frame)")
+    parser.add_argument("--rate", type=float, default=10.0, help="frames per second (default 10)")
+    parser.add_argument("--count", type=int, help="stop writing after this many frames (keeps the pty open)")
+    parser.add_argument("--noise-every", type=int, metavar="N", help="write garbage bytes after every N frames")
+    parser.add_argument("--record", metavar="FILE", help="append each written reading as a JSON line")
+    parser.add_argument("--seed", type=int, help="random seed for repeatable values")
+    args = parser.parse_args(argv)
+    config = load_or_exit(args.config)
+    frame = config.publisher.serial.frame
+    try:
+        models = models_for_fields(frame.fields, config.publisher.simulator.sensors)
+    except ValueError as exc:
+        parser.error(str(exc))
+    board = SimulatedBoard(models, config.publisher.simulator, random.Random(args.seed))
+
+    master, slave = os.openpty()
+    link = Path(args.pty)
+    link.unlink(missing_ok=True)
+    link.symlink_to(os.ttyname(slave))
+    print(f"writing {frame.format} frames to {link} -> {os.ttyname(slave)}", flush=True)
+    stop = stop_on_signals()
+    record = open(args.record, "a") if args.record else None  # noqa: SIM115 - closed below
+    written = 0
+    try:
+        next_tick = time.monotonic()
+        while not stop.is_set() and (args.count is None or written < args.count):
+            stop.wait(max(0.0, next_tick - time.monotonic()))
+            next_tick += 1.0 / args.rate
+            reading = board.read()
+            os.write(master, encode_frame(frame, reading))
+            written += 1
+            if record:
+                record.write(json.dumps(reading) + "\n")
+                record.flush()
+            if args.noise_every and written % args.noise_every == 0:
+                os.write(master, NOISE)
+        print(f"wrote {written} frames", flush=True)
+        stop.wait()
+    finally:
+        if record:
+            record.close()
+        link.unlink(missing_ok=True)
+        os.close(master)
+        os.close(slave)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

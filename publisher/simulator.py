@@ -1,0 +1,56 @@
+"""Simulated sensors: a mean, Gaussian noise, a slow mean-reverting drift and rare outliers."""
+
+from __future__ import annotations
+
+import random
+
+from twinpipe.config import SensorModel, SimulatorConfig
+
+DRIFT_REVERSION = 0.01  # fraction of the drift pulled back towards the mean each sample
+
+
+class SensorSignal:
+    def __init__(self, model: SensorModel, rng: random.Random, outlier_probability: float, outlier_scale: float):
+        self._model = model
+        self._rng = rng
+        self._outlier_probability = outlier_probability
+        self._outlier_scale = outlier_scale
+        self._drift = 0.0
+
+    def sample(self) -> float:
+        model, rng = self._model, self._rng
+        self._drift = (1 - DRIFT_REVERSION) * self._drift + rng.gauss(0.0, model.drift)
+        value = model.mean + self._drift + rng.gauss(0.0, model.stddev)
+        if rng.random() < self._outlier_probability:
+            value += rng.choice((-1, 1)) * self._outlier_scale * model.stddev
+        return round(value, 2)
+
+
+class SimulatedBoard:
+    """One board: a signal per sensor, sampled together like a frame from real hardware."""
+
+    def __init__(self, sensors: dict[str, SensorModel], config: SimulatorConfig, rng: random.Random) -> None:
+        self._signals = {
+            name: SensorSignal(model, rng, config.outlier_probability, config.outlier_scale)
+            for name, model in sensors.items()
+        }
+
+    def read(self) -> dict[str, float]:
+        return {name: signal.sample() for name, signal in self._signals.items()}
+
+
+def models_for_fields(fields: list[str], sensors: dict[str, SensorModel]) -> dict[str, SensorModel]:
+    """Pick a model per frame field: by exact name, else by suffix ("wall1_temperature" → temperature)."""
+    models = {}
+    for field in fields:
+        match = sensors.get(field) or next(
+            (model for name, model in sensors.items() if field.endswith("_" + name)), None
+        )
+        if match is None:
+            raise ValueError(f"publisher.simulator.sensors: no model for frame field {field!r}")
+        models[field] = match
+    return models
+
+
+def device_ids(config: SimulatorConfig) -> list[str]:
+    return [f"{config.device_prefix}-{i + 1}" for i in range(config.devices)]

@@ -1,0 +1,107 @@
+"""Where readings come from: a board on a serial port, or simulated boards. Each runs in its own thread."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+
+import serial
+
+from publisher.framing import FrameError, make_decoder
+from publisher.simulator import SimulatedBoard, device_ids
+from twinpipe.backoff import Backoff
+from twinpipe.config import SerialConfig, SimulatorConfig
+
+log = logging.getLogger("publisher.source")
+
+Emit = Callable[[str, dict[str, float], int], None]  # device, values, read time (ns)
+OnFrameError = Callable[[str, FrameError], None]  # device, error
+
+
+def open_serial(config: SerialConfig) -> serial.Serial:
+    return serial.Serial(
+        port=config.port,
+        baudrate=config.baudrate,
+        bytesize=config.bytesize,
+        parity=config.parity,
+        stopbits=config.stopbits,
+        timeout=config.read_timeout_s,
+    )
+
+
+class SerialSource:
+    """Reads one board. A missing or unplugged port is logged once and retried with backoff, forever."""
+
+    def __init__(self, config: SerialConfig, emit: Emit, on_frame_error: OnFrameError) -> None:
+        self._config = config
+        self._emit = emit
+        self._on_frame_error = on_frame_error
+
+    def run(self, stop: threading.Event) -> None:
+        config = self._config
+        backoff = Backoff(0.2, config.reconnect_max_s)
+        reported = False
+        while not stop.is_set():
+            try:
+                port = open_serial(config)
+            except (serial.SerialException, OSError) as exc:
+                if not reported:
+                    log.warning("cannot open %s (%s); retrying until it appears", config.port, exc)
+                    reported = True
+                stop.wait(backoff.next_delay())
+                continue
+            log.info("reading %s at %d baud (%s frames)", config.port, config.baudrate, config.frame.format)
+            reported = False
+            backoff.reset()
+            try:
+                self._read(port, stop)
+            except (serial.SerialException, OSError) as exc:
+                log.warning("lost %s (%s); reconnecting", config.port, exc)
+            finally:
+                port.close()
+
+    def _read(self, port: serial.Serial, stop: threading.Event) -> None:
+        decoder = make_decoder(self._config.frame)
+        device = self._config.device_id
+        try:
+            while not stop.is_set():
+                data = port.read(max(1, port.in_waiting))
+                read_ns = time.time_ns()
+                for item in decoder.feed(data) if data else decoder.idle():
+                    if isinstance(item, FrameError):
+                        self._on_frame_error(device, item)
+                    else:
+                        self._emit(device, item, read_ns)
+        finally:
+            for item in decoder.idle():
+                self._on_frame_error(device, item)
+
+
+class SimulatorSource:
+    """`devices` boards, each producing one reading every 1/rate_hz seconds."""
+
+    def __init__(self, config: SimulatorConfig, emit: Emit) -> None:
+        self._config = config
+        self._emit = emit
+
+    def run(self, stop: threading.Event) -> None:
+        config = self._config
+        rng = random.Random(config.seed)
+        boards = {device: SimulatedBoard(config.sensors, config, rng) for device in device_ids(config)}
+        log.info("simulating %d board(s) at %g readings/s each", len(boards), config.rate_hz)
+        interval = 1.0 / config.rate_hz
+        next_tick = time.monotonic()
+        while not stop.is_set():
+            now = time.monotonic()
+            if now < next_tick:
+                stop.wait(next_tick - now)
+                continue
+            read_ns = time.time_ns()
+            for device, board in boards.items():
+                self._emit(device, board.read(), read_ns)
+            next_tick += interval
+            if now - next_tick > 1.0:  # more than a second behind (machine suspended): skip, don't burst
+                next_tick = now
