@@ -146,7 +146,9 @@ class InfluxV2Shim:
                     return self._reply(401, {"code": "unauthorized", "message": "unauthorized access"})
                 query = dict(urllib.parse.parse_qsl(url.query))
                 if query.get("org") != shim.org:
-                    return self._reply(404, {"code": "not found", "message": f'organization "{query.get("org")}" not found'})
+                    return self._reply(
+                        404, {"code": "not found", "message": f'organization "{query.get("org")}" not found'}
+                    )
                 bucket = query.get("bucket")
                 if bucket not in shim.buckets:
                     return self._reply(404, {"code": "not found", "message": f'bucket "{bucket}" not found'})
@@ -155,7 +157,8 @@ class InfluxV2Shim:
                     return self._reply(400, {"code": "invalid", "message": "invalid precision"})
                 shim.write_requests += 1
                 forward = urllib.request.Request(
-                    f"{shim.influxd.url}/write?" + urllib.parse.urlencode({"db": bucket, "precision": precision}),
+                    f"{shim.influxd.url}/write?"
+                    + urllib.parse.urlencode({"db": bucket, "precision": precision}),
                     data=body,
                     method="POST",
                     headers={"Content-Encoding": self.headers.get("Content-Encoding", "identity")},

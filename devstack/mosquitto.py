@@ -36,16 +36,25 @@ class Mosquitto(ServerProcess):
             f"persistence_location {self.workdir / 'data'}/\n"
             "autosave_interval 1\n"
             "log_dest stderr\n"
-            "log_type error\nlog_type warning\nlog_type notice\n"
-            + QUEUE_LIMITS
-            + self.extra_config
+            "log_type error\nlog_type warning\nlog_type notice\n" + QUEUE_LIMITS + self.extra_config
         )
         return [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(self.config_path)]
 
     def ready(self) -> bool:
         result = subprocess.run(
-            ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(self.port), "-t", "$SYS/broker/version", "-C", "1",
-             "-W", "1"],
+            [
+                "mosquitto_sub",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-t",
+                "$SYS/broker/version",
+                "-C",
+                "1",
+                "-W",
+                "1",
+            ],
             capture_output=True,
             timeout=3,
         )

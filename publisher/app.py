@@ -64,7 +64,10 @@ class Publisher:
         self._client.loop_stop()
         log.info(
             "stopped: %d published, %d dropped on overflow, %d rejected by the broker, %d left in the buffer",
-            self.published, self.buffer.dropped, self.rejected, len(self.buffer),
+            self.published,
+            self.buffer.dropped,
+            self.rejected,
+            len(self.buffer),
         )
 
     # --- source side (source thread) ---
@@ -78,13 +81,20 @@ class Publisher:
             self._throttled.warning(
                 "overflow",
                 "buffer full (%d readings, MQTT unreachable or slow): dropped %s seq %d; %d dropped so far",
-                self.buffer.capacity, evicted.device, evicted.seq, self.buffer.dropped,
+                self.buffer.capacity,
+                evicted.device,
+                evicted.seq,
+                self.buffer.dropped,
             )
 
     def _on_frame_error(self, device: str, error: FrameError) -> None:
         self.frame_errors += 1
         self._throttled.warning(
-            "frame", "bad frame from %s: %s (raw %s); %d so far", device, error.reason, error.raw[:48].hex(),
+            "frame",
+            "bad frame from %s: %s (raw %s); %d so far",
+            device,
+            error.reason,
+            error.raw[:48].hex(),
             self.frame_errors,
         )
 
@@ -110,12 +120,20 @@ class Publisher:
         with self._acks:
             self._unacked += 1
         info = self._client.publish(topic, encode(envelope), qos=1)
-        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):  # NO_CONN: queued, sent on reconnect
+        if info.rc not in (
+            mqtt.MQTT_ERR_SUCCESS,
+            mqtt.MQTT_ERR_NO_CONN,
+        ):  # NO_CONN: queued, sent on reconnect
             with self._acks:
                 self._unacked -= 1
             self.rejected += 1
-            log.error("cannot publish %s seq %d to %s: %s", envelope.device, envelope.seq, topic,
-                      mqtt.error_string(info.rc))
+            log.error(
+                "cannot publish %s seq %d to %s: %s",
+                envelope.device,
+                envelope.seq,
+                topic,
+                mqtt.error_string(info.rc),
+            )
         return True
 
     def _drain(self, deadline: float) -> None:
@@ -126,19 +144,28 @@ class Publisher:
             while self._unacked and time.monotonic() < deadline:
                 self._acks.wait(max(0.0, deadline - time.monotonic()))
             if self._unacked or len(self.buffer):
-                log.warning("shutdown timeout: %d unacknowledged and %d buffered readings not delivered",
-                            self._unacked, len(self.buffer))
+                log.warning(
+                    "shutdown timeout: %d unacknowledged and %d buffered readings not delivered",
+                    self._unacked,
+                    len(self.buffer),
+                )
 
     # --- paho callbacks (network thread) ---
 
     def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         if reason.is_failure:
-            log.error("MQTT broker %s:%d refused the connection: %s",
-                      self._config.mqtt.host, self._config.mqtt.port, reason)
+            log.error(
+                "MQTT broker %s:%d refused the connection: %s",
+                self._config.mqtt.host,
+                self._config.mqtt.port,
+                reason,
+            )
         else:
             log.info("connected to MQTT broker %s:%d", self._config.mqtt.host, self._config.mqtt.port)
 
-    def _on_disconnect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+    def _on_disconnect(
+        self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
+    ) -> None:
         if reason.is_failure:
             log.warning("disconnected from MQTT broker (%s); buffering and reconnecting", reason)
 

@@ -108,7 +108,9 @@ class LineDecoder:
             if end < 0:
                 if len(self._buffer) > self._max:
                     if not self._skipping:
-                        out.append(FrameError(f"line longer than {self._max} bytes", bytes(self._buffer[:64])))
+                        out.append(
+                            FrameError(f"line longer than {self._max} bytes", bytes(self._buffer[:64]))
+                        )
                     self._skipping = True
                     del self._buffer[:]
                 return out

@@ -22,12 +22,18 @@ NOISE = b"\xff\xfe#noise#\x01\x02"  # contains no zero byte and no newline-termi
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m publisher.simulate", description=__doc__, epilog=CONFIG_EPILOG)
+    parser = argparse.ArgumentParser(
+        prog="python -m publisher.simulate", description=__doc__, epilog=CONFIG_EPILOG
+    )
     parser.add_argument("--pty", required=True, metavar="PATH", help="symlink to create for the pty's device")
-    parser.add_argument("--config", metavar="PATH", help="config.yaml (frame format from publisher.serial.frame)")
+    parser.add_argument(
+        "--config", metavar="PATH", help="config.yaml (frame format from publisher.serial.frame)"
+    )
     parser.add_argument("--rate", type=float, default=10.0, help="frames per second (default 10)")
     parser.add_argument("--count", type=int, help="stop writing after this many frames (keeps the pty open)")
-    parser.add_argument("--noise-every", type=int, metavar="N", help="write garbage bytes after every N frames")
+    parser.add_argument(
+        "--noise-every", type=int, metavar="N", help="write garbage bytes after every N frames"
+    )
     parser.add_argument("--record", metavar="FILE", help="append each written reading as a JSON line")
     parser.add_argument("--seed", type=int, help="random seed for repeatable values")
     args = parser.parse_args(argv)

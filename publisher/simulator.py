@@ -10,7 +10,9 @@ DRIFT_REVERSION = 0.01  # fraction of the drift pulled back towards the mean eac
 
 
 class SensorSignal:
-    def __init__(self, model: SensorModel, rng: random.Random, outlier_probability: float, outlier_scale: float):
+    def __init__(
+        self, model: SensorModel, rng: random.Random, outlier_probability: float, outlier_scale: float
+    ):
         self._model = model
         self._rng = rng
         self._outlier_probability = outlier_probability

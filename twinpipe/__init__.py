@@ -1,3 +1,3 @@
-"""twinpipe core: config, message envelope, client factories, logging and CLI helpers shared by every stage."""
+"""twinpipe core: config, envelope, client factories, logging and CLI helpers shared by all stages."""
 
 __version__ = "0.1.0"

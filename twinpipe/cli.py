@@ -36,7 +36,9 @@ def load_or_exit(path: str | None, overrides: dict[str, object] | None = None) -
     ("PUBLISHER__SOURCE") so errors name them the same way; None values are ignored.
     """
     environ = dict(os.environ)
-    environ.update({ENV_PREFIX + key: str(value) for key, value in (overrides or {}).items() if value is not None})
+    environ.update(
+        {ENV_PREFIX + key: str(value) for key, value in (overrides or {}).items() if value is not None}
+    )
     try:
         config = load_config(path, environ)
     except ConfigError as exc:

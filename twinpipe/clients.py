@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.errors import TopicAlreadyExistsError
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -62,3 +64,23 @@ def kafka_consumer(config: KafkaConfig, group_id: str | None, **settings: Any) -
         heartbeat_interval_ms=config.heartbeat_interval_ms,
         **settings,
     )
+
+
+def ensure_topics(config: KafkaConfig, names: list[str]) -> None:
+    """Create missing topics with the configured partitions, so consumers see them from the start."""
+    if not config.create_topics:
+        return
+    admin = KafkaAdminClient(
+        bootstrap_servers=config.bootstrap_servers, security_protocol=config.security_protocol
+    )
+    try:
+        missing = sorted(set(names) - set(admin.list_topics()))
+        for name in missing:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another stage created it meanwhile
+                settings = {
+                    "num_partitions": config.partitions,
+                    "replication_factor": config.replication_factor,
+                }
+                admin.create_topics({name: settings})
+    finally:
+        admin.close()

@@ -146,6 +146,9 @@ class KafkaConfig(Section):
     telemetry_topic: KafkaTopic = "twin.telemetry"
     dead_letter_topic: KafkaTopic = "twin.deadletter"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    create_topics: bool = True
+    partitions: Annotated[int, Field(ge=1)] = 4
+    replication_factor: Annotated[int, Field(ge=1)] = 1
     session_timeout_ms: Annotated[int, Field(ge=1000)] = 10000
     heartbeat_interval_ms: Annotated[int, Field(ge=100)] = 3000
 
@@ -224,7 +227,9 @@ class FrameConfig(Section):
         if self.format == "binary":
             count = len(struct.unpack(self.layout, bytes(struct.calcsize(self.layout))))
             if count != len(self.fields):
-                raise ValueError(f"layout {self.layout!r} holds {count} values but fields lists {len(self.fields)}")
+                raise ValueError(
+                    f"layout {self.layout!r} holds {count} values but fields lists {len(self.fields)}"
+                )
             if len(self.scale) not in (1, count):
                 raise ValueError(f"scale must be one number or {count} numbers")
         if self.format == "csv" and not self.fields:
@@ -265,7 +270,9 @@ class SimulatorConfig(Section):
     outlier_probability: Annotated[float, Field(ge=0, le=1)] = 0.001
     outlier_scale: Annotated[float, Field(ge=0)] = 6.0
     seed: int | None = None
-    sensors: dict[SensorName, SensorModel] = Field(default_factory=lambda: dict(DEFAULT_SENSORS), min_length=1)
+    sensors: dict[SensorName, SensorModel] = Field(
+        default_factory=lambda: dict(DEFAULT_SENSORS), min_length=1
+    )
 
 
 class PublisherConfig(Section):
@@ -297,7 +304,9 @@ class Route(Section):
     def _filter(cls, value: str) -> str:
         levels = value.split("/")
         if not value or value.startswith("$share/"):
-            raise ValueError("expected an MQTT topic filter; use bridge.shared_group for shared subscriptions")
+            raise ValueError(
+                "expected an MQTT topic filter; use bridge.shared_group for shared subscriptions"
+            )
         for i, level in enumerate(levels):
             if ("#" in level and (level != "#" or i != len(levels) - 1)) or ("+" in level and level != "+"):
                 raise ValueError("wildcards must fill a whole level, and '#' only the last")

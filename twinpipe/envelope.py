@@ -110,7 +110,9 @@ def decode(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> Envelope:
         raise EnvelopeError("values must be a non-empty object of name → number")
     for name, value in values.items():
         if not _NAME.match(name) or name in RESERVED_NAMES:
-            raise EnvelopeError(f"value name {name!r:.80} is not allowed (expected {_NAME.pattern}, not seq/boot)")
+            raise EnvelopeError(
+                f"value name {name!r:.80} is not allowed (expected {_NAME.pattern}, not seq/boot)"
+            )
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise EnvelopeError(f"value {name} must be a number, got {value!r:.40}")
         if _finite_float(value) is None:

@@ -1,0 +1,66 @@
+"""Turning envelopes into screen lines, and keeping the screen readable at thousands of messages/s."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from twinpipe.envelope import TRACE_BRIDGE, TRACE_PUBLISH, Envelope
+
+HOPS = ("read→mqtt", "mqtt→bridge", "bridge→kafka", "kafka→here")
+
+
+def hop_delays_ms(envelope: Envelope, kafka_timestamp_ms: int | None, now_ns: int) -> dict[str, float]:
+    """Delays between consecutive stamps that are present: board read, MQTT publish, bridge, Kafka, here."""
+    stamps: list[tuple[str, int | None]] = [
+        ("read", envelope.time_ns),
+        ("mqtt", envelope.trace.get(TRACE_PUBLISH)),
+        ("bridge", envelope.trace.get(TRACE_BRIDGE)),
+        ("kafka", kafka_timestamp_ms * 1_000_000 if kafka_timestamp_ms is not None else None),
+        ("here", now_ns),
+    ]
+    known = [(name, ns) for name, ns in stamps if ns is not None]
+    return {f"{a}→{b}": (t_b - t_a) / 1e6 for (a, t_a), (b, t_b) in zip(known, known[1:], strict=False)}
+
+
+def format_line(envelope: Envelope, delays_ms: dict[str, float]) -> str:
+    stamp = datetime.fromtimestamp(envelope.time_ns / 1e9, UTC).strftime("%H:%M:%S.%f")[:-3]
+    values = " ".join(f"{name}={value:.2f}" for name, value in envelope.values.items())
+    hops = " ".join(f"{hop} {ms:.1f}ms" for hop, ms in delays_ms.items())
+    return f"{stamp} {envelope.device} #{envelope.seq} {values}" + (f" | {hops}" if hops else "")
+
+
+class Throttle:
+    """Lets at most `max_lines_per_s` lines through; the rest are summarised once per second."""
+
+    def __init__(self, max_lines_per_s: float, clock=time.monotonic) -> None:
+        self._max = max_lines_per_s
+        self._clock = clock
+        self._window_start = clock()
+        self._shown = 0
+        self._skipped = 0
+        self._skipped_devices: set[str] = set()
+
+    def admit(self, device: str) -> bool:
+        if self._shown < self._max:
+            self._shown += 1
+            return True
+        self._skipped += 1
+        self._skipped_devices.add(device)
+        return False
+
+    def summary(self) -> str | None:
+        """Once per second: a line about what was not shown, and a fresh budget."""
+        now = self._clock()
+        elapsed = now - self._window_start
+        if elapsed < 1.0:
+            return None
+        line = None
+        if self._skipped:
+            line = (
+                f"… {self._skipped} more messages from {len(self._skipped_devices)} device(s) in "
+                f"{elapsed:.1f} s ({(self._shown + self._skipped) / elapsed:.0f} msg/s)"
+            )
+        self._window_start, self._shown, self._skipped = now, 0, 0
+        self._skipped_devices.clear()
+        return line

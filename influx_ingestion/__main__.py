@@ -1,0 +1,63 @@
+"""python -m influx_ingestion: write telemetry from Kafka into InfluxDB, committing only what is written."""
+
+from __future__ import annotations
+
+import sys
+
+from kafka.errors import KafkaError
+
+from influx_ingestion.ingestion import Ingestion
+from influx_ingestion.writer import InfluxWriter
+from twinpipe.cli import load_or_exit, stage_parser, stop_on_signals
+from twinpipe.clients import ensure_topics, kafka_consumer, kafka_producer
+from twinpipe.config import ConfigError
+from twinpipe.retry import until_connected
+
+DESCRIPTION = """\
+Consume the telemetry topic(s) in consumer group ingestion.group_id and write one InfluxDB point per
+envelope (measurement ingestion.measurement; tags: device plus ingestion.tags / device_tags; fields:
+the sensor values, seq and boot; time: the event time). Batches of ingestion.batch_size records or
+ingestion.flush_interval_s seconds are written with the InfluxDB 2 API, and offsets are committed only
+afterwards. InfluxDB down: retry with backoff, fetch nothing meanwhile. Records InfluxDB rejects for
+their content, and records that are not envelopes, go to kafka.dead_letter_topic with the reason.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = stage_parser("python -m influx_ingestion", DESCRIPTION).parse_args(argv)
+    config = load_or_exit(args.config)
+    try:
+        writer = InfluxWriter(config.influxdb)
+    except ConfigError as exc:
+        print("\n".join(exc.errors), file=sys.stderr)
+        return 2
+    stop = stop_on_signals()
+    topics = config.telemetry_topics(config.ingestion.topics)
+    kafka_name = f"Kafka {','.join(config.kafka.bootstrap_servers)}"
+
+    def connect() -> tuple:
+        ensure_topics(config.kafka, [*topics, config.kafka.dead_letter_topic])
+        consumer = kafka_consumer(
+            config.kafka,
+            config.ingestion.group_id,
+            auto_offset_reset="earliest",
+            max_poll_records=config.ingestion.batch_size,
+        )
+        consumer.subscribe(topics)
+        return consumer, kafka_producer(config.kafka, linger_ms=5)
+
+    clients = until_connected(connect, kafka_name, stop, (KafkaError,))
+    if clients is None:
+        return 0
+    consumer, dead_letters = clients
+    try:
+        Ingestion(config, consumer, writer.write, dead_letters).run(stop)
+    finally:
+        consumer.close(autocommit=False)
+        dead_letters.close(timeout=5)
+        writer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

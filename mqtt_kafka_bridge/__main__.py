@@ -1,0 +1,60 @@
+"""python -m mqtt_kafka_bridge: forward MQTT telemetry to Kafka, at least once."""
+
+from __future__ import annotations
+
+import sys
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from mqtt_kafka_bridge.bridge import Bridge
+from twinpipe.cli import load_or_exit, stage_parser, stop_on_signals
+from twinpipe.clients import ensure_topics, kafka_producer
+from twinpipe.retry import until_connected
+
+DESCRIPTION = """\
+Subscribe to the MQTT topic filters in bridge.routes (MQTT 5, QoS 1, persistent session named by
+bridge.client_id) and produce each envelope to Kafka (acks=all), keyed by device id. Each MQTT
+message is acknowledged only after Kafka acknowledged its record, so nothing is lost when the bridge,
+the broker or Kafka goes down. Payloads that are not valid envelopes go to kafka.dead_letter_topic
+with the reason in the header twinpipe.reason. Set bridge.shared_group to split the load between
+replicas (each replica needs its own bridge.client_id). SIGTERM: deliver, acknowledge, exit 0.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = stage_parser("python -m mqtt_kafka_bridge", DESCRIPTION).parse_args(argv)
+    config = load_or_exit(args.config)
+    stop = stop_on_signals()
+    settings = config.bridge
+    fixed_topics = [
+        route.kafka_topic for route in settings.routes if route.kafka_topic and "{" not in route.kafka_topic
+    ]
+
+    def connect() -> KafkaProducer:
+        ensure_topics(
+            config.kafka, [config.kafka.telemetry_topic, config.kafka.dead_letter_topic, *fixed_topics]
+        )
+        return kafka_producer(
+            config.kafka,
+            linger_ms=settings.linger_ms,
+            batch_size=settings.batch_size,
+            compression_type=None if settings.compression == "none" else settings.compression,
+            max_block_ms=10_000,
+        )
+
+    producer = until_connected(
+        connect,
+        f"Kafka {','.join(config.kafka.bootstrap_servers)}",
+        stop,
+        (KafkaError,),
+    )
+    if producer is None:
+        return 0
+    with Bridge(config, producer) as bridge:
+        bridge.run(stop)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

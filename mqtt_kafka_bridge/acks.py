@@ -1,0 +1,43 @@
+"""Acknowledging MQTT messages only once Kafka holds them, in the order they arrived.
+
+MQTT requires PUBACKs in arrival order, and acknowledging message N must never imply that an
+earlier message, still on its way to Kafka, is safe. So a message is acknowledged when it and every
+message before it are delivered.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+
+
+class Pending:
+    __slots__ = ("mid", "delivered")
+
+    def __init__(self, mid: int) -> None:
+        self.mid = mid
+        self.delivered = False
+
+
+class InOrderAcks:
+    def __init__(self, send_ack: Callable[[int], object]) -> None:
+        self._send_ack = send_ack
+        self._queue: deque[Pending] = deque()
+        self._lock = threading.Lock()
+
+    def received(self, mid: int) -> Pending:
+        pending = Pending(mid)
+        with self._lock:
+            self._queue.append(pending)
+        return pending
+
+    def delivered(self, pending: Pending) -> None:
+        with self._lock:
+            pending.delivered = True
+            queue = self._queue
+            while queue and queue[0].delivered:
+                self._send_ack(queue.popleft().mid)
+
+    def __len__(self) -> int:
+        return len(self._queue)

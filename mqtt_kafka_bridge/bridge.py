@@ -1,0 +1,220 @@
+"""The bridge: MQTT messages in, Kafka records out, each MQTT message acknowledged after Kafka has it.
+
+Threads: paho's network thread only queues incoming messages; one forwarding thread validates them
+and hands records to the Kafka producer; the producer's I/O thread reports deliveries, which release
+the MQTT acknowledgements in order. The broker never has more than `bridge.max_inflight`
+unacknowledged messages out to us (MQTT 5 Receive Maximum), which bounds every queue here.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from mqtt_kafka_bridge.acks import InOrderAcks, Pending
+from mqtt_kafka_bridge.routing import Router, RoutingError
+from twinpipe.backoff import Backoff
+from twinpipe.clients import connect_properties, mqtt_client
+from twinpipe.config import Config
+from twinpipe.envelope import TRACE_BRIDGE, EnvelopeError, decode, encode
+from twinpipe.ratelog import ThrottledLog
+
+log = logging.getLogger("mqtt_kafka_bridge")
+
+STAGE = b"mqtt_kafka_bridge"
+
+
+@dataclass(slots=True)
+class Record:
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]] | None
+    pending: Pending | None  # None for QoS 0 messages, which are never acknowledged
+
+
+@dataclass(slots=True)
+class Incoming:
+    mqtt_topic: str
+    payload: bytes
+    received_ns: int
+    pending: Pending | None
+
+
+_STOP = object()
+
+
+def dead_letter_headers(reason: str, mqtt_topic: str, received_ns: int) -> list[tuple[str, bytes]]:
+    return [
+        ("twinpipe.reason", reason.encode()),
+        ("twinpipe.stage", STAGE),
+        ("twinpipe.mqtt_topic", mqtt_topic.encode()),
+        ("twinpipe.received_ns", str(received_ns).encode()),
+    ]
+
+
+class Bridge:
+    def __init__(self, config: Config, producer: KafkaProducer) -> None:
+        self._config = config
+        settings = config.bridge
+        self._producer = producer
+        self._router = Router(settings.routes, config.kafka.telemetry_topic, settings.shared_group)
+        self._client = mqtt_client(config.mqtt, settings.client_id, manual_ack=True)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._acks = InOrderAcks(lambda mid: self._client.ack(mid, 1))
+        self._inbox: queue.SimpleQueue[Incoming | Record | object] = queue.SimpleQueue()
+        self._intake = threading.Lock()
+        self._stopping = False
+        self._disconnected = threading.Event()
+        self._throttled = ThrottledLog(log)
+        self.delivered = 0
+        self.dead_lettered = 0
+        self.delivery_failures = 0
+
+    def __enter__(self) -> Bridge:
+        mqtt_config, settings = self._config.mqtt, self._config.bridge
+        self._client.connect_async(
+            mqtt_config.host,
+            mqtt_config.port,
+            mqtt_config.keepalive_s,
+            clean_start=False,
+            properties=connect_properties(settings.session_expiry_s, settings.max_inflight),
+        )
+        self._client.loop_start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._client.disconnect()
+        self._disconnected.wait(5)
+        self._client.loop_stop()
+        self._producer.close(timeout=5)
+        log.info(
+            "stopped: %d delivered to Kafka (%d of them dead letters), %d failed deliveries retried, "
+            "%d unacknowledged",
+            self.delivered,
+            self.dead_lettered,
+            self.delivery_failures,
+            len(self._acks),
+        )
+
+    def run(self, stop: threading.Event) -> None:
+        forwarder = threading.Thread(target=self._forward_loop, name="forwarder", daemon=True)
+        forwarder.start()
+        stop.wait()
+        self._shutdown(forwarder)
+
+    def _shutdown(self, forwarder: threading.Thread) -> None:
+        """Stop taking messages, deliver what was taken, acknowledge it; the rest stays in the session."""
+        deadline = time.monotonic() + self._config.bridge.shutdown_timeout_s
+        with self._intake:
+            self._stopping = True
+            self._inbox.put(_STOP)
+        forwarder.join(max(0.0, deadline - time.monotonic()))
+        try:
+            self._producer.flush(timeout=max(0.1, deadline - time.monotonic()))
+        except KafkaError as exc:
+            log.warning(
+                "shutdown: flush to Kafka incomplete (%s); unacknowledged messages stay queued in MQTT", exc
+            )
+
+    # --- paho network thread ---
+
+    def _on_connect(self, client: mqtt.Client, _userdata: Any, flags: Any, reason: Any, _props: Any) -> None:
+        where = f"{self._config.mqtt.host}:{self._config.mqtt.port}"
+        if reason.is_failure:
+            log.error("MQTT broker %s refused the connection: %s", where, reason)
+            return
+        log.info(
+            "connected to MQTT broker %s (session %s)", where, "resumed" if flags.session_present else "new"
+        )
+        client.subscribe([(topic, SubscribeOptions(qos=1)) for topic in self._router.subscriptions()])
+
+    def _on_disconnect(
+        self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
+    ) -> None:
+        if reason.is_failure:
+            log.warning("disconnected from MQTT broker (%s); reconnecting", reason)
+        self._disconnected.set()
+
+    def _on_message(self, client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        received_ns = time.time_ns()
+        with self._intake:
+            if self._stopping:
+                return  # not acknowledged: the broker redelivers it to the next session
+            pending = self._acks.received(message.mid) if message.qos > 0 else None
+            self._inbox.put(Incoming(message.topic, message.payload, received_ns, pending))
+
+    # --- forwarding thread ---
+
+    def _forward_loop(self) -> None:
+        while (item := self._inbox.get()) is not _STOP:
+            record = self.to_record(item) if isinstance(item, Incoming) else item
+            self._send(record)
+
+    def to_record(self, incoming: Incoming) -> Record:
+        """Validate and route a message: its Kafka record, or a dead letter saying what is wrong."""
+        limit = self._config.bridge.max_payload_bytes
+        try:
+            envelope = decode(incoming.payload, limit)
+            topic = self._router.kafka_topic(incoming.mqtt_topic, envelope.device)
+        except (EnvelopeError, RoutingError) as exc:
+            reason = exc.reason if isinstance(exc, EnvelopeError) else str(exc)
+            return self._dead_letter(incoming, reason)
+        envelope.trace[TRACE_BRIDGE] = incoming.received_ns
+        return Record(topic, envelope.device.encode(), encode(envelope), None, incoming.pending)
+
+    def _dead_letter(self, incoming: Incoming, reason: str) -> Record:
+        self.dead_lettered += 1
+        self._throttled.warning(
+            "dead-letter",
+            "dead letter from %s: %s; %d so far",
+            incoming.mqtt_topic,
+            reason,
+            self.dead_lettered,
+        )
+        limit = self._config.bridge.max_payload_bytes
+        return Record(
+            self._config.kafka.dead_letter_topic,
+            None,
+            incoming.payload[:limit],  # the original bytes, cut to what Kafka accepts
+            dead_letter_headers(reason, incoming.mqtt_topic, incoming.received_ns),
+            incoming.pending,
+        )
+
+    def _send(self, record: Record) -> None:
+        backoff = Backoff(0.2, 5.0)
+        while True:
+            try:
+                future = self._producer.send(
+                    record.topic, value=record.value, key=record.key, headers=record.headers
+                )
+                break
+            except KafkaError as exc:  # buffer full or no metadata: Kafka is unreachable
+                self._throttled.warning("send", "cannot hand record to Kafka (%s); retrying", exc)
+                time.sleep(backoff.next_delay())
+        future.add_callback(self._on_delivered, record)
+        future.add_errback(self._on_failed, record)
+
+    # --- Kafka producer I/O thread ---
+
+    def _on_delivered(self, record: Record, _metadata: Any) -> None:
+        self.delivered += 1
+        if record.pending is not None:
+            self._acks.delivered(record.pending)
+
+    def _on_failed(self, record: Record, exc: BaseException) -> None:
+        """Delivery gave up (timeout): send it again; the MQTT message stays unacknowledged until it lands."""
+        self.delivery_failures += 1
+        self._throttled.warning("failed", "delivery to %s failed (%s); retrying", record.topic, exc)
+        self._inbox.put(record)
