@@ -183,7 +183,10 @@ class BinaryDecoder:
             del buf[: self._frame_len]
             self._locked = True
             values = self._struct.unpack(raw)
-            out.append({name: v * s for name, v, s in zip(self._fields, values, self._scale, strict=True)})
+            # Rounding removes binary float noise (6012 * 0.01 = 60.120000000000005).
+            out.append(
+                {name: round(v * s, 9) for name, v, s in zip(self._fields, values, self._scale, strict=True)}
+            )
 
     def idle(self) -> list[Reading | FrameError]:
         if not self._buffer:

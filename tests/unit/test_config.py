@@ -1,0 +1,154 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from twinpipe.__main__ import main as twinpipe_main
+from twinpipe.config import Config, ConfigError, load_config, parse_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def errors_of(document: object, environ: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(document, environ or {})
+    return caught.value.errors
+
+
+def test_defaults_are_valid() -> None:
+    config = parse_config({}, {})
+    assert config.kafka.bootstrap_servers == ["localhost:9092"]
+    assert config.publisher.topic_template == "twin/{device}/telemetry"
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        (
+            {"kafka": {"bootstrap_servers": "kafka"}},
+            "kafka.bootstrap_servers.0: expected host:port, got 'kafka'",
+        ),
+        ({"kafka": {"bootstrap_servrs": ["a:1"]}}, "kafka.bootstrap_servrs: unknown key"),
+        ({"mqtt": {"port": 70000}}, "mqtt.port: Input should be less than 65536, got 70000"),
+        ({"mqtt": {"port": "abc"}}, "mqtt.port: Input should be a valid integer"),
+        ({"influxdb": {"url": "localhost:8086"}}, "influxdb.url: expected an http:// or https:// URL"),
+        (
+            {"publisher": {"source": "usb"}},
+            "publisher.source: Input should be 'simulator' or 'serial', got 'usb'",
+        ),
+        (
+            {"publisher": {"topic_template": "twin/+/x"}},
+            "publisher.topic_template: an MQTT topic to publish to",
+        ),
+        ({"publisher": {"topic_template": "twin/{board}"}}, "publisher.topic_template: only the placeholder"),
+        (
+            {"publisher": {"serial": {"frame": {"layout": ">5h"}}}},
+            "publisher.serial.frame: layout '>5h' holds 5",
+        ),
+        (
+            {"publisher": {"serial": {"frame": {"layout": "6h"}}}},
+            "publisher.serial.frame.layout: must start with",
+        ),
+        (
+            {"publisher": {"serial": {"frame": {"sync_hex": "zz"}}}},
+            "publisher.serial.frame.sync_hex: expected a",
+        ),
+        ({"bridge": {"routes": [{"mqtt_filter": "a/#/b"}]}}, "bridge.routes.0.mqtt_filter: wildcards must"),
+        (
+            {"bridge": {"routes": [{"mqtt_filter": "a/+", "kafka_topic": "{x}"}]}},
+            "bridge.routes.0.kafka_topic",
+        ),
+        ({"bridge": {"routes": []}}, "bridge.routes: List should have at least 1 item"),
+        ({"kafka": {"session_timeout_ms": 3000}}, "kafka: heartbeat_interval_ms must be at most a third"),
+        ({"mqtt": {"password_file": "/nonexistent/secret"}}, "mqtt.password_file: cannot read file"),
+        ({"mqtt": {"password": "x", "password_file": __file__}}, "mqtt: set password or password_file"),
+        ({"logging": {"level": "LOUD"}}, "logging.level: Input should be"),
+        ([1, 2], "config: expected a mapping of sections, got list"),
+    ],
+)
+def test_bad_values_name_the_key(document: object, expected: str) -> None:
+    errors = errors_of(document)
+    assert any(line.startswith(expected) for line in errors), errors
+
+
+def test_all_errors_are_reported_at_once() -> None:
+    errors = errors_of({"kafka": {"bootstrap_servers": "kafka"}, "mqtt": {"port": 0}, "bogus": {}})
+    assert len(errors) == 3
+
+
+def test_env_overrides_win_and_are_named_in_errors() -> None:
+    environ = {
+        "TWINPIPE__KAFKA__BOOTSTRAP_SERVERS": "k1:9092,k2:9092",
+        "TWINPIPE__MQTT__PORT": "1884",
+        "TWINPIPE__PUBLISHER__SIMULATOR__DEVICES": "3",
+        "TWINPIPE_CONFIG": "/ignored/for/overrides",
+    }
+    config = parse_config({"mqtt": {"port": 1883}}, environ)
+    assert config.kafka.bootstrap_servers == ["k1:9092", "k2:9092"]
+    assert config.mqtt.port == 1884
+    assert config.publisher.simulator.devices == 3
+    errors = errors_of({}, {"TWINPIPE__MQTT__PROT": "1"})
+    assert errors == [
+        "mqtt.prot: unknown key (check the spelling against config.yaml) (from TWINPIPE__MQTT__PROT)"
+    ]
+
+
+def test_secrets_come_from_env_or_file_and_are_not_echoed(tmp_path: Path) -> None:
+    secret = tmp_path / "token"
+    secret.write_text("file-token\n")
+    assert parse_config({"influxdb": {"token_file": str(secret)}}, {}).influxdb.secret_token() == "file-token"
+    config = parse_config({}, {"TWINPIPE__INFLUXDB__TOKEN": "env-token"})
+    assert config.influxdb.secret_token() == "env-token"
+    assert "env-token" not in repr(config)
+    with pytest.raises(ConfigError, match="influxdb.token: required"):
+        parse_config({}, {}).influxdb.secret_token()
+    errors = errors_of({"mqtt": {"password": ["not", "a", "string"]}})
+    assert errors[0].startswith("mqtt.password:") and "not" not in errors[0]
+
+
+def test_missing_explicit_file_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml", {})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("mqtt: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad, {})
+
+
+def _keys(model: type, prefix: str = "") -> set[str]:
+    keys = set()
+    for name, field in model.model_fields.items():
+        keys.add(prefix + name)
+        annotation = field.annotation
+        if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
+            keys |= _keys(annotation, f"{prefix}{name}.")
+    return keys
+
+
+def _document_keys(document: dict, prefix: str = "") -> set[str]:
+    keys = set()
+    for name, value in document.items():
+        keys.add(prefix + name)
+        if isinstance(value, dict) and name not in ("sensors", "tags", "device_tags"):
+            keys |= _document_keys(value, f"{prefix}{name}.")
+    return keys
+
+
+def test_shipped_config_lists_every_key_with_its_default() -> None:
+    shipped = yaml.safe_load((ROOT / "config.yaml").read_text())
+    missing = _keys(Config) - _document_keys(shipped)
+    assert not missing, f"config.yaml lacks keys: {sorted(missing)}"
+    assert parse_config(shipped, {}) == Config(), "config.yaml values differ from the code defaults"
+
+
+def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert twinpipe_main(["check-config", str(ROOT / "config.yaml")]) == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kafka:\n  bootstrap_servers: kafka\nmqtt:\n  prot: 1\n")
+    assert twinpipe_main(["check-config", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "kafka.bootstrap_servers.0: expected host:port, got 'kafka'" in err
+    assert "mqtt.prot: unknown key" in err
+    assert "2 error(s)" in err
