@@ -158,6 +158,7 @@ class BinaryDecoder:
         self._scale = scale * len(fields) if len(scale) == 1 else scale
         self._buffer = bytearray()
         self._locked = False
+        self._noise_run = bytearray()  # skipped bytes not yet reported: one error per run of noise
 
     def feed(self, data: bytes) -> list[Reading | FrameError]:
         self._buffer += data
@@ -166,19 +167,18 @@ class BinaryDecoder:
         while True:
             start = buf.find(sync)
             if start < 0:
-                keep = len(sync) - 1
-                if len(buf) > keep:
-                    self._noise(out, len(buf) - keep)
+                self._skip(max(0, len(buf) - (len(sync) - 1)))
                 return out
             if start > 0:
-                self._noise(out, start)
+                self._skip(start)
                 continue
             needed = self._frame_len if self._locked else self._frame_len + len(sync)
             if len(buf) < needed:
                 return out
             if not self._locked and buf[self._frame_len : needed] != sync:
-                self._noise(out, 1)
+                self._skip(1)
                 continue
+            self._report_noise(out)
             raw = bytes(buf[len(sync) : self._frame_len])
             del buf[: self._frame_len]
             self._locked = True
@@ -189,21 +189,34 @@ class BinaryDecoder:
             )
 
     def idle(self) -> list[Reading | FrameError]:
-        if not self._buffer:
-            return []
-        raw = bytes(self._buffer)
-        self._buffer.clear()
-        self._locked = False
-        return [FrameError(f"incomplete frame of {len(raw)} bytes dropped after a quiet read timeout", raw)]
+        out: list[Reading | FrameError] = []
+        self._report_noise(out)
+        if self._buffer:
+            raw = bytes(self._buffer)
+            self._buffer.clear()
+            self._locked = False
+            out.append(
+                FrameError(f"incomplete frame of {len(raw)} bytes dropped after a quiet read timeout", raw)
+            )
+        return out
 
-    def _noise(self, out: list[Reading | FrameError], count: int) -> None:
-        """Skip bytes that cannot start a frame; consecutive skips merge into one error."""
-        raw = bytes(self._buffer[:count])
+    def _skip(self, count: int) -> None:
+        """Bytes that cannot start a frame: set aside and reported as one error when the noise ends."""
+        if not count:
+            return
+        self._noise_run += self._buffer[:count]
         del self._buffer[:count]
         self._locked = False
-        if out and isinstance(out[-1], FrameError) and out[-1].reason.startswith("skipped"):
-            raw = out.pop().raw + raw
-        out.append(FrameError(f"skipped {len(raw)} bytes of noise while resynchronising", raw[:256]))
+
+    def _report_noise(self, out: list[Reading | FrameError]) -> None:
+        if self._noise_run:
+            size = len(self._noise_run)
+            out.append(
+                FrameError(
+                    f"skipped {size} bytes of noise while resynchronising", bytes(self._noise_run[:256])
+                )
+            )
+            self._noise_run.clear()
 
 
 def make_decoder(config: FrameConfig) -> Decoder:

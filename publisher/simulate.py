@@ -12,6 +12,7 @@ import os
 import random
 import sys
 import time
+import tty
 from pathlib import Path
 
 from publisher.framing import encode_frame
@@ -46,6 +47,9 @@ def main(argv: list[str] | None = None) -> None:
     board = SimulatedBoard(models, config.publisher.simulator, random.Random(args.seed))
 
     master, slave = os.openpty()
+    tty.setraw(
+        slave
+    )  # like a USB CDC port: no line discipline mangling binary frames before a reader opens it
     link = Path(args.pty)
     link.unlink(missing_ok=True)
     link.symlink_to(os.ttyname(slave))

@@ -152,3 +152,17 @@ def test_line_decoders_never_raise(fmt: str, data: bytes) -> None:
     decoder = make_decoder(FrameConfig(format=fmt, fields=["t", "h"], max_line_bytes=64))
     for item in decoder.feed(data) + decoder.feed(b"\n"):
         assert isinstance(item, FrameError) or set(item) == {"t", "h"}
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 5, 7, 15, 16, 17, 40, 4096])
+def test_every_frame_around_noise_survives_any_read_size(chunk: int) -> None:
+    noise = b"\xff\xfe#noise#\x01\x02"
+    frames = [nucleo_frame(i, 2, 3, 4, 5, 6) for i in range(1, 61)]
+    stream = b"".join(frame + (noise if i % 10 == 4 else b"") for i, frame in enumerate(frames))
+    decoder = make_decoder(NUCLEO)
+    out = [
+        item for start in range(0, len(stream), chunk) for item in decoder.feed(stream[start : start + chunk])
+    ]
+    out += decoder.idle()
+    assert [round(r["ambient_temperature"] * 100) for r in readings(out)] == list(range(1, 61))
+    assert [e.reason for e in errors(out)] == ["skipped 11 bytes of noise while resynchronising"] * 6
