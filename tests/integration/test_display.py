@@ -1,0 +1,49 @@
+"""consumer_display reading a real Kafka-protocol broker, without joining any consumer group."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from kafka import KafkaProducer
+
+from tests.harness import Pipeline
+from twinpipe.envelope import Envelope, decode, encode
+
+
+def test_json_and_text_views(pipeline: Pipeline) -> None:
+    producer = KafkaProducer(bootstrap_servers=[pipeline.stack.kafka.bootstrap])
+    envelopes = [
+        Envelope(
+            f"d{seq % 2}",
+            "b",
+            seq,
+            1_700_000_000_000_000_000 + seq,
+            {"t": 20.5},
+            {"publish": 1_700_000_000_000_100_000 + seq, "bridge": 1_700_000_000_000_200_000 + seq},
+        )
+        for seq in range(40)
+    ]
+    producer.send(pipeline.telemetry_topic, b"not an envelope")
+    for envelope in envelopes:
+        producer.send(pipeline.telemetry_topic, key=envelope.device.encode(), value=encode(envelope))
+    producer.flush()
+    config = pipeline.write_config()
+
+    def display(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "consumer_display", "--config", str(config), "--from-beginning", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    as_json = display("--json", "--count", "40")
+    assert as_json.returncode == 0, as_json.stderr
+    assert sorted(decode(line.encode()).seq for line in as_json.stdout.splitlines()) == list(range(40))
+    assert "not JSON" in as_json.stderr
+
+    as_text = display("--device", "d1", "--count", "5")
+    lines = as_text.stdout.splitlines()
+    assert len(lines) == 5 and all(" d1 #" in line for line in lines)
+    assert "t=20.50 | read→mqtt 0.1ms mqtt→bridge 0.1ms" in lines[0]
