@@ -11,6 +11,7 @@ from influx_ingestion.writer import InfluxWriter
 from twinpipe.cli import load_or_exit, stage_parser, stop_on_signals
 from twinpipe.clients import ensure_topics, kafka_consumer, kafka_producer
 from twinpipe.config import ConfigError
+from twinpipe.health import HealthServer
 from twinpipe.retry import until_connected
 
 DESCRIPTION = """\
@@ -50,8 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     if clients is None:
         return 0
     consumer, dead_letters = clients
+    ingestion = Ingestion(config, consumer, writer.write, dead_letters)
     try:
-        Ingestion(config, consumer, writer.write, dead_letters).run(stop)
+        with HealthServer(config.health.host, config.health.port, {"loop": ingestion.heartbeat.alive}):
+            ingestion.run(stop)
     finally:
         consumer.close(autocommit=False)
         dead_letters.close(timeout=5)

@@ -23,6 +23,7 @@ from influx_ingestion.writer import Rejected, Unavailable
 from twinpipe.backoff import Backoff
 from twinpipe.config import Config
 from twinpipe.envelope import EnvelopeError, decode
+from twinpipe.health import Heartbeat
 from twinpipe.ratelog import ThrottledLog
 
 log = logging.getLogger("influx_ingestion")
@@ -63,6 +64,8 @@ class Ingestion:
             self._settings.measurement, self._settings.tags, self._settings.device_tags
         )
         self._throttled = ThrottledLog(log)
+        # A flush may legitimately wait a full write timeout plus the longest backoff between beats.
+        self.heartbeat = Heartbeat(max_age_s=config.influxdb.timeout_s + self._settings.retry_max_s + 30)
         self.points_written = 0
         self.dead_lettered = 0
         self.write_retries = 0
@@ -71,6 +74,7 @@ class Ingestion:
         settings = self._settings
         batch = Batch()
         while not stop.is_set():
+            self.heartbeat.beat()
             wait_s = max(0.0, settings.flush_interval_s - (time.monotonic() - batch.started))
             polled = self._consumer.poll(
                 timeout_ms=int(min(wait_s, 0.2) * 1000), max_records=settings.batch_size - len(batch.sources)
@@ -111,6 +115,7 @@ class Ingestion:
                 self._write_isolating_rejects(batch.lines, batch.sources)
                 break
             except Unavailable as exc:
+                self.heartbeat.beat()
                 self.write_retries += 1
                 delay = backoff.next_delay()
                 if deadline is not None and time.monotonic() + delay > deadline:

@@ -10,6 +10,7 @@ from kafka.errors import KafkaError
 from mqtt_kafka_bridge.bridge import Bridge
 from twinpipe.cli import load_or_exit, stage_parser, stop_on_signals
 from twinpipe.clients import ensure_topics, kafka_producer
+from twinpipe.health import HealthServer
 from twinpipe.retry import until_connected
 
 DESCRIPTION = """\
@@ -51,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     if producer is None:
         return 0
-    with Bridge(config, producer) as bridge:
+    with (
+        Bridge(config, producer) as bridge,
+        HealthServer(config.health.host, config.health.port, bridge.health_checks()),
+    ):
         bridge.run(stop)
     return 0
 

@@ -26,6 +26,7 @@ from twinpipe.backoff import Backoff
 from twinpipe.clients import connect_properties, mqtt_client
 from twinpipe.config import Config
 from twinpipe.envelope import TRACE_BRIDGE, EnvelopeError, decode, encode
+from twinpipe.health import Check
 from twinpipe.ratelog import ThrottledLog
 
 log = logging.getLogger("mqtt_kafka_bridge")
@@ -78,6 +79,7 @@ class Bridge:
         self._stopping = False
         self._disconnected = threading.Event()
         self._throttled = ThrottledLog(log)
+        self._forwarder = threading.Thread(target=self._forward_loop, name="forwarder", daemon=True)
         self.delivered = 0
         self.dead_lettered = 0
         self.delivery_failures = 0
@@ -108,11 +110,13 @@ class Bridge:
             len(self._acks),
         )
 
+    def health_checks(self) -> dict[str, Check]:
+        return {"forwarder": self._forwarder.is_alive}
+
     def run(self, stop: threading.Event) -> None:
-        forwarder = threading.Thread(target=self._forward_loop, name="forwarder", daemon=True)
-        forwarder.start()
+        self._forwarder.start()
         stop.wait()
-        self._shutdown(forwarder)
+        self._shutdown(self._forwarder)
 
     def _shutdown(self, forwarder: threading.Thread) -> None:
         """Stop taking messages, deliver what was taken, acknowledge it; the rest stays in the session."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from publisher.app import Publisher
 from twinpipe.cli import load_or_exit, stage_parser, stop_on_signals
+from twinpipe.health import HealthServer
 
 DESCRIPTION = """\
 Read sensor frames from an STM32/Nucleo board on a serial port (publisher.source: serial) or from
@@ -24,7 +25,10 @@ def main(argv: list[str] | None = None) -> None:
         args.config, {"PUBLISHER__SOURCE": args.source, "PUBLISHER__SERIAL__PORT": args.port}
     )
     stop = stop_on_signals()
-    with Publisher(config) as publisher:
+    with (
+        Publisher(config) as publisher,
+        HealthServer(config.health.host, config.health.port, publisher.health_checks()),
+    ):
         publisher.run(stop)
 
 

@@ -21,6 +21,7 @@ from publisher.sources import SerialSource, SimulatorSource
 from twinpipe.clients import mqtt_client
 from twinpipe.config import Config
 from twinpipe.envelope import TRACE_PUBLISH, Envelope, encode
+from twinpipe.health import Check, Heartbeat
 from twinpipe.ratelog import ThrottledLog
 
 log = logging.getLogger("publisher")
@@ -52,6 +53,14 @@ class Publisher:
             )
         else:
             self._source = SimulatorSource(settings.simulator, self.accept)
+        self._stop = threading.Event()
+        self._source_thread = threading.Thread(
+            target=self._source.run, args=(self._stop,), name="source", daemon=True
+        )
+        self._sender_heartbeat = Heartbeat(max_age_s=30)
+
+    def health_checks(self) -> dict[str, Check]:
+        return {"source": self._source_thread.is_alive, "sender": self._sender_heartbeat.alive}
 
     def __enter__(self) -> Publisher:
         mqtt_config = self._config.mqtt
@@ -101,11 +110,12 @@ class Publisher:
     # --- network side (main thread) ---
 
     def run(self, stop: threading.Event) -> None:
-        source_thread = threading.Thread(target=self._source.run, args=(stop,), name="source", daemon=True)
-        source_thread.start()
+        self._source_thread.start()
         while not stop.is_set():
+            self._sender_heartbeat.beat()
             self._send_one(timeout=0.2)
-        source_thread.join(timeout=5)
+        self._stop.set()
+        self._source_thread.join(timeout=5)
         self._drain(time.monotonic() + self._config.publisher.shutdown_timeout_s)
 
     def _send_one(self, timeout: float) -> bool:

@@ -61,6 +61,7 @@ class Pipeline:
                 },
                 "ingestion": {"group_id": f"ingestion-{self.id}", "flush_interval_s": 0.2},
                 "logging": {"level": "INFO"},
+                "health": {"port": 0},
             },
         )
         return merged(base, override or {})

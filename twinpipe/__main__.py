@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import urllib.error
+import urllib.request
 
 from twinpipe.cli import CONFIG_EPILOG
 from twinpipe.config import ConfigError, load_config
@@ -14,7 +16,15 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check-config", help="validate a config file (with environment overrides)")
     check.add_argument("path", nargs="?", help="config file (default: $TWINPIPE_CONFIG or ./config.yaml)")
+    probe = commands.add_parser(
+        "healthcheck", help="exit 0 if the stage on this host answers /healthz with 200"
+    )
+    probe.add_argument(
+        "--config", metavar="PATH", help="config file (default: $TWINPIPE_CONFIG or ./config.yaml)"
+    )
     args = parser.parse_args(argv)
+    if args.command == "healthcheck":
+        return healthcheck(args.config)
     try:
         load_config(args.path)
     except ConfigError as exc:
@@ -24,6 +34,22 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print("config OK")
     return 0
+
+
+def healthcheck(path: str | None) -> int:
+    """For container HEALTHCHECKs: the image has no curl, and this reads the port from the config."""
+    try:
+        port = load_config(path).health.port
+    except ConfigError as exc:
+        print("\n".join(exc.errors), file=sys.stderr)
+        return 1
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+            print(response.read().decode())
+            return 0
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"unhealthy: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -357,6 +357,11 @@ class DisplayConfig(Section):
     max_lines_per_s: Annotated[float, Field(gt=0)] = 20.0
 
 
+class HealthConfig(Section):
+    host: str = "0.0.0.0"
+    port: Annotated[int, Field(ge=0, lt=65536)] = 8080
+
+
 class LoggingConfig(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -370,6 +375,7 @@ class Config(Section):
     bridge: BridgeConfig = BridgeConfig()
     ingestion: IngestionConfig = IngestionConfig()
     display: DisplayConfig = DisplayConfig()
+    health: HealthConfig = HealthConfig()
     logging: LoggingConfig = LoggingConfig()
 
     def telemetry_topics(self, override: list[str] | None) -> list[str]:

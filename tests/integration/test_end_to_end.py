@@ -1,4 +1,4 @@
-"""The whole pipeline on real servers: pty board → publisher → Mosquitto → bridge → Kafka → ingestion → InfluxDB."""
+"""The whole pipeline on real servers: pty board → publisher → MQTT → bridge → Kafka → ingestion → Influx."""
 
 from __future__ import annotations
 
