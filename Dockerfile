@@ -1,0 +1,27 @@
+# One image for every twinpipe stage; the command picks the stage:
+#   docker run --rm --device=/dev/ttyACM0 -v $PWD/config.yaml:/etc/twinpipe/config.yaml:ro twinpipe:0.1.0 python -m publisher
+ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+WORKDIR /src
+RUN python -m venv /opt/twinpipe
+COPY pyproject.toml README.md ./
+COPY twinpipe twinpipe
+COPY publisher publisher
+COPY mqtt_kafka_bridge mqtt_kafka_bridge
+COPY consumer_display consumer_display
+COPY influx_ingestion influx_ingestion
+RUN /opt/twinpipe/bin/pip install --no-cache-dir --disable-pip-version-check .
+
+FROM ${PYTHON_IMAGE}
+# dialout: the group that owns USB serial devices (/dev/ttyACM*, /dev/ttyUSB*) on Debian/Ubuntu hosts.
+RUN useradd --system --uid 10001 --gid dialout --no-create-home --shell /usr/sbin/nologin twinpipe
+COPY --from=build /opt/twinpipe /opt/twinpipe
+COPY config.yaml /etc/twinpipe/config.yaml
+ENV PATH=/opt/twinpipe/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    TWINPIPE_CONFIG=/etc/twinpipe/config.yaml
+USER twinpipe
+WORKDIR /tmp
+EXPOSE 8080
+CMD ["python", "-m", "publisher", "--help"]
