@@ -7,7 +7,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 COMPOSE ?= docker compose
 
 .DEFAULT_GOAL := help
-.PHONY: help up down logs test lint format demo check-config compose-config system-deps venv clean
+.PHONY: help up up-serial down logs watch test lint format demo check-config compose-config system-deps venv clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -22,25 +22,33 @@ up: .env ## start Mosquitto, Kafka, InfluxDB and every stage with docker compose
 	$(COMPOSE) up -d --build
 	@echo "running; 'make logs' follows the stages, 'make down' stops everything"
 
+up-serial: .env ## like up, with the real board at SERIAL_DEVICE (.env) instead of the simulator
+	$(COMPOSE) -f docker-compose.yml -f docker-compose.serial.yml up -d --build
+
+watch: ## show the live stream of the compose stack (Ctrl-C stops)
+	$(COMPOSE) --profile tools run --rm consumer_display
+
 down: ## stop the compose stack (data volumes are kept)
 	$(COMPOSE) down
 
 logs: ## follow the logs of the compose stack
 	$(COMPOSE) logs -f --tail=50
 
-$(BIN)/python:
+$(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-
-venv: $(BIN)/python ## create .venv with twinpipe and its test tools
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed ## create .venv with twinpipe and its test tools
 
 system-deps: ## install the servers the tests and the demo run (Debian/Ubuntu)
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "installing$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
 
-test: system-deps venv ## install what is needed, then run every test on real servers
+test: system-deps venv ## install what is needed, then lint and run every test on real servers
+	$(BIN)/ruff check .
 	$(BIN)/pytest
 
 lint: venv ## ruff lint and format check
