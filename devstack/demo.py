@@ -21,8 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack.demo", description=__doc__)
     parser.add_argument("--devices", type=int, default=3, help="simulated boards (default 3)")
     parser.add_argument("--rate", type=float, default=2.0, help="readings per second per board (default 2)")
-    parser.add_argument("--serial", action="store_true",
-                        help="one board writing Nucleo binary frames into a pseudo-terminal, read by the serial path")
+    parser.add_argument(
+        "--serial",
+        action="store_true",
+        help="one board writing Nucleo binary frames into a pseudo-terminal, read by the serial path",
+    )
     args = parser.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="twinpipe-demo-"))
@@ -33,19 +36,34 @@ def main(argv: list[str] | None = None) -> int:
             if args.serial
             else {"source": "simulator", "simulator": {"devices": args.devices, "rate_hz": args.rate}}
         )
-        config = write_config(workdir / "config.yaml", merged(stack.config(), {
-            "publisher": publisher, "health": {"port": 0}, "display": {"max_lines_per_s": 10},
-        }))
+        config = write_config(
+            workdir / "config.yaml",
+            merged(
+                stack.config(),
+                {
+                    "publisher": publisher,
+                    "health": {"port": 0},
+                    "display": {"max_lines_per_s": 10},
+                },
+            ),
+        )
         stages = []
         if args.serial:
-            stages.append(StageProcess("publisher.simulate", config, workdir, "--pty", str(board_port), "--rate",
-                                       str(args.rate)))
-        stages += [StageProcess(module, config, workdir, env=stack.env())
-                   for module in ("influx_ingestion", "mqtt_kafka_bridge", "publisher")]
+            stages.append(
+                StageProcess(
+                    "publisher.simulate", config, workdir, "--pty", str(board_port), "--rate", str(args.rate)
+                )
+            )
+        stages += [
+            StageProcess(module, config, workdir, env=stack.env())
+            for module in ("influx_ingestion", "mqtt_kafka_bridge", "publisher")
+        ]
         for stage in stages:
             stage.start()
-        print(f"servers: MQTT 127.0.0.1:{stack.mosquitto.port}, Kafka {stack.kafka.bootstrap}, "
-              f"InfluxDB {stack.influxd.url} (v2 API {stack.influx.url})")
+        print(
+            f"servers: MQTT 127.0.0.1:{stack.mosquitto.port}, Kafka {stack.kafka.bootstrap}, "
+            f"InfluxDB {stack.influxd.url} (v2 API {stack.influx.url})"
+        )
         print(f"config and stage logs: {workdir}   — Ctrl-C stops the demo\n", flush=True)
         display = subprocess.Popen([sys.executable, "-m", "consumer_display", "--config", str(config)])
         try:
@@ -57,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
             for stage in reversed(stages):
                 stage.stop()
         rows = stack.influxd.rows('SELECT count("seq") FROM "telemetry"', "twin")
-        print(f"\nInfluxDB now holds {rows[0]['count'] if rows else 0} points in bucket 'twin'. Logs: {workdir}")
+        print(
+            f"\nInfluxDB now holds {rows[0]['count'] if rows else 0} points in bucket 'twin'. Logs: {workdir}"
+        )
     return 0
 
 
