@@ -150,3 +150,47 @@ def test_cli_rejects_a_bad_config_naming_the_key(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "publisher.source: Input should be 'simulator' or 'serial', got 'usb'" in result.stderr
     assert "publisher.buffer_size" in result.stderr
+
+
+def test_unplugged_board_is_reported_and_reading_resumes_when_it_returns(pipeline: Pipeline) -> None:
+    link = pipeline.workdir / "ttyUSB0"
+    collector = Collector(
+        pipeline.stack.mosquitto.port, f"{pipeline.mqtt_prefix}/+/telemetry", f"c{pipeline.id}"
+    )
+    publisher = pipeline.stage(
+        "publisher",
+        {"publisher": {"source": "serial", "serial": {"port": str(link), "reconnect_max_s": 0.5}}},
+    )
+    first_board = simulate(pipeline, link, "--rate", "100")
+    poll(collector.seqs, lambda seqs: len(seqs) >= 50, 20, "readings from the first plug-in")
+    assert first_board.stop() == 0  # unplugged: the pty disappears
+    poll(publisher.log, lambda log: "lost " in log and "cannot open" in log, 15, "the unplug reported")
+    before = len(collector.seqs())
+
+    record = pipeline.workdir / "replugged.jsonl"
+    simulate(pipeline, link, "--rate", "100", "--record", str(record))
+    poll(collector.seqs, lambda seqs: len(seqs) >= before + 50, 20, "readings after plugging back in")
+    replugged = [json.loads(line) for line in record.read_text().splitlines()]
+    assert sum(e.values in replugged for e in collector.envelopes[before:]) >= 40, "frames of the new board"
+    assert publisher.running(), "an unplugged board never stops the publisher"
+    assert publisher.log().count("cannot open") == 1
+    assert publisher.stop() == 0
+    collector.close()
+
+
+def test_buffer_overflow_is_counted_and_logged(pipeline: Pipeline) -> None:
+    from devstack.process import free_port
+
+    nobody_listens = free_port()
+    publisher = pipeline.stage(
+        "publisher",
+        {
+            "mqtt": {"port": nobody_listens},
+            "publisher": {"buffer_size": 20, "max_inflight": 5, "simulator": {"rate_hz": 200}},
+        },
+    )
+    poll(publisher.log, lambda log: "buffer full (20 readings" in log, 20, "the overflow logged")
+    assert publisher.stop() == 0
+    summary = publisher.log().rsplit("stopped: ", 1)[1]
+    dropped = int(summary.split(" dropped on overflow")[0].rsplit(", ", 1)[1])
+    assert dropped > 0 and "0 published" in summary
