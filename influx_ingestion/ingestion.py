@@ -1,8 +1,8 @@
 """Kafka → InfluxDB in three named steps: accumulate a batch, flush it, then commit its offsets.
 
-Offsets are committed only after InfluxDB acknowledged the batch (and Kafka the batch's dead letters),
-so a crash anywhere re-delivers records instead of losing them. While a flush is being retried, no
-more records are fetched, so memory stays at one batch.
+Flushing writes the points and delivers the batch's dead letters; offsets are committed only after
+both succeeded, so a crash or outage anywhere re-delivers records instead of losing them. While a
+flush is being retried, no more records are fetched, so memory stays at one batch.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from kafka.structs import OffsetAndMetadata
 
 from influx_ingestion.points import PointMapper
 from influx_ingestion.writer import Rejected, Unavailable
+from twinpipe import deadletter
 from twinpipe.backoff import Backoff
 from twinpipe.config import Config
 from twinpipe.envelope import EnvelopeError, decode
@@ -28,23 +29,18 @@ from twinpipe.ratelog import ThrottledLog
 
 log = logging.getLogger("influx_ingestion")
 
-STAGE = b"influx_ingestion"
+STAGE = "influx_ingestion"
+
+DeadLetter = tuple[ConsumerRecord, str]  # the record and why it was rejected
 
 
 @dataclass
 class Batch:
     lines: list[str] = field(default_factory=list)
-    sources: list[ConsumerRecord] = field(default_factory=list)
-    offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    sources: list[ConsumerRecord] = field(default_factory=list)  # the record behind each line
+    dead_letters: list[DeadLetter] = field(default_factory=list)  # not yet delivered to Kafka
+    offsets: dict[TopicPartition, int] = field(default_factory=dict)  # next offset to commit
     started: float = field(default_factory=time.monotonic)
-
-
-def dead_letter_headers(reason: str, record: ConsumerRecord) -> list[tuple[str, bytes]]:
-    return [
-        ("twinpipe.reason", reason.encode()),
-        ("twinpipe.stage", STAGE),
-        ("twinpipe.source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
-    ]
 
 
 class Ingestion:
@@ -59,16 +55,15 @@ class Ingestion:
         self._settings = config.ingestion
         self._consumer = consumer
         self._write = write
-        self._dead_letters = dead_letters
-        self._mapper = PointMapper(
-            self._settings.measurement, self._settings.tags, self._settings.device_tags
-        )
+        self._producer = dead_letters
+        settings = self._settings
+        self._mapper = PointMapper(settings.measurement, settings.tags, settings.device_tags)
         self._throttled = ThrottledLog(log)
         # A flush may legitimately wait a full write timeout plus the longest backoff between beats.
-        self.heartbeat = Heartbeat(max_age_s=config.influxdb.timeout_s + self._settings.retry_max_s + 30)
+        self.heartbeat = Heartbeat(max_age_s=config.influxdb.timeout_s + settings.retry_max_s + 30)
         self.points_written = 0
         self.dead_lettered = 0
-        self.write_retries = 0
+        self.retries = 0
 
     def run(self, stop: threading.Event) -> None:
         settings = self._settings
@@ -85,13 +80,12 @@ class Ingestion:
             full = len(batch.sources) >= settings.batch_size
             due = time.monotonic() - batch.started >= settings.flush_interval_s
             if full or (due and batch.offsets):
-                self.flush_and_commit(batch, stop, deadline=None)
+                self.flush_and_commit(batch, stop)
                 batch = Batch()
             elif due:
                 batch.started = time.monotonic()
-        deadline = time.monotonic() + settings.shutdown_timeout_s
         if batch.offsets:
-            self.flush_and_commit(batch, stop, deadline)
+            self.flush_and_commit(batch, stop)
 
     # --- step 1: accumulate ---
 
@@ -99,7 +93,7 @@ class Ingestion:
         try:
             line = self._mapper.to_line(decode(record.value or b""))
         except EnvelopeError as exc:
-            self._dead_letter(record, f"not a valid envelope: {exc.reason}")
+            batch.dead_letters.append(self._rejected(record, f"not a valid envelope: {exc.reason}"))
         else:
             batch.lines.append(line)
             batch.sources.append(record)
@@ -107,74 +101,97 @@ class Ingestion:
 
     # --- step 2: flush ---
 
-    def flush_and_commit(self, batch: Batch, stop: threading.Event, deadline: float | None) -> bool:
-        """Write the batch (retrying until written, or until `deadline` once stopping), then commit."""
-        backoff = Backoff(self._settings.retry_initial_s, self._settings.retry_max_s)
-        while True:
-            try:
-                self._write_isolating_rejects(batch.lines, batch.sources)
-                break
-            except Unavailable as exc:
-                self.heartbeat.beat()
-                self.write_retries += 1
-                delay = backoff.next_delay()
-                if deadline is not None and time.monotonic() + delay > deadline:
-                    log.warning(
-                        "shutdown: %d points not written (%s); Kafka re-delivers them", len(batch.lines), exc
-                    )
-                    return False
-                self._throttled.warning(
-                    "unavailable", "InfluxDB write failed (%s); retrying in %.1f s", exc, delay
-                )
-                (stop.wait if deadline is None else time.sleep)(delay)
-                if deadline is None and stop.is_set():
-                    deadline = time.monotonic() + self._settings.shutdown_timeout_s
-        self.points_written += len(batch.lines)
+    def flush_and_commit(self, batch: Batch, stop: threading.Event) -> bool:
+        """Write, deliver dead letters, commit. Retries until done; once stopping, until the shutdown
+        deadline, after which nothing is committed and Kafka re-delivers the batch later."""
+
+        def write() -> None:
+            rejected = self._write_isolating_rejects(batch.lines, batch.sources)
+            batch.dead_letters += rejected  # only once the whole write attempt succeeded
+            self.points_written += len(batch.lines) - len(rejected)
+
+        if not self._retry(write, "InfluxDB write", stop):
+            return False
+        if not self._retry(lambda: self._deliver_dead_letters(batch), "dead-letter delivery", stop):
+            return False
         return self._commit(batch)
 
-    def _write_isolating_rejects(self, lines: list[str], sources: list[ConsumerRecord]) -> None:
-        """Write; if InfluxDB rejects the content, split the batch until the bad points are isolated.
+    def _write_isolating_rejects(self, lines: list[str], sources: list[ConsumerRecord]) -> list[DeadLetter]:
+        """Write; if InfluxDB rejects the content, split until the bad points are isolated.
 
         Writes are idempotent, so rewriting the good half of a partly accepted batch is harmless.
         """
         if not lines:
-            return
+            return []
         try:
             self._write(lines)
+            return []
         except Rejected as exc:
             if len(lines) == 1:
-                self._dead_letter(sources[0], f"rejected by InfluxDB: {exc}")
-                return
+                return [self._rejected(sources[0], f"rejected by InfluxDB: {exc}")]
             middle = len(lines) // 2
-            self._write_isolating_rejects(lines[:middle], sources[:middle])
-            self._write_isolating_rejects(lines[middle:], sources[middle:])
+            first_half = self._write_isolating_rejects(lines[:middle], sources[:middle])
+            return first_half + self._write_isolating_rejects(lines[middle:], sources[middle:])
 
-    def _dead_letter(self, record: ConsumerRecord, reason: str) -> None:
-        self.dead_lettered += 1
+    def _rejected(self, record: ConsumerRecord, reason: str) -> DeadLetter:
         self._throttled.warning(
-            "dead-letter",
-            "dead letter %s/%d/%d: %s; %d so far",
-            record.topic,
-            record.partition,
-            record.offset,
-            reason,
-            self.dead_lettered,
+            "dead-letter", "dead letter %s/%d/%d: %s", record.topic, record.partition, record.offset, reason
         )
-        self._dead_letters.send(
-            self._config.kafka.dead_letter_topic,
-            value=record.value,
-            key=record.key,
-            headers=dead_letter_headers(reason, record),
-        )
+        return record, reason
+
+    def _deliver_dead_letters(self, batch: Batch) -> None:
+        """Send and wait for Kafka's acknowledgement; what failed stays in the batch for the next try."""
+        sent = []
+        for record, reason in batch.dead_letters:
+            source = f"{record.topic}/{record.partition}/{record.offset}"
+            headers = deadletter.headers(reason, STAGE, source=source)
+            topic = self._config.kafka.dead_letter_topic
+            sent.append(
+                (
+                    (record, reason),
+                    self._producer.send(topic, value=record.value, key=record.key, headers=headers),
+                )
+            )
+        failed = []
+        for item, future in sent:
+            try:
+                future.get(timeout=self._config.influxdb.timeout_s)
+                self.dead_lettered += 1
+            except KafkaError:
+                failed.append(item)
+        batch.dead_letters = failed
+        if failed:
+            raise KafkaError(f"{len(failed)} dead letters not acknowledged by Kafka")
+
+    def _retry(self, attempt: Callable[[], None], what: str, stop: threading.Event) -> bool:
+        backoff = Backoff(self._settings.retry_initial_s, self._settings.retry_max_s)
+        deadline = None
+        while True:
+            try:
+                attempt()
+                return True
+            except (Unavailable, KafkaError) as exc:
+                self.heartbeat.beat()
+                self.retries += 1
+                if stop.is_set() and deadline is None:
+                    deadline = time.monotonic() + self._settings.shutdown_timeout_s
+                delay = backoff.next_delay()
+                if deadline is not None and time.monotonic() + delay > deadline:
+                    log.warning(
+                        "shutdown: %s not done (%s); nothing committed, Kafka re-delivers the batch",
+                        what,
+                        exc,
+                    )
+                    return False
+                self._throttled.warning(what, "%s failed (%s); retrying in %.1f s", what, exc, delay)
+                (time.sleep if deadline is not None else stop.wait)(delay)
 
     # --- step 3: commit ---
 
     def _commit(self, batch: Batch) -> bool:
+        offsets = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in batch.offsets.items()}
         try:
-            self._dead_letters.flush()  # dead letters must be safe before their offsets are committed
-            self._consumer.commit(
-                {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in batch.offsets.items()}
-            )
+            self._consumer.commit(offsets)
         except CommitFailedError as exc:
             log.warning(
                 "offset commit failed after a rebalance (%s); the new owner rewrites the same points", exc

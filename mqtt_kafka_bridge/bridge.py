@@ -22,6 +22,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from mqtt_kafka_bridge.acks import InOrderAcks, Pending
 from mqtt_kafka_bridge.routing import Router, RoutingError
+from twinpipe import deadletter
 from twinpipe.backoff import Backoff
 from twinpipe.clients import connect_properties, mqtt_client
 from twinpipe.config import Config
@@ -31,7 +32,7 @@ from twinpipe.ratelog import ThrottledLog
 
 log = logging.getLogger("mqtt_kafka_bridge")
 
-STAGE = b"mqtt_kafka_bridge"
+STAGE = "mqtt_kafka_bridge"
 
 
 @dataclass(slots=True)
@@ -52,15 +53,6 @@ class Incoming:
 
 
 _STOP = object()
-
-
-def dead_letter_headers(reason: str, mqtt_topic: str, received_ns: int) -> list[tuple[str, bytes]]:
-    return [
-        ("twinpipe.reason", reason.encode()),
-        ("twinpipe.stage", STAGE),
-        ("twinpipe.mqtt_topic", mqtt_topic.encode()),
-        ("twinpipe.received_ns", str(received_ns).encode()),
-    ]
 
 
 class Bridge:
@@ -192,7 +184,9 @@ class Bridge:
             self._config.kafka.dead_letter_topic,
             None,
             incoming.payload[:limit],  # the original bytes, cut to what Kafka accepts
-            dead_letter_headers(reason, incoming.mqtt_topic, incoming.received_ns),
+            deadletter.headers(
+                reason, STAGE, mqtt_topic=incoming.mqtt_topic, received_ns=str(incoming.received_ns)
+            ),
             incoming.pending,
         )
 

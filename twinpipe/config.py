@@ -94,6 +94,11 @@ Port = Annotated[int, Field(gt=0, lt=65536)]
 Positive = Annotated[float, Field(gt=0)]
 
 
+def _one_source(value: SecretStr | None, path: Path | None, key: str) -> None:
+    if value is not None and path is not None:
+        raise ValueError(f"set {key} or {key}_file, not both")
+
+
 def read_secret(value: SecretStr | None, path: Path | None) -> str | None:
     """A secret given inline (usually via the environment) or as a file path (Docker/K8s secrets)."""
     if path is not None:
@@ -131,8 +136,7 @@ class MqttConfig(Section):
 
     @model_validator(mode="after")
     def _one_password_source(self) -> MqttConfig:
-        if self.password is not None and self.password_file is not None:
-            raise ValueError("set password or password_file, not both")
+        _one_source(self.password, self.password_file, "password")
         return self
 
     def secret_password(self) -> str | None:
@@ -169,8 +173,7 @@ class InfluxConfig(Section):
 
     @model_validator(mode="after")
     def _one_token_source(self) -> InfluxConfig:
-        if self.token is not None and self.token_file is not None:
-            raise ValueError("set token or token_file, not both")
+        _one_source(self.token, self.token_file, "token")
         return self
 
     def secret_token(self) -> str:
