@@ -2,7 +2,7 @@
 
 MQTT requires PUBACKs in arrival order, and acknowledging message N must never imply that an
 earlier message, still on its way to Kafka, is safe. So a message is acknowledged when it and every
-message before it are delivered.
+message before it on the same connection are delivered.
 """
 
 from __future__ import annotations
@@ -38,6 +38,16 @@ class InOrderAcks:
             queue = self._queue
             while queue and queue[0].delivered:
                 self._send_ack(queue.popleft().mid)
+
+    def reset(self) -> None:
+        """On disconnect: forget the old connection's messages without acknowledging them.
+
+        The broker redelivers them on the resumed session, and their packet ids may be reused for
+        other messages there, so acknowledging an old id on the new connection could acknowledge
+        the wrong message.
+        """
+        with self._lock:
+            self._queue = deque()
 
     def __len__(self) -> int:
         return len(self._queue)

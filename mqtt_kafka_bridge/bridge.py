@@ -139,6 +139,7 @@ class Bridge:
     def _on_disconnect(
         self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
     ) -> None:
+        self._acks.reset()
         if reason.is_failure:
             log.warning("disconnected from MQTT broker (%s); reconnecting", reason)
         self._disconnected.set()

@@ -88,6 +88,18 @@ def test_acks_are_sent_in_arrival_order_once_delivered() -> None:
     assert sent == [1, 2, 3] and len(acks) == 0
 
 
+def test_acks_of_a_lost_connection_are_never_sent_on_the_next() -> None:
+    sent: list[int] = []
+    acks = InOrderAcks(sent.append)
+    old = acks.received(5)
+    acks.reset()  # disconnected: the broker redelivers message 5 and may reuse id 5
+    reused = acks.received(5)
+    acks.delivered(old)
+    assert sent == []
+    acks.delivered(reused)
+    assert sent == [5]
+
+
 def test_point_mapping_uses_event_time_and_tags() -> None:
     mapper = PointMapper("telemetry", {"site": "lab"}, {"dev 1": {"location": "wall"}})
     envelope = Envelope("dev 1", "b1", 42, 1_700_000_000_123_456_789, {"temperature": 24.5, "humidity": 60.0})
