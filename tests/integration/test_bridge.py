@@ -108,9 +108,8 @@ def test_mosquitto_restart_mid_stream_loses_nothing(pipeline: Pipeline, tmp_path
         records = pipeline.kafka_records(pipeline.telemetry_topic, published)
         seqs = sorted({decode(r.value).seq for r in records})
         assert seqs == list(range(published)), "every published reading reached Kafka"
-        print(
-            f"\nmosquitto restart: {published} published, {len(records)} records ({len(records) - published} duplicates)"
-        )
+        duplicates = len(records) - published
+        print(f"\nmosquitto restart: {published} published, {len(records)} records ({duplicates} duplicates)")
         assert bridge.stop() == 0
     finally:
         broker.stop()
