@@ -15,7 +15,8 @@ RUN /opt/twinpipe/bin/pip install --no-cache-dir --disable-pip-version-check .
 
 FROM ${PYTHON_IMAGE}
 # dialout: the group that owns USB serial devices (/dev/ttyACM*, /dev/ttyUSB*) on Debian/Ubuntu hosts.
-RUN useradd --system --uid 10001 --gid dialout --no-create-home --shell /usr/sbin/nologin twinpipe
+RUN test "$(getent group dialout | cut -d: -f3)" = 20 \
+    && useradd --system --uid 10001 --gid dialout --no-create-home --shell /usr/sbin/nologin twinpipe
 COPY --from=build /opt/twinpipe /opt/twinpipe
 COPY config.yaml /etc/twinpipe/config.yaml
 ENV PATH=/opt/twinpipe/bin:$PATH \
