@@ -86,6 +86,12 @@ class Ingestion:
                 batch.started = time.monotonic()
         if batch.offsets:
             self.flush_and_commit(batch, stop)
+        log.info(
+            "stopped: %d points written, %d dead letters, %d retries",
+            self.points_written,
+            self.dead_lettered,
+            self.retries,
+        )
 
     # --- step 1: accumulate ---
 
