@@ -7,8 +7,6 @@ from datetime import UTC, datetime
 
 from twinpipe.envelope import TRACE_BRIDGE, TRACE_PUBLISH, Envelope
 
-HOPS = ("read→mqtt", "mqtt→bridge", "bridge→kafka", "kafka→here")
-
 
 def hop_delays_ms(envelope: Envelope, kafka_timestamp_ms: int | None, now_ns: int) -> dict[str, float]:
     """Delays between consecutive stamps that are present: board read, MQTT publish, bridge, Kafka, here."""

@@ -88,7 +88,6 @@ class InfluxV2Shim:
         self.token = token
         self.buckets = buckets
         self.port = port or free_port()
-        self.write_requests = 0
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -155,7 +154,6 @@ class InfluxV2Shim:
                 precision = V2_PRECISION.get(query.get("precision", "ns"))
                 if precision is None:
                     return self._reply(400, {"code": "invalid", "message": "invalid precision"})
-                shim.write_requests += 1
                 forward = urllib.request.Request(
                     f"{shim.influxd.url}/write?"
                     + urllib.parse.urlencode({"db": bucket, "precision": precision}),

@@ -83,10 +83,6 @@ class ServerProcess:
                 self._process.wait()
         self._process = None
 
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
     def log_tail(self, lines: int = 20) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

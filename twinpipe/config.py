@@ -256,13 +256,12 @@ class SensorModel(Section):
     mean: float
     stddev: Annotated[float, Field(ge=0)]
     drift: Annotated[float, Field(ge=0)] = 0.0
-    unit: str = ""
 
 
 DEFAULT_SENSORS = {
-    "temperature": SensorModel(mean=25.0, stddev=2.0, drift=0.05, unit="°C"),
-    "humidity": SensorModel(mean=60.0, stddev=3.0, drift=0.05, unit="%"),
-    "pressure": SensorModel(mean=1013.0, stddev=2.0, drift=0.02, unit="hPa"),
+    "temperature": SensorModel(mean=25.0, stddev=2.0, drift=0.05),
+    "humidity": SensorModel(mean=60.0, stddev=3.0, drift=0.05),
+    "pressure": SensorModel(mean=1013.0, stddev=2.0, drift=0.02),
 }
 
 
