@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
 import threading
 
-from twinpipe.config import CONFIG_PATH_ENV, DEFAULT_CONFIG_PATH, ENV_PREFIX, Config, ConfigError, load_config
+from twinpipe.config import (
+    CONFIG_PATH_ENV,
+    DEFAULT_CONFIG_PATH,
+    ENV_PREFIX,
+    Config,
+    ConfigError,
+    load_config,
+    resolve_path,
+)
 from twinpipe.logs import setup_logging
 
 CONFIG_EPILOG = (
@@ -47,6 +56,13 @@ def load_or_exit(path: str | None, overrides: dict[str, object] | None = None) -
             print(f"  {line}", file=sys.stderr)
         sys.exit(2)
     setup_logging(config.logging)
+    source = resolve_path(path, environ)
+    if source.is_file():
+        logging.getLogger("twinpipe").info("configuration from %s", source)
+    else:
+        logging.getLogger("twinpipe").warning(
+            "no %s: using built-in defaults and environment overrides", source
+        )
     return config
 
 
