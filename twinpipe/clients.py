@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -13,6 +14,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from twinpipe.config import KafkaConfig, MqttConfig
+from twinpipe.ratelog import ThrottledLog
+
+log = logging.getLogger("twinpipe.mqtt")
 
 
 def mqtt_client(config: MqttConfig, client_id: str, *, manual_ack: bool = False) -> mqtt.Client:
@@ -33,6 +37,10 @@ def mqtt_client(config: MqttConfig, client_id: str, *, manual_ack: bool = False)
             keyfile=str(tls.key_file) if tls.key_file else None,
         )
     client.reconnect_delay_set(min_delay=config.reconnect_min_s, max_delay=config.reconnect_max_s)
+    throttled = ThrottledLog(log, interval_s=30)
+    client.on_connect_fail = lambda _client, _userdata: throttled.warning(
+        "connect", "cannot connect to MQTT broker %s:%d; retrying", config.host, config.port
+    )
     return client
 
 

@@ -194,3 +194,4 @@ def test_buffer_overflow_is_counted_and_logged(pipeline: Pipeline) -> None:
     summary = publisher.log().rsplit("stopped: ", 1)[1]
     dropped = int(summary.split(" dropped on overflow")[0].rsplit(", ", 1)[1])
     assert dropped > 0 and "0 published" in summary
+    assert f"cannot connect to MQTT broker 127.0.0.1:{nobody_listens}; retrying" in publisher.log()
