@@ -16,7 +16,7 @@ FRAMES = 1000
 def test_every_reading_arrives_exactly_once_with_its_values_and_event_time(pipeline: Pipeline) -> None:
     link = pipeline.workdir / "ttyACM0"
     record = pipeline.workdir / "frames.jsonl"
-    serial = {"publisher": {"source": "serial", "serial": {"port": str(link), "reconnect_max_s": 0.5}}}
+    serial = {"publisher": {"source": "serial", "serial": {"port": str(link), "reconnect_max_s": 0.3}}}
     ingestion = pipeline.stage("influx_ingestion")
     bridge = pipeline.stage("mqtt_kafka_bridge")
     publisher = pipeline.stage("publisher", serial)
@@ -76,7 +76,7 @@ def test_every_reading_arrives_exactly_once_with_its_values_and_event_time(pipel
         if frame["ambient_temperature"] == rows[0]["ambient_temperature"]
         and frame["wall1_humidity"] == rows[0]["wall1_humidity"]
     )
-    # Frames the board sent before the publisher's next open attempt (≤ 0.6 s at 200/s) are gone, as
+    # Frames the board sent before the publisher's next open attempt (≤ 0.36 s at 200/s) are gone, as
     # with a real UART; every frame after that must be stored.
     assert len(rows) == FRAMES - first and first <= 150, (
         "only frames sent before the port opened may be missing"
