@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import threading
 import time
@@ -58,25 +59,22 @@ def show(consumer: KafkaConsumer, args: argparse.Namespace, config: Config, stop
     while not stop.is_set() and (args.count is None or shown < args.count):
         if deadline and time.monotonic() >= deadline:
             break
-        for records in consumer.poll(timeout_ms=200).values():
-            for record in records:
-                try:
-                    envelope = decode(record.value or b"")
-                except EnvelopeError as exc:
-                    print(
-                        f"! {record.topic}/{record.partition}/{record.offset}: {exc.reason}", file=sys.stderr
-                    )
-                    continue
-                if devices and envelope.device not in devices:
-                    continue
-                shown += 1
-                if args.json:
-                    out.write(record.value.decode() + "\n")
-                elif throttle.admit(envelope.device):
-                    delays = hop_delays_ms(envelope, record.timestamp, time.time_ns())
-                    out.write(format_line(envelope, delays) + "\n")
-                if args.count is not None and shown >= args.count:
-                    break
+        for record in itertools.chain.from_iterable(consumer.poll(timeout_ms=200).values()):
+            try:
+                envelope = decode(record.value or b"")
+            except EnvelopeError as exc:
+                print(f"! {record.topic}/{record.partition}/{record.offset}: {exc.reason}", file=sys.stderr)
+                continue
+            if devices and envelope.device not in devices:
+                continue
+            shown += 1
+            if args.json:
+                out.write(record.value.decode() + "\n")
+            elif throttle.admit(envelope.device):
+                delays = hop_delays_ms(envelope, record.timestamp, time.time_ns())
+                out.write(format_line(envelope, delays) + "\n")
+            if args.count is not None and shown >= args.count:
+                break
         summary = None if args.json else throttle.summary()
         if summary:
             out.write(summary + "\n")

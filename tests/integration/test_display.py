@@ -15,7 +15,7 @@ def test_json_and_text_views(pipeline: Pipeline) -> None:
     producer = KafkaProducer(bootstrap_servers=[pipeline.stack.kafka.bootstrap])
     envelopes = [
         Envelope(
-            f"d{seq % 2}",
+            f"d{seq % 4}",
             "b",
             seq,
             1_700_000_000_000_000_000 + seq,
@@ -42,6 +42,9 @@ def test_json_and_text_views(pipeline: Pipeline) -> None:
     assert as_json.returncode == 0, as_json.stderr
     assert sorted(decode(line.encode()).seq for line in as_json.stdout.splitlines()) == list(range(40))
     assert "not JSON" in as_json.stderr
+
+    cut_short = display("--json", "--count", "25")  # records of several partitions arrive in one poll
+    assert len(cut_short.stdout.splitlines()) == 25
 
     as_text = display("--device", "d1", "--count", "5")
     lines = as_text.stdout.splitlines()
