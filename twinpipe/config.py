@@ -405,7 +405,7 @@ def env_overrides(environ: Mapping[str, str]) -> dict[tuple[str, ...], tuple[str
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             value = raw
-        overrides[path] = (name, raw if isinstance(value, dict) else value)
+        overrides[path] = (name, value)
     return overrides
 
 

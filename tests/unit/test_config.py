@@ -89,6 +89,10 @@ def test_env_overrides_win_and_are_named_in_errors() -> None:
     assert config.kafka.bootstrap_servers == ["k1:9092", "k2:9092"]
     assert config.mqtt.port == 1884
     assert config.publisher.simulator.devices == 3
+    structured = parse_config(
+        {}, {"TWINPIPE__INGESTION__TAGS": "{site: lab-1}", "TWINPIPE__DISPLAY__DEVICES": "[a, b]"}
+    )
+    assert structured.ingestion.tags == {"site": "lab-1"} and structured.display.devices == ["a", "b"]
     errors = errors_of({}, {"TWINPIPE__MQTT__PROT": "1"})
     assert errors == [
         "mqtt.prot: unknown key (check the spelling against config.yaml) (from TWINPIPE__MQTT__PROT)"
