@@ -166,8 +166,7 @@ class Bridge:
             envelope = decode(incoming.payload, limit)
             topic = self._router.kafka_topic(incoming.mqtt_topic, envelope.device)
         except (EnvelopeError, RoutingError) as exc:
-            reason = exc.reason if isinstance(exc, EnvelopeError) else str(exc)
-            return self._dead_letter(incoming, reason)
+            return self._dead_letter(incoming, str(exc))
         envelope.trace[TRACE_BRIDGE] = incoming.received_ns
         return Record(topic, envelope.device.encode(), encode(envelope), None, incoming.pending)
 

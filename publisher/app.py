@@ -130,10 +130,8 @@ class Publisher:
         with self._acks:
             self._unacked += 1
         info = self._client.publish(topic, encode(envelope), qos=1)
-        if info.rc not in (
-            mqtt.MQTT_ERR_SUCCESS,
-            mqtt.MQTT_ERR_NO_CONN,
-        ):  # NO_CONN: queued, sent on reconnect
+        # NO_CONN means queued by the client and sent after the reconnect.
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             with self._acks:
                 self._unacked -= 1
             self.rejected += 1

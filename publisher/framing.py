@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from twinpipe.config import FrameConfig
+from twinpipe.envelope import is_value_name
 
 Reading = dict[str, float]
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +57,7 @@ def _select(pairs: dict[str, object], fields: list[str]) -> Reading:
         return {name: _number(name, pairs[name]) for name in fields}
     if not pairs:
         raise BadFrame("no values in frame")
-    bad = [name for name in pairs if not _NAME.match(name) or name in ("seq", "boot")]
+    bad = [name for name in pairs if not is_value_name(name)]
     if bad:
         raise BadFrame(f"invalid value names {bad!r:.80}")
     return {name: _number(name, value) for name, value in pairs.items()}
@@ -150,12 +149,12 @@ class BinaryDecoder:
     read timeout (the board reset mid-frame) is reported and dropped, which also drops the lock.
     """
 
-    def __init__(self, sync: bytes, layout: str, fields: list[str], scale: list[float]) -> None:
+    def __init__(self, sync: bytes, layout: str, fields: list[str], scales: list[float]) -> None:
         self._sync = sync
         self._struct = struct.Struct(layout)
         self._frame_len = len(sync) + self._struct.size
         self._fields = fields
-        self._scale = scale * len(fields) if len(scale) == 1 else scale
+        self._scale = scales
         self._buffer = bytearray()
         self._locked = False
         self._noise_run = bytearray()  # skipped bytes not yet reported: one error per run of noise
@@ -221,7 +220,7 @@ class BinaryDecoder:
 
 def make_decoder(config: FrameConfig) -> Decoder:
     if config.format == "binary":
-        return BinaryDecoder(bytes.fromhex(config.sync_hex), config.layout, config.fields, config.scale)
+        return BinaryDecoder(config.sync(), config.layout, config.fields, config.scales())
     parsers: dict[str, Callable[[str], Reading]] = {
         "json": lambda line: parse_json_line(line, config.fields),
         "csv": lambda line: parse_csv_line(line, config.fields, config.csv_delimiter),
@@ -234,9 +233,8 @@ def encode_frame(config: FrameConfig, reading: Reading) -> bytes:
     """One frame as the board would send it (the simulator writes these into a pseudo-terminal)."""
     names = config.fields or list(reading)
     if config.format == "binary":
-        scale = config.scale * len(names) if len(config.scale) == 1 else config.scale
-        raw = [round(reading[name] / s) for name, s in zip(names, scale, strict=True)]
-        return bytes.fromhex(config.sync_hex) + struct.pack(config.layout, *raw)
+        raw = [round(reading[name] / s) for name, s in zip(names, config.scales(), strict=True)]
+        return config.sync() + struct.pack(config.layout, *raw)
     if config.format == "json":
         return json.dumps({name: reading[name] for name in names}).encode() + b"\n"
     if config.format == "csv":

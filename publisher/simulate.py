@@ -47,9 +47,8 @@ def main(argv: list[str] | None = None) -> None:
     board = SimulatedBoard(models, config.publisher.simulator, random.Random(args.seed))
 
     master, slave = os.openpty()
-    tty.setraw(
-        slave
-    )  # like a USB CDC port: no line discipline mangling binary frames before a reader opens it
+    # Raw like a USB CDC port: no line discipline mangling binary frames before a reader opens it.
+    tty.setraw(slave)
     link = Path(args.pty)
     link.unlink(missing_ok=True)
     link.symlink_to(os.ttyname(slave))

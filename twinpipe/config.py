@@ -28,12 +28,12 @@ from pydantic import (
     model_validator,
 )
 
+from twinpipe.envelope import DEVICE_PATTERN, NAME_PATTERN, RESERVED_NAMES, is_value_name
+
 ENV_PREFIX = "TWINPIPE__"
 CONFIG_PATH_ENV = "TWINPIPE_CONFIG"
 DEFAULT_CONFIG_PATH = Path("config.yaml")
 
-NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
-DEVICE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 KAFKA_TOPIC_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
@@ -75,6 +75,14 @@ def _pattern(pattern: re.Pattern[str], what: str):
     return AfterValidator(check)
 
 
+def _value_name(value: str) -> str:
+    if not is_value_name(value):
+        raise ValueError(
+            f"expected a value name matching {NAME_PATTERN.pattern}, not {sorted(RESERVED_NAMES)}"
+        )
+    return value
+
+
 def _readable_file(value: Path) -> Path:
     try:
         with open(value, "rb") as handle:
@@ -87,6 +95,7 @@ def _readable_file(value: Path) -> Path:
 HostPort = Annotated[str, AfterValidator(_host_port)]
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
 SensorName = Annotated[str, _pattern(NAME_PATTERN, "a name")]
+ValueName = Annotated[str, AfterValidator(_value_name)]  # a name carried in envelope values
 DeviceId = Annotated[str, _pattern(DEVICE_PATTERN, "a device id")]
 KafkaTopic = Annotated[str, _pattern(KAFKA_TOPIC_PATTERN, "a Kafka topic name")]
 ReadableFile = Annotated[Path, AfterValidator(_readable_file)]
@@ -197,7 +206,7 @@ NUCLEO_FIELDS = [
 
 class FrameConfig(Section):
     format: Literal["binary", "json", "csv", "kv"] = "binary"
-    fields: list[SensorName] = NUCLEO_FIELDS
+    fields: list[ValueName] = NUCLEO_FIELDS
     csv_delimiter: Annotated[str, Field(min_length=1, max_length=1)] = ","
     max_line_bytes: Annotated[int, Field(ge=16)] = 4096
     sync_hex: str = "00000000"
@@ -224,6 +233,13 @@ class FrameConfig(Section):
         if value[:1] not in "<>!=":
             raise ValueError("must start with a byte order: '>' (big-endian) or '<' (little-endian)")
         return value
+
+    def sync(self) -> bytes:
+        return bytes.fromhex(self.sync_hex)
+
+    def scales(self) -> list[float]:
+        """One factor per field (a single configured factor applies to all)."""
+        return self.scale * len(self.fields) if len(self.scale) == 1 else self.scale
 
     @model_validator(mode="after")
     def _binary_shape(self) -> FrameConfig:
@@ -272,9 +288,7 @@ class SimulatorConfig(Section):
     outlier_probability: Annotated[float, Field(ge=0, le=1)] = 0.001
     outlier_scale: Annotated[float, Field(ge=0)] = 6.0
     seed: int | None = None
-    sensors: dict[SensorName, SensorModel] = Field(
-        default_factory=lambda: dict(DEFAULT_SENSORS), min_length=1
-    )
+    sensors: dict[ValueName, SensorModel] = Field(default_factory=lambda: dict(DEFAULT_SENSORS), min_length=1)
 
 
 class PublisherConfig(Section):

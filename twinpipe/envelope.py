@@ -23,10 +23,14 @@ TRACE_READ = "read"
 TRACE_PUBLISH = "publish"
 TRACE_BRIDGE = "bridge"
 
-_DEVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+DEVICE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+RESERVED_NAMES = frozenset({"seq", "boot"})  # stored next to the values in InfluxDB
 _INT64_MAX = 2**63 - 1
-RESERVED_NAMES = frozenset({"seq", "boot"})
+
+
+def is_value_name(name: str) -> bool:
+    return bool(NAME_PATTERN.match(name)) and name not in RESERVED_NAMES
 
 
 class EnvelopeError(ValueError):
@@ -96,8 +100,8 @@ def decode(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> Envelope:
         raise EnvelopeError(f"unknown keys {sorted(unknown)!r:.80}")
 
     device = data.get("device")
-    if not isinstance(device, str) or not _DEVICE.match(device):
-        raise EnvelopeError(f"device must match {_DEVICE.pattern}, got {device!r:.80}")
+    if not isinstance(device, str) or not DEVICE_PATTERN.match(device):
+        raise EnvelopeError(f"device must match {DEVICE_PATTERN.pattern}, got {device!r:.80}")
     boot = data.get("boot")
     if not isinstance(boot, str) or not 0 < len(boot) <= 64:
         raise EnvelopeError(f"boot must be a string of 1-64 characters, got {boot!r:.80}")
@@ -109,9 +113,9 @@ def decode(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> Envelope:
     if not isinstance(values, dict) or not values:
         raise EnvelopeError("values must be a non-empty object of name → number")
     for name, value in values.items():
-        if not _NAME.match(name) or name in RESERVED_NAMES:
+        if not is_value_name(name):
             raise EnvelopeError(
-                f"value name {name!r:.80} is not allowed (expected {_NAME.pattern}, not seq/boot)"
+                f"value name {name!r:.80} is not allowed (expected {NAME_PATTERN.pattern}, not seq/boot)"
             )
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise EnvelopeError(f"value {name} must be a number, got {value!r:.40}")
@@ -121,7 +125,7 @@ def decode(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> Envelope:
     if not isinstance(trace, dict):
         raise EnvelopeError("trace must be an object of stage → ns timestamp")
     for stage, stamp in trace.items():
-        if not _NAME.match(stage):
+        if not NAME_PATTERN.match(stage):
             raise EnvelopeError(f"trace stage name {stage!r:.80} is not allowed")
         _check_time(stamp, f"trace.{stage}")
     return Envelope(device, boot, seq, time_ns, {k: float(v) for k, v in values.items()}, trace)

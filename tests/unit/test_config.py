@@ -65,6 +65,14 @@ def test_defaults_are_valid() -> None:
         ({"mqtt": {"password_file": "/nonexistent/secret"}}, "mqtt.password_file: cannot read file"),
         ({"mqtt": {"password": "x", "password_file": __file__}}, "mqtt: set password or password_file"),
         ({"logging": {"level": "LOUD"}}, "logging.level: Input should be"),
+        (
+            {"publisher": {"simulator": {"sensors": {"seq": {"mean": 1, "stddev": 0}}}}},
+            "publisher.simulator.sensors.seq.[key]: expected a value name",
+        ),
+        (
+            {"publisher": {"serial": {"frame": {"format": "csv", "fields": ["t", "boot"]}}}},
+            "publisher.serial.frame.fields.1: expected a value name",
+        ),
         ([1, 2], "config: expected a mapping of sections, got list"),
     ],
 )

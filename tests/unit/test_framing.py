@@ -74,7 +74,7 @@ def test_frame_split_across_reads_and_partial_frame_on_timeout() -> None:
 
 @given(st.binary(max_size=300), st.integers(min_value=1, max_value=40))
 def test_binary_decoder_never_raises_and_keeps_bytes(noise: bytes, chunk: int) -> None:
-    decoder = BinaryDecoder(b"\x00\x00\x00\x00", ">6h", NUCLEO_FIELDS, [0.01])
+    decoder = BinaryDecoder(b"\x00\x00\x00\x00", ">6h", NUCLEO_FIELDS, [0.01] * 6)
     tail = b"".join(nucleo_frame(i, 2, 3, 4, 5, 6) for i in range(1, 4))
     stream = noise + tail
     out = []
