@@ -24,7 +24,8 @@ def test_json_and_text_views(pipeline: Pipeline) -> None:
         )
         for seq in range(40)
     ]
-    producer.send(pipeline.telemetry_topic, b"not an envelope")
+    # Same key as d0, so it precedes d0's records in their partition and is read before --count is reached.
+    producer.send(pipeline.telemetry_topic, key=b"d0", value=b"not an envelope")
     for envelope in envelopes:
         producer.send(pipeline.telemetry_topic, key=envelope.device.encode(), value=encode(envelope))
     producer.flush()
