@@ -14,6 +14,7 @@ from publisher.framing import FrameError, make_decoder
 from publisher.simulator import SimulatedBoard, device_ids
 from twinpipe.backoff import Backoff
 from twinpipe.config import SerialConfig, SimulatorConfig
+from twinpipe.retry import until_connected
 
 log = logging.getLogger("publisher.source")
 
@@ -42,20 +43,18 @@ class SerialSource:
 
     def run(self, stop: threading.Event) -> None:
         config = self._config
-        backoff = Backoff(0.2, config.reconnect_max_s)
-        reported = False
         while not stop.is_set():
-            try:
-                port = open_serial(config)
-            except (serial.SerialException, OSError) as exc:
-                if not reported:
-                    log.warning("cannot open %s (%s); retrying until it appears", config.port, exc)
-                    reported = True
-                stop.wait(backoff.next_delay())
-                continue
+            port = until_connected(
+                lambda: open_serial(config),
+                config.port,
+                stop,
+                (serial.SerialException, OSError),
+                action="open",
+                backoff=Backoff(0.2, config.reconnect_max_s),
+            )
+            if port is None:
+                return
             log.info("reading %s at %d baud (%s frames)", config.port, config.baudrate, config.frame.format)
-            reported = False
-            backoff.reset()
             try:
                 self._read(port, stop)
             except (serial.SerialException, OSError) as exc:

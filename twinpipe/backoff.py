@@ -17,6 +17,3 @@ class Backoff:
         delay = min(self.maximum_s, self.initial_s * 2**self._attempt)
         self._attempt = min(self._attempt + 1, 32)
         return delay * self._rng.uniform(0.8, 1.2)
-
-    def reset(self) -> None:
-        self._attempt = 0
