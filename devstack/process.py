@@ -9,6 +9,9 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -17,17 +20,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until(check: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.05) -> None:
-    """Poll `check` until it returns True; raise TimeoutError naming `what` at the deadline."""
+def poll(
+    read: Callable[[], T], done: Callable[[T], bool], timeout_s: float, what: str, interval_s: float = 0.1
+) -> T:
+    """Call `read` until `done(result)`; at the deadline, TimeoutError naming `what` and the last result."""
     deadline = time.monotonic() + timeout_s
     while True:
-        try:
-            if check():
-                return
-        except Exception:  # noqa: BLE001 - a server that is not up yet fails in many ways
-            pass
+        result = read()
+        if done(result):
+            return result
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not ready within {timeout_s:.0f} s")
+            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}; last: {result!r:.500}")
         time.sleep(interval_s)
 
 
@@ -61,15 +64,18 @@ class ServerProcess:
         )
         log.close()
         try:
-            wait_until(lambda: self._alive() and self.ready(), timeout_s, self.name)
-        except TimeoutError as exc:
+            poll(self._ready_unless_exited, bool, timeout_s, f"{self.name} to be ready", interval_s=0.05)
+        except (TimeoutError, RuntimeError) as exc:
             self.stop()
-            raise TimeoutError(f"{exc}; log {self.log_path}:\n{self.log_tail()}") from None
+            raise RuntimeError(f"{exc}; log {self.log_path}:\n{self.log_tail()}") from None
 
-    def _alive(self) -> bool:
+    def _ready_unless_exited(self) -> bool:
         if self._process is None or self._process.poll() is not None:
-            raise RuntimeError(f"{self.name} exited; log {self.log_path}:\n{self.log_tail()}")
-        return True
+            raise RuntimeError(f"{self.name} exited")
+        try:
+            return self.ready()
+        except Exception:  # noqa: BLE001 - a server that is not up yet fails in many ways
+            return False
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 10.0) -> None:
         if self._process is None:

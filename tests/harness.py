@@ -1,35 +1,18 @@
-"""Helpers for integration tests: a per-test pipeline on the session's servers, and polling reads."""
+"""Helpers for integration tests: a per-test pipeline on the session's servers and what arrived there."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from devstack.process import poll
 from devstack.stack import LocalStack, merged, write_config
 from devstack.stages import StageProcess
-
-T = TypeVar("T")
-
-
-def poll(read: Callable[[], T], done: Callable[[T], bool], timeout_s: float, what: str) -> T:
-    """Call `read` until `done(result)`; fail with the last result at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = read()
-        if done(result):
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"timed out after {timeout_s:.0f} s waiting for {what}; last: {result!r:.500}"
-            )
-        time.sleep(0.1)
 
 
 class Pipeline:
@@ -41,8 +24,7 @@ class Pipeline:
         self.dead_letter_topic = f"dlq-{run_id}"
         self.mqtt_prefix = f"t{run_id}"
         self.bucket = f"b{run_id}"
-        stack.influx.buckets.add(self.bucket)
-        stack.influxd.create_database(self.bucket)
+        stack.influx.add_bucket(self.bucket)
         self.stages: list[StageProcess] = []
 
     def config(self, override: dict[str, Any] | None = None) -> dict[str, Any]:
