@@ -82,11 +82,11 @@ class Influxd(ServerProcess):
 class InfluxV2Shim:
     """An InfluxDB 2 write endpoint (token, org, buckets) in front of an influxd 1.x."""
 
-    def __init__(self, influxd: Influxd, org: str, token: str, buckets: set[str], port: int | None = None):
+    def __init__(self, influxd: Influxd, org: str, token: str, port: int | None = None):
         self.influxd = influxd
         self.org = org
         self.token = token
-        self.buckets = buckets
+        self.buckets: set[str] = set()
         self.port = port or free_port()
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
         self._server.daemon_threads = True
@@ -96,9 +96,12 @@ class InfluxV2Shim:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def add_bucket(self, name: str) -> None:
+        """A bucket that writes may name: the influxd database behind it, and the shim accepting it."""
+        self.influxd.create_database(name)
+        self.buckets.add(name)
+
     def start(self) -> None:
-        for bucket in self.buckets:
-            self.influxd.create_database(bucket)
         self._thread = threading.Thread(target=self._server.serve_forever, name="influx-v2-shim", daemon=True)
         self._thread.start()
 

@@ -28,7 +28,8 @@ class LocalStack(contextlib.ExitStack):
         self.mosquitto = self.enter_context(Mosquitto(self.workdir / "mosquitto"))
         self.kafka = self.enter_context(Tansu(self.workdir / "kafka"))
         self.influxd = self.enter_context(Influxd(self.workdir / "influxdb"))
-        self.influx = self.enter_context(InfluxV2Shim(self.influxd, ORG, self.token, {BUCKET}))
+        self.influx = self.enter_context(InfluxV2Shim(self.influxd, ORG, self.token))
+        self.influx.add_bucket(BUCKET)
         return self
 
     def config(self) -> dict[str, Any]:
