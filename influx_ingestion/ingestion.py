@@ -147,11 +147,11 @@ class Ingestion:
 
     def _deliver_dead_letters(self, batch: Batch) -> None:
         """Send and wait for Kafka's acknowledgement; what failed stays in the batch for the next try."""
+        topic = self._config.kafka.dead_letter_topic
         sent = []
         for record, reason in batch.dead_letters:
             source = f"{record.topic}/{record.partition}/{record.offset}"
             headers = deadletter.headers(reason, STAGE, source=source)
-            topic = self._config.kafka.dead_letter_topic
             sent.append(
                 (
                     (record, reason),

@@ -82,13 +82,9 @@ def ensure_topics(config: KafkaConfig, names: list[str]) -> None:
         bootstrap_servers=config.bootstrap_servers, security_protocol=config.security_protocol
     )
     try:
-        missing = sorted(set(names) - set(admin.list_topics()))
-        for name in missing:
+        settings = {"num_partitions": config.partitions, "replication_factor": config.replication_factor}
+        for name in sorted(set(names) - set(admin.list_topics())):
             with contextlib.suppress(TopicAlreadyExistsError):  # another stage created it meanwhile
-                settings = {
-                    "num_partitions": config.partitions,
-                    "replication_factor": config.replication_factor,
-                }
                 admin.create_topics({name: settings})
     finally:
         admin.close()
