@@ -63,6 +63,13 @@ class Pipeline:
         self.stages.append(process)
         return process.start()
 
+    def board(self, link: Path, *args: str) -> StageProcess:
+        """A simulated board writing frames into a pty at `link` (python -m publisher.simulate)."""
+        config = self.write_config(name="board.yaml")
+        process = StageProcess("publisher.simulate", config, self.workdir, "--pty", str(link), *args)
+        self.stages.append(process)
+        return process.start()
+
     def stop_all(self) -> None:
         for process in self.stages:
             process.stop(timeout_s=15)

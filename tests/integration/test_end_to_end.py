@@ -7,7 +7,6 @@ import time
 
 import pytest
 
-from devstack.stages import StageProcess
 from tests.harness import Pipeline, poll
 
 FRAMES = 1000
@@ -24,12 +23,8 @@ def test_every_reading_arrives_exactly_once_with_its_values_and_event_time(pipel
         poll(stage.log, lambda log, ready=ready: ready in log, 20, f"{stage.module} ready")
 
     started_ns = time.time_ns()
-    board = StageProcess(
-        "publisher.simulate",
-        pipeline.write_config(name="board.yaml"),
-        pipeline.workdir,
-        "--pty",
-        str(link),
+    board = pipeline.board(
+        link,
         "--rate",
         "200",
         "--count",
@@ -41,7 +36,6 @@ def test_every_reading_arrives_exactly_once_with_its_values_and_event_time(pipel
         "--seed",
         "1",
     )
-    pipeline.stages.append(board.start())
     # A malformed payload in the middle of the stream goes to the dead-letter topic; the rest flows on.
     poll(pipeline.influx_count, lambda n: n > 100, 60, "the first points in InfluxDB")
     client = pipeline.mqtt_client()

@@ -14,7 +14,6 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from devstack.mosquitto import Mosquitto
-from devstack.stages import StageProcess
 from tests.harness import Pipeline, poll
 from twinpipe.envelope import Envelope, decode
 
@@ -68,13 +67,6 @@ def test_simulated_boards_publish_valid_envelopes(pipeline: Pipeline) -> None:
     collector.close()
 
 
-def simulate(pipeline: Pipeline, link: Path, *args: str) -> StageProcess:
-    config = pipeline.write_config(name="simulate.yaml")
-    process = StageProcess("publisher.simulate", config, pipeline.workdir, "--pty", str(link), *args)
-    pipeline.stages.append(process)
-    return process.start()
-
-
 def test_board_on_a_pty_that_appears_late_is_read_through_noise(pipeline: Pipeline) -> None:
     link = pipeline.workdir / "ttyNUCLEO"
     record = pipeline.workdir / "frames.jsonl"
@@ -85,9 +77,7 @@ def test_board_on_a_pty_that_appears_late_is_read_through_noise(pipeline: Pipeli
     publisher = pipeline.stage("publisher", {"publisher": serial})
     poll(publisher.log, lambda log: "cannot open" in log, 15, "publisher reporting the missing port")
 
-    simulate(
-        pipeline, link, "--rate", "200", "--count", "300", "--noise-every", "50", "--record", str(record)
-    )
+    pipeline.board(link, "--rate", "200", "--count", "300", "--noise-every", "50", "--record", str(record))
     poll(publisher.log, lambda log: "reading " in log, 15, "publisher opening the port")
     written = poll(
         lambda: [json.loads(line) for line in record.read_text().splitlines()],
@@ -157,7 +147,7 @@ def test_unplugged_board_is_reported_and_reading_resumes_when_it_returns(pipelin
     collector = Collector(
         pipeline.stack.mosquitto.port, f"{pipeline.mqtt_prefix}/+/telemetry", f"c{pipeline.id}"
     )
-    first_board = simulate(pipeline, link, "--rate", "100")
+    first_board = pipeline.board(link, "--rate", "100")
     poll(link.exists, bool, 10, "the first board's port")
     serial = {"source": "serial", "serial": {"port": str(link), "reconnect_max_s": 0.5}}
     publisher = pipeline.stage("publisher", {"publisher": serial})
@@ -167,7 +157,7 @@ def test_unplugged_board_is_reported_and_reading_resumes_when_it_returns(pipelin
     before = len(collector.seqs())
 
     record = pipeline.workdir / "replugged.jsonl"
-    simulate(pipeline, link, "--rate", "100", "--record", str(record))
+    pipeline.board(link, "--rate", "100", "--record", str(record))
     poll(collector.seqs, lambda seqs: len(seqs) >= before + 50, 20, "readings after plugging back in")
     replugged = [json.loads(line) for line in record.read_text().splitlines()]
     assert sum(e.values in replugged for e in collector.envelopes[before:]) >= 40, "frames of the new board"
