@@ -5,20 +5,14 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-from twinpipe.envelope import TRACE_BRIDGE, TRACE_PUBLISH, Envelope
+from twinpipe.envelope import Envelope
+from twinpipe.trace import hop_delays, stamps
 
 
 def hop_delays_ms(envelope: Envelope, kafka_timestamp_ms: int | None, now_ns: int) -> dict[str, float]:
-    """Delays between consecutive stamps that are present: board read, MQTT publish, bridge, Kafka, here."""
-    stamps: list[tuple[str, int | None]] = [
-        ("read", envelope.time_ns),
-        ("mqtt", envelope.trace.get(TRACE_PUBLISH)),
-        ("bridge", envelope.trace.get(TRACE_BRIDGE)),
-        ("kafka", kafka_timestamp_ms * 1_000_000 if kafka_timestamp_ms is not None else None),
-        ("here", now_ns),
-    ]
-    known = [(name, ns) for name, ns in stamps if ns is not None]
-    return {f"{a}→{b}": (t_b - t_a) / 1e6 for (a, t_a), (b, t_b) in zip(known, known[1:], strict=False)}
+    """Delay of each hop recorded in the trace, then Kafka → here, as "read→publish": milliseconds."""
+    known = [*stamps(envelope, kafka_timestamp_ms), ("here", now_ns)]
+    return {hop.name.replace("_to_", "→"): hop.seconds * 1e3 for hop in hop_delays(known)}
 
 
 def format_line(envelope: Envelope, delays_ms: dict[str, float]) -> str:

@@ -3,8 +3,10 @@
 Production runs InfluxDB 2, and the ingestion writes with influxdb-client's v2 API. Debian has only
 1.x, which lacks /api/v2/write, so `InfluxV2Shim` accepts v2 writes, checks the token, org and bucket
 like InfluxDB 2 does (401/404), forwards the line protocol to influxd's /write, and maps the answer to
-InfluxDB 2's status codes (422 for a rejected point such as a field type conflict). Reads use InfluxQL
-on influxd directly, the query language that works on InfluxDB 1.x, 2.x and 3.x alike.
+InfluxDB 2's status codes (422 for a rejected point such as a field type conflict). It also serves
+InfluxDB 2's v1-compatible /query (InfluxQL, token auth, database = bucket), which the latency probe
+and the Grafana datasource use. Tests read with InfluxQL on influxd directly: the query language
+that works on InfluxDB 1.x, 2.x and 3.x alike.
 """
 
 from __future__ import annotations
@@ -136,12 +138,30 @@ class InfluxV2Shim:
                     self._reply(200, {"name": "influxdb", "status": "pass"})
                 elif self.path.startswith("/ping"):
                     self._reply(204)
+                elif self.path.startswith("/query"):
+                    self._query(urllib.parse.urlsplit(self.path).query)
                 else:
                     self._reply(404, {"code": "not found", "message": "path not found"})
+
+            def _query(self, query: str) -> None:
+                """InfluxDB 2's v1-compatible InfluxQL endpoint: token auth, database = bucket name."""
+                if self.headers.get("Authorization") != f"Token {shim.token}":
+                    return self._reply(401, {"code": "unauthorized", "message": "unauthorized access"})
+                params = dict(urllib.parse.parse_qsl(query))
+                if params.get("db") not in shim.buckets:
+                    return self._reply(404, {"code": "not found", "message": f"bucket {params.get('db')!r}"})
+                forward = f"{shim.influxd.url}/query?" + urllib.parse.urlencode(params)
+                try:
+                    with urllib.request.urlopen(forward, timeout=30) as response:
+                        return self._reply(response.status, json.load(response))
+                except urllib.error.HTTPError as exc:
+                    return self._reply(exc.code, json.loads(exc.read() or b"{}"))
 
             def do_POST(self) -> None:
                 url = urllib.parse.urlsplit(self.path)
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if url.path == "/query":
+                    return self._query(url.query + "&" + body.decode())
                 if url.path != "/api/v2/write":
                     return self._reply(404, {"code": "not found", "message": "path not found"})
                 if self.headers.get("Authorization") != f"Token {shim.token}":

@@ -7,11 +7,11 @@ import sys
 from kafka.errors import KafkaError
 
 from influx_ingestion.ingestion import Ingestion
-from influx_ingestion.writer import InfluxWriter
 from twinpipe.cli import load_or_exit, stage_parser, stop_on_signals
 from twinpipe.clients import ensure_topics, kafka_consumer, kafka_producer
 from twinpipe.config import ConfigError
 from twinpipe.health import HealthServer
+from twinpipe.influx import InfluxWriter
 from twinpipe.retry import until_connected
 
 DESCRIPTION = """\

@@ -19,12 +19,12 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from influx_ingestion.points import PointMapper
-from influx_ingestion.writer import Rejected, Unavailable
 from twinpipe import deadletter
 from twinpipe.backoff import Backoff
 from twinpipe.config import Config
 from twinpipe.envelope import EnvelopeError, decode
 from twinpipe.health import Heartbeat
+from twinpipe.influx import Rejected, Unavailable
 from twinpipe.ratelog import ThrottledLog
 
 log = logging.getLogger("influx_ingestion")

@@ -373,6 +373,19 @@ class DisplayConfig(Section):
     max_lines_per_s: Annotated[float, Field(gt=0)] = 20.0
 
 
+class LatencyProbeConfig(Section):
+    group_id: str = "twinpipe-latency-probe"
+    topics: list[KafkaTopic] | None = None
+    start_from: Literal["latest", "earliest"] = "latest"
+    device_labels: Annotated[int, Field(ge=0, le=1000)] = 20
+    max_plausible_delay_s: Positive = 3600.0
+    summary_interval_s: Annotated[float, Field(ge=0)] = 10.0
+    summary_measurement: Annotated[str, Field(min_length=1)] = "twinpipe_latency"
+    probe_interval_s: Annotated[float, Field(ge=0)] = 5.0
+    probe_timeout_s: Positive = 30.0
+    influx_poll_interval_s: Positive = 0.05
+
+
 class HealthConfig(Section):
     host: str = "0.0.0.0"
     port: Annotated[int, Field(ge=0, lt=65536)] = 8080
@@ -391,6 +404,7 @@ class Config(Section):
     bridge: BridgeConfig = BridgeConfig()
     ingestion: IngestionConfig = IngestionConfig()
     display: DisplayConfig = DisplayConfig()
+    latency_probe: LatencyProbeConfig = LatencyProbeConfig()
     health: HealthConfig = HealthConfig()
     logging: LoggingConfig = LoggingConfig()
 

@@ -26,6 +26,8 @@ TRACE_BRIDGE = "bridge"
 DEVICE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 RESERVED_NAMES = frozenset({"seq", "boot"})  # stored next to the values in InfluxDB
+# The latency probe's readings: outside DEVICE_PATTERN, so no configured device can take the name.
+PROBE_DEVICE = "_probe"
 _INT64_MAX = 2**63 - 1
 
 
@@ -34,10 +36,12 @@ def is_value_name(name: str) -> bool:
 
 
 class EnvelopeError(ValueError):
-    """A payload that is not a valid envelope; `reason` says why in one line."""
+    """A payload that is not a valid envelope; `reason` says why in one line, `kind` classifies it
+    for metrics: too_large, not_json, version or invalid."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, kind: str = "invalid") -> None:
         self.reason = reason
+        self.kind = kind
         super().__init__(reason)
 
 
@@ -67,7 +71,7 @@ def encode(envelope: Envelope) -> bytes:
 
 
 def _reject_constant(name: str) -> None:
-    raise EnvelopeError(f"non-finite number {name} is not allowed")
+    raise EnvelopeError(f"non-finite number {name} is not allowed", "not_json")
 
 
 def _is_int(value: object) -> bool:
@@ -83,24 +87,24 @@ def _check_time(value: object, what: str) -> int:
 def decode(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> Envelope:
     """Parse and validate a payload; raises EnvelopeError naming the first problem."""
     if len(payload) > max_bytes:
-        raise EnvelopeError(f"payload of {len(payload)} bytes exceeds the limit of {max_bytes}")
+        raise EnvelopeError(f"payload of {len(payload)} bytes exceeds the limit of {max_bytes}", "too_large")
     try:
         data = json.loads(payload, parse_constant=_reject_constant)
     except EnvelopeError:
         raise
     except (ValueError, RecursionError) as exc:
-        raise EnvelopeError(f"not JSON: {exc}") from None
+        raise EnvelopeError(f"not JSON: {exc}", "not_json") from None
     if not isinstance(data, dict):
         raise EnvelopeError(f"expected a JSON object, got {type(data).__name__}")
     version = data.get("v")
     if version != VERSION:
-        raise EnvelopeError(f"unsupported envelope version {version!r:.20}, expected {VERSION}")
+        raise EnvelopeError(f"unsupported envelope version {version!r:.20}, expected {VERSION}", "version")
     unknown = data.keys() - {"v", "device", "boot", "seq", "time_ns", "values", "trace"}
     if unknown:
         raise EnvelopeError(f"unknown keys {sorted(unknown)!r:.80}")
 
     device = data.get("device")
-    if not isinstance(device, str) or not DEVICE_PATTERN.match(device):
+    if not isinstance(device, str) or not (DEVICE_PATTERN.match(device) or device == PROBE_DEVICE):
         raise EnvelopeError(f"device must match {DEVICE_PATTERN.pattern}, got {device!r:.80}")
     boot = data.get("boot")
     if not isinstance(boot, str) or not 0 < len(boot) <= 64:

@@ -1,7 +1,10 @@
-"""A stage's /healthz endpoint: 200 while every liveness check passes, 503 naming the ones that fail.
+"""A stage's HTTP endpoints: /healthz (liveness), /readyz (readiness) and /metrics (Prometheus).
 
-Container orchestrators restart a stage whose /healthz fails, so checks cover what a restart fixes
-(a dead worker thread, a stuck loop), not outages of the servers around it.
+Container orchestrators restart a stage whose /healthz fails, so liveness checks cover what a restart
+fixes (a dead worker thread, a stuck loop), not outages of the servers around it. /readyz adds the
+connections the stage needs to do its work (MQTT connected, Kafka reachable): it tells an operator,
+or a load balancer, that the stage is up but waiting. /metrics serves the process's
+prometheus-client registry.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 Check = Callable[[], bool]
 
@@ -29,17 +34,28 @@ class Heartbeat:
         return time.monotonic() - self._last < self.max_age_s
 
 
-class HealthServer:
-    """Serves GET /healthz on host:port; port 0 turns it off."""
+def failing(checks: dict[str, Check]) -> list[str]:
+    return [name for name, check in checks.items() if not check()]
 
-    def __init__(self, host: str, port: int, checks: dict[str, Check]) -> None:
+
+class HealthServer:
+    """Serves /healthz, /readyz and /metrics on host:port; port 0 turns it off.
+
+    /readyz fails when a liveness check or a readiness check fails.
+    """
+
+    def __init__(
+        self, host: str, port: int, checks: dict[str, Check], ready_checks: dict[str, Check] | None = None
+    ) -> None:
         self.checks = checks
+        self.ready_checks = {**checks, **(ready_checks or {})}
         self._server = ThreadingHTTPServer((host, port), self._handler()) if port else None
         if self._server:
             self._server.daemon_threads = True
 
-    def failing(self) -> list[str]:
-        return [name for name, check in self.checks.items() if not check()]
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1] if self._server else 0
 
     def __enter__(self) -> HealthServer:
         if self._server:
@@ -52,22 +68,33 @@ class HealthServer:
             self._server.server_close()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
-        health = self
+        server = self
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args: object) -> None:
                 pass
 
-            def do_GET(self) -> None:
-                if self.path != "/healthz":
-                    self.send_error(404)
-                    return
-                failing = health.failing()
-                body = json.dumps({"status": "fail" if failing else "pass", "failing": failing}).encode()
-                self.send_response(503 if failing else 200)
-                self.send_header("Content-Type", "application/json")
+            def _reply(self, status: int, content_type: str, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+
+            def _checks(self, checks: dict[str, Check]) -> None:
+                names = failing(checks)
+                body = json.dumps({"status": "fail" if names else "pass", "failing": names}).encode()
+                self._reply(503 if names else 200, "application/json", body)
+
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/healthz":
+                    self._checks(server.checks)
+                elif path == "/readyz":
+                    self._checks(server.ready_checks)
+                elif path == "/metrics":
+                    self._reply(200, CONTENT_TYPE_LATEST, generate_latest(REGISTRY))
+                else:
+                    self.send_error(404)
 
         return Handler

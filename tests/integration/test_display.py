@@ -50,4 +50,4 @@ def test_json_and_text_views(pipeline: Pipeline) -> None:
     as_text = display("--device", "d1", "--count", "5")
     lines = as_text.stdout.splitlines()
     assert len(lines) == 5 and all(" d1 #" in line for line in lines)
-    assert "t=20.50 | read→mqtt 0.1ms mqtt→bridge 0.1ms" in lines[0]
+    assert "t=20.50 | read→publish 0.1ms publish→bridge 0.1ms" in lines[0]

@@ -114,7 +114,7 @@ def test_hop_delays_and_line_format() -> None:
         "d", "b", 5, 1_000_000_000, {"t": 21.0}, {"publish": 1_002_000_000, "bridge": 1_003_000_000}
     )
     delays = hop_delays_ms(envelope, kafka_timestamp_ms=1_005, now_ns=1_010_000_000)
-    assert delays == {"read→mqtt": 2.0, "mqtt→bridge": 1.0, "bridge→kafka": 2.0, "kafka→here": 5.0}
+    assert delays == {"read→publish": 2.0, "publish→bridge": 1.0, "bridge→kafka": 2.0, "kafka→here": 5.0}
     line = format_line(envelope, delays)
     assert "d #5 t=21.00" in line and "bridge→kafka 2.0ms" in line
 
