@@ -53,7 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     consumer, dead_letters = clients
     ingestion = Ingestion(config, consumer, writer.write, dead_letters)
     try:
-        with HealthServer(config.health.host, config.health.port, {"loop": ingestion.heartbeat.alive}):
+        with HealthServer(
+            config.health.host,
+            config.health.port,
+            {"loop": ingestion.heartbeat.alive},
+            ingestion.ready_checks(),
+        ):
             ingestion.run(stop)
     finally:
         consumer.close(autocommit=False)

@@ -12,26 +12,33 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from influx_ingestion import metrics
 from influx_ingestion.points import PointMapper
 from twinpipe import deadletter
 from twinpipe.backoff import Backoff
 from twinpipe.config import Config
 from twinpipe.envelope import EnvelopeError, decode
-from twinpipe.health import Heartbeat
+from twinpipe.health import Check, Heartbeat
 from twinpipe.influx import Rejected, Unavailable
+from twinpipe.metrics import consumer_lag, sample
 from twinpipe.ratelog import ThrottledLog
 
 log = logging.getLogger("influx_ingestion")
 
 STAGE = "influx_ingestion"
 
-DeadLetter = tuple[ConsumerRecord, str]  # the record and why it was rejected
+
+class DeadLetter(NamedTuple):
+    record: ConsumerRecord
+    reason: str
+    kind: str  # for metrics: invalid (not an envelope) or rejected (by InfluxDB)
 
 
 @dataclass
@@ -61,9 +68,14 @@ class Ingestion:
         self._throttled = ThrottledLog(log)
         # A flush may legitimately wait a full write timeout plus the longest backoff between beats.
         self.heartbeat = Heartbeat(max_age_s=config.influxdb.timeout_s + settings.retry_max_s + 30)
-        self.points_written = 0
-        self.dead_lettered = 0
-        self.retries = 0
+        self._committed: dict[TopicPartition, int] = {}
+        self._failing: set[str] = set()  # operations being retried right now
+
+    def ready_checks(self) -> dict[str, Check]:
+        """Not ready while InfluxDB writes or dead-letter deliveries are failing."""
+        return {
+            operation: lambda o=operation: o not in self._failing for operation in ("write", "dead_letters")
+        }
 
     def run(self, stop: threading.Event) -> None:
         settings = self._settings
@@ -88,18 +100,22 @@ class Ingestion:
             self.flush_and_commit(batch, stop)
         log.info(
             "stopped: %d points written, %d dead letters, %d retries",
-            self.points_written,
-            self.dead_lettered,
-            self.retries,
+            sample("twinpipe_ingestion_points_written_total"),
+            sum(sample("twinpipe_ingestion_dead_letters_total", kind=k) for k in ("invalid", "rejected")),
+            sum(sample("twinpipe_ingestion_retries_total", operation=o) for o in ("write", "dead_letters")),
         )
 
     # --- step 1: accumulate ---
 
     def accumulate(self, batch: Batch, record: ConsumerRecord) -> None:
+        metrics.CONSUMED.inc()
+        metrics.CONSUMED_BYTES.inc(len(record.value or b""))
         try:
             line = self._mapper.to_line(decode(record.value or b""))
         except EnvelopeError as exc:
-            batch.dead_letters.append(self._rejected(record, f"not a valid envelope: {exc.reason}"))
+            batch.dead_letters.append(
+                self._rejected(record, f"not a valid envelope: {exc.reason}", "invalid")
+            )
         else:
             batch.lines.append(line)
             batch.sources.append(record)
@@ -114,11 +130,14 @@ class Ingestion:
         def write() -> None:
             rejected = self._write_isolating_rejects(batch.lines, batch.sources)
             batch.dead_letters += rejected  # only once the whole write attempt succeeded
-            self.points_written += len(batch.lines) - len(rejected)
+            metrics.WRITTEN.inc(len(batch.lines) - len(rejected))
+            observe_write_delays(batch.sources, time.time_ns())
 
-        if not self._retry(write, "InfluxDB write", stop):
+        if not self._retry(write, "write", "InfluxDB write", stop):
             return False
-        if not self._retry(lambda: self._deliver_dead_letters(batch), "dead-letter delivery", stop):
+        if not self._retry(
+            lambda: self._deliver_dead_letters(batch), "dead_letters", "dead-letter delivery", stop
+        ):
             return False
         return self._commit(batch)
 
@@ -130,55 +149,57 @@ class Ingestion:
         if not lines:
             return []
         try:
-            self._write(lines)
+            with metrics.WRITE_DURATION.time():
+                self._write(lines)
+            metrics.BATCH_SIZE.observe(len(lines))
             return []
         except Rejected as exc:
             if len(lines) == 1:
-                return [self._rejected(sources[0], f"rejected by InfluxDB: {exc}")]
+                return [self._rejected(sources[0], f"rejected by InfluxDB: {exc}", "rejected")]
             middle = len(lines) // 2
             first_half = self._write_isolating_rejects(lines[:middle], sources[:middle])
             return first_half + self._write_isolating_rejects(lines[middle:], sources[middle:])
 
-    def _rejected(self, record: ConsumerRecord, reason: str) -> DeadLetter:
+    def _rejected(self, record: ConsumerRecord, reason: str, kind: str) -> DeadLetter:
         self._throttled.warning(
             "dead-letter", "dead letter %s/%d/%d: %s", record.topic, record.partition, record.offset, reason
         )
-        return record, reason
+        return DeadLetter(record, reason, kind)
 
     def _deliver_dead_letters(self, batch: Batch) -> None:
         """Send and wait for Kafka's acknowledgement; what failed stays in the batch for the next try."""
         topic = self._config.kafka.dead_letter_topic
         sent = []
-        for record, reason in batch.dead_letters:
+        for item in batch.dead_letters:
+            record = item.record
             source = f"{record.topic}/{record.partition}/{record.offset}"
-            headers = deadletter.headers(reason, STAGE, source=source)
+            headers = deadletter.headers(item.reason, STAGE, source=source)
             sent.append(
-                (
-                    (record, reason),
-                    self._producer.send(topic, value=record.value, key=record.key, headers=headers),
-                )
+                (item, self._producer.send(topic, value=record.value, key=record.key, headers=headers))
             )
         failed = []
         for item, future in sent:
             try:
                 future.get(timeout=self._config.influxdb.timeout_s)
-                self.dead_lettered += 1
+                metrics.DEAD_LETTERS.labels(item.kind).inc()
             except KafkaError:
                 failed.append(item)
         batch.dead_letters = failed
         if failed:
             raise KafkaError(f"{len(failed)} dead letters not acknowledged by Kafka")
 
-    def _retry(self, attempt: Callable[[], None], what: str, stop: threading.Event) -> bool:
+    def _retry(self, attempt: Callable[[], None], operation: str, what: str, stop: threading.Event) -> bool:
         backoff = Backoff(self._settings.retry_initial_s, self._settings.retry_max_s)
         deadline = None
         while True:
             try:
                 attempt()
+                self._failing.discard(operation)
                 return True
             except (Unavailable, KafkaError) as exc:
+                self._failing.add(operation)
                 self.heartbeat.beat()
-                self.retries += 1
+                metrics.RETRIES.labels(operation).inc()
                 if stop.is_set() and deadline is None:
                     deadline = time.monotonic() + self._settings.shutdown_timeout_s
                 delay = backoff.next_delay()
@@ -199,11 +220,28 @@ class Ingestion:
         try:
             self._consumer.commit(offsets)
         except CommitFailedError as exc:
+            metrics.COMMIT_FAILURES.inc()
             log.warning(
                 "offset commit failed after a rebalance (%s); the new owner rewrites the same points", exc
             )
             return False
         except KafkaError as exc:
+            metrics.COMMIT_FAILURES.inc()
             log.warning("offset commit failed (%s); records will be re-delivered and rewritten", exc)
             return False
+        self._committed.update(batch.offsets)
+        lag = consumer_lag(self._consumer, self._committed)
+        if lag is not None:
+            metrics.LAG.set(lag)
         return True
+
+
+def observe_write_delays(records: list[ConsumerRecord], acked_ns: int) -> None:
+    """Kafka timestamp → write acknowledged, per record; negative ones are clock trouble, counted apart."""
+    acked_ms = acked_ns / 1e6
+    for record in records:
+        delay_s = (acked_ms - record.timestamp) / 1e3
+        if delay_s >= 0:
+            metrics.WRITE_DELAY.observe(delay_s)
+        else:
+            metrics.CLOCK_ANOMALIES.inc()

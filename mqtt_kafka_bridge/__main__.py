@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with (
         Bridge(config, producer) as bridge,
-        HealthServer(config.health.host, config.health.port, bridge.health_checks()),
+        HealthServer(config.health.host, config.health.port, bridge.health_checks(), bridge.ready_checks()),
     ):
         bridge.run(stop)
     return 0

@@ -20,6 +20,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from mqtt_kafka_bridge import metrics
 from mqtt_kafka_bridge.acks import InOrderAcks, Pending
 from mqtt_kafka_bridge.routing import Router, RoutingError
 from twinpipe import deadletter
@@ -28,6 +29,7 @@ from twinpipe.clients import connect_properties, mqtt_client
 from twinpipe.config import Config
 from twinpipe.envelope import TRACE_BRIDGE, EnvelopeError, decode, encode
 from twinpipe.health import Check
+from twinpipe.metrics import sample
 from twinpipe.ratelog import ThrottledLog
 
 log = logging.getLogger("mqtt_kafka_bridge")
@@ -72,9 +74,10 @@ class Bridge:
         self._disconnected = threading.Event()
         self._throttled = ThrottledLog(log)
         self._forwarder = threading.Thread(target=self._forward_loop, name="forwarder", daemon=True)
-        self.delivered = 0
-        self.dead_lettered = 0
-        self.delivery_failures = 0
+        self._connected = threading.Event()
+        metrics.UNACKED.set_function(lambda: len(self._acks))
+        metrics.QUEUED.set_function(self._inbox.qsize)
+        metrics.MQTT_CONNECTED.set_function(self._connected.is_set)
 
     def __enter__(self) -> Bridge:
         mqtt_config, settings = self._config.mqtt, self._config.bridge
@@ -96,14 +99,19 @@ class Bridge:
         log.info(
             "stopped: %d delivered to Kafka (%d of them dead letters), %d failed deliveries retried, "
             "%d unacknowledged",
-            self.delivered,
-            self.dead_lettered,
-            self.delivery_failures,
+            sample("twinpipe_bridge_records_delivered_total"),
+            sum(
+                sample("twinpipe_bridge_dead_letters_total", kind=kind) for kind in metrics.DEAD_LETTER_KINDS
+            ),
+            sample("twinpipe_bridge_errors_total", kind="delivery"),
             len(self._acks),
         )
 
     def health_checks(self) -> dict[str, Check]:
         return {"forwarder": self._forwarder.is_alive}
+
+    def ready_checks(self) -> dict[str, Check]:
+        return {"mqtt": self._connected.is_set}
 
     def run(self, stop: threading.Event) -> None:
         self._forwarder.start()
@@ -131,6 +139,7 @@ class Bridge:
         if reason.is_failure:
             log.error("MQTT broker %s refused the connection: %s", where, reason)
             return
+        self._connected.set()
         log.info(
             "connected to MQTT broker %s (session %s)", where, "resumed" if flags.session_present else "new"
         )
@@ -139,6 +148,7 @@ class Bridge:
     def _on_disconnect(
         self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
     ) -> None:
+        self._connected.clear()
         self._acks.reset()
         if reason.is_failure:
             log.warning("disconnected from MQTT broker (%s); reconnecting", reason)
@@ -151,6 +161,8 @@ class Bridge:
                 return  # not acknowledged: the broker redelivers it to the next session
             pending = self._acks.received(message.mid) if message.qos > 0 else None
             self._inbox.put(Incoming(message.topic, message.payload, received_ns, pending))
+        metrics.RECEIVED.inc()
+        metrics.RECEIVED_BYTES.inc(len(message.payload))
 
     # --- forwarding thread ---
 
@@ -165,19 +177,17 @@ class Bridge:
         try:
             envelope = decode(incoming.payload, limit)
             topic = self._router.kafka_topic(incoming.mqtt_topic, envelope.device)
-        except (EnvelopeError, RoutingError) as exc:
-            return self._dead_letter(incoming, str(exc))
+        except EnvelopeError as exc:
+            return self._dead_letter(incoming, exc.reason, exc.kind)
+        except RoutingError as exc:
+            return self._dead_letter(incoming, str(exc), "unroutable")
         envelope.trace[TRACE_BRIDGE] = incoming.received_ns
         return Record(topic, envelope.device.encode(), encode(envelope), None, incoming.pending)
 
-    def _dead_letter(self, incoming: Incoming, reason: str) -> Record:
-        self.dead_lettered += 1
+    def _dead_letter(self, incoming: Incoming, reason: str, kind: str) -> Record:
+        metrics.DEAD_LETTERS.labels(kind).inc()
         self._throttled.warning(
-            "dead-letter",
-            "dead letter from %s: %s; %d so far",
-            incoming.mqtt_topic,
-            reason,
-            self.dead_lettered,
+            "dead-letter", "dead letter (%s) from %s: %s", kind, incoming.mqtt_topic, reason
         )
         limit = self._config.bridge.max_payload_bytes
         return Record(
@@ -199,6 +209,7 @@ class Bridge:
                 )
                 break
             except KafkaError as exc:  # buffer full or no metadata: Kafka is unreachable
+                metrics.ERRORS.labels("send").inc()
                 self._throttled.warning("send", "cannot hand record to Kafka (%s); retrying", exc)
                 time.sleep(backoff.next_delay())
         future.add_callback(self._on_delivered, record)
@@ -207,12 +218,13 @@ class Bridge:
     # --- Kafka producer I/O thread ---
 
     def _on_delivered(self, record: Record, _metadata: Any) -> None:
-        self.delivered += 1
+        metrics.DELIVERED.inc()
+        metrics.DELIVERED_BYTES.inc(len(record.value))
         if record.pending is not None:
             self._acks.delivered(record.pending)
 
     def _on_failed(self, record: Record, exc: BaseException) -> None:
         """Delivery gave up (timeout): send it again; the MQTT message stays unacknowledged until it lands."""
-        self.delivery_failures += 1
+        metrics.ERRORS.labels("delivery").inc()
         self._throttled.warning("failed", "delivery to %s failed (%s); retrying", record.topic, exc)
         self._inbox.put(record)

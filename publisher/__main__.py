@@ -27,7 +27,9 @@ def main(argv: list[str] | None = None) -> None:
     stop = stop_on_signals()
     with (
         Publisher(config) as publisher,
-        HealthServer(config.health.host, config.health.port, publisher.health_checks()),
+        HealthServer(
+            config.health.host, config.health.port, publisher.health_checks(), publisher.ready_checks()
+        ),
     ):
         publisher.run(stop)
 

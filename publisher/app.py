@@ -14,6 +14,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from publisher import metrics
 from publisher.buffer import DropOldestBuffer
 from publisher.framing import FrameError
 from publisher.sequencer import Sequencer, new_boot_id
@@ -22,6 +23,7 @@ from twinpipe.clients import mqtt_client
 from twinpipe.config import Config
 from twinpipe.envelope import TRACE_PUBLISH, Envelope, encode
 from twinpipe.health import Check, Heartbeat
+from twinpipe.metrics import sample
 from twinpipe.ratelog import ThrottledLog
 
 log = logging.getLogger("publisher")
@@ -33,9 +35,6 @@ class Publisher:
         settings = config.publisher
         self.boot = new_boot_id()
         self.buffer: DropOldestBuffer[Envelope] = DropOldestBuffer(settings.buffer_size)
-        self.published = 0
-        self.rejected = 0
-        self.frame_errors = 0
         self._sequencers: dict[str, Sequencer] = {}
         self._unacked = 0
         self._acks = threading.Condition()
@@ -58,9 +57,17 @@ class Publisher:
             target=self._source.run, args=(self._stop,), name="source", daemon=True
         )
         self._sender_heartbeat = Heartbeat(max_age_s=30)
+        self._connected = threading.Event()
+        metrics.BUFFER_CAPACITY.set(settings.buffer_size)
+        metrics.BUFFER_DEPTH.set_function(lambda: len(self.buffer))
+        metrics.INFLIGHT.set_function(lambda: self._unacked)
+        metrics.MQTT_CONNECTED.set_function(self._connected.is_set)
 
     def health_checks(self) -> dict[str, Check]:
         return {"source": self._source_thread.is_alive, "sender": self._sender_heartbeat.alive}
+
+    def ready_checks(self) -> dict[str, Check]:
+        return {"mqtt": self._connected.is_set}
 
     def __enter__(self) -> Publisher:
         mqtt_config = self._config.mqtt
@@ -72,10 +79,11 @@ class Publisher:
         self._client.disconnect()
         self._client.loop_stop()
         log.info(
-            "stopped: %d published, %d dropped on overflow, %d rejected by the broker, %d left in the buffer",
-            self.published,
+            "stopped: %d published, %d dropped on overflow, %d rejected, %d left in the buffer",
+            sample("twinpipe_publisher_messages_published_total"),
             self.buffer.dropped,
-            self.rejected,
+            sample("twinpipe_publisher_errors_total", kind="publish")
+            + sample("twinpipe_publisher_errors_total", kind="broker"),
             len(self.buffer),
         )
 
@@ -85,8 +93,10 @@ class Publisher:
         sequencer = self._sequencers.get(device)
         if sequencer is None:
             sequencer = self._sequencers[device] = Sequencer(device, self.boot)
+        metrics.READINGS.inc()
         evicted = self.buffer.put(sequencer.stamp(values, read_ns))
         if evicted is not None:
+            metrics.DROPPED.inc()
             self._throttled.warning(
                 "overflow",
                 "buffer full (%d readings, MQTT unreachable or slow): dropped %s seq %d; %d dropped so far",
@@ -97,14 +107,14 @@ class Publisher:
             )
 
     def _on_frame_error(self, device: str, error: FrameError) -> None:
-        self.frame_errors += 1
+        metrics.ERRORS.labels("frame").inc()
         self._throttled.warning(
             "frame",
             "bad frame from %s: %s (raw %s); %d so far",
             device,
             error.reason,
             error.raw[:48].hex(),
-            self.frame_errors,
+            sample("twinpipe_publisher_errors_total", kind="frame"),
         )
 
     # --- network side (main thread) ---
@@ -129,12 +139,14 @@ class Publisher:
         topic = self._config.publisher.topic_template.format(device=envelope.device)
         with self._acks:
             self._unacked += 1
-        info = self._client.publish(topic, encode(envelope), qos=1)
+        payload = encode(envelope)
+        metrics.PUBLISHED_BYTES.inc(len(payload))
+        info = self._client.publish(topic, payload, qos=1)
         # NO_CONN means queued by the client and sent after the reconnect.
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             with self._acks:
                 self._unacked -= 1
-            self.rejected += 1
+            metrics.ERRORS.labels("publish").inc()
             log.error(
                 "cannot publish %s seq %d to %s: %s",
                 envelope.device,
@@ -169,11 +181,13 @@ class Publisher:
                 reason,
             )
         else:
+            self._connected.set()
             log.info("connected to MQTT broker %s:%d", self._config.mqtt.host, self._config.mqtt.port)
 
     def _on_disconnect(
         self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
     ) -> None:
+        self._connected.clear()
         if reason.is_failure:
             log.warning("disconnected from MQTT broker (%s); buffering and reconnecting", reason)
 
@@ -182,7 +196,7 @@ class Publisher:
             self._unacked -= 1
             self._acks.notify()
         if reason.is_failure:
-            self.rejected += 1
+            metrics.ERRORS.labels("broker").inc()
             log.error("broker rejected message %d: %s", mid, reason)
         else:
-            self.published += 1
+            metrics.PUBLISHED.inc()

@@ -1,0 +1,28 @@
+"""The bridge's Prometheus metrics (served on /metrics; see README.md)."""
+
+from prometheus_client import Counter, Gauge
+
+DEAD_LETTER_KINDS = ("not_json", "version", "invalid", "too_large", "unroutable")
+
+RECEIVED = Counter("twinpipe_bridge_messages_received", "MQTT messages taken in")
+RECEIVED_BYTES = Counter("twinpipe_bridge_bytes_received", "MQTT payload bytes taken in")
+DELIVERED = Counter("twinpipe_bridge_records_delivered", "Records Kafka acknowledged (dead letters included)")
+DELIVERED_BYTES = Counter("twinpipe_bridge_bytes_delivered", "Record value bytes Kafka acknowledged")
+DEAD_LETTERS = Counter(
+    "twinpipe_bridge_dead_letters",
+    "Messages sent to the dead-letter topic, by kind (why they were rejected)",
+    ["kind"],
+)
+ERRORS = Counter(
+    "twinpipe_bridge_errors",
+    "Errors by kind: send (Kafka refused the record, retried), delivery (delivery timed out, re-sent)",
+    ["kind"],
+)
+UNACKED = Gauge("twinpipe_bridge_unacked_messages", "MQTT messages received and not yet acknowledged")
+QUEUED = Gauge("twinpipe_bridge_queue_depth_messages", "Messages waiting for the forwarding thread")
+MQTT_CONNECTED = Gauge("twinpipe_bridge_mqtt_connected", "1 while connected to the MQTT broker")
+
+for kind in DEAD_LETTER_KINDS:
+    DEAD_LETTERS.labels(kind)
+for kind in ("send", "delivery"):
+    ERRORS.labels(kind)

@@ -1,0 +1,20 @@
+"""The publisher's Prometheus metrics (served on /metrics; see README.md)."""
+
+from prometheus_client import Counter, Gauge
+
+READINGS = Counter("twinpipe_publisher_readings", "Readings taken from the board or the simulator")
+PUBLISHED = Counter("twinpipe_publisher_messages_published", "Messages the MQTT broker acknowledged")
+PUBLISHED_BYTES = Counter("twinpipe_publisher_bytes_published", "Payload bytes handed to MQTT")
+ERRORS = Counter(
+    "twinpipe_publisher_errors",
+    "Errors by kind: frame (bad serial frame), publish (client refused), broker (broker rejected)",
+    ["kind"],
+)
+DROPPED = Counter("twinpipe_publisher_buffer_dropped", "Readings dropped because the buffer was full")
+BUFFER_DEPTH = Gauge("twinpipe_publisher_buffer_depth_readings", "Readings waiting in the buffer")
+BUFFER_CAPACITY = Gauge("twinpipe_publisher_buffer_capacity_readings", "publisher.buffer_size")
+INFLIGHT = Gauge("twinpipe_publisher_inflight_messages", "Messages sent to MQTT and not yet acknowledged")
+MQTT_CONNECTED = Gauge("twinpipe_publisher_mqtt_connected", "1 while connected to the MQTT broker")
+
+for kind in ("frame", "publish", "broker"):
+    ERRORS.labels(kind)
