@@ -45,6 +45,7 @@ class DeadLetter(NamedTuple):
 class Batch:
     lines: list[str] = field(default_factory=list)
     sources: list[ConsumerRecord] = field(default_factory=list)  # the record behind each line
+    event_times: list[int] = field(default_factory=list)  # the event time (ns) of each line
     dead_letters: list[DeadLetter] = field(default_factory=list)  # not yet delivered to Kafka
     offsets: dict[TopicPartition, int] = field(default_factory=dict)  # next offset to commit
     started: float = field(default_factory=time.monotonic)
@@ -111,14 +112,15 @@ class Ingestion:
         metrics.CONSUMED.inc()
         metrics.CONSUMED_BYTES.inc(len(record.value or b""))
         try:
-            line = self._mapper.to_line(decode(record.value or b""))
+            envelope = decode(record.value or b"")
         except EnvelopeError as exc:
             batch.dead_letters.append(
                 self._rejected(record, f"not a valid envelope: {exc.reason}", "invalid")
             )
         else:
-            batch.lines.append(line)
+            batch.lines.append(self._mapper.to_line(envelope))
             batch.sources.append(record)
+            batch.event_times.append(envelope.time_ns)
         batch.offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
 
     # --- step 2: flush ---
@@ -131,7 +133,7 @@ class Ingestion:
             rejected = self._write_isolating_rejects(batch.lines, batch.sources)
             batch.dead_letters += rejected  # only once the whole write attempt succeeded
             metrics.WRITTEN.inc(len(batch.lines) - len(rejected))
-            observe_write_delays(batch.sources, time.time_ns())
+            observe_write_delays(batch, time.time_ns())
 
         if not self._retry(write, "write", "InfluxDB write", stop):
             return False
@@ -236,12 +238,15 @@ class Ingestion:
         return True
 
 
-def observe_write_delays(records: list[ConsumerRecord], acked_ns: int) -> None:
-    """Kafka timestamp → write acknowledged, per record; negative ones are clock trouble, counted apart."""
-    acked_ms = acked_ns / 1e6
-    for record in records:
-        delay_s = (acked_ms - record.timestamp) / 1e3
-        if delay_s >= 0:
-            metrics.WRITE_DELAY.observe(delay_s)
-        else:
-            metrics.CLOCK_ANOMALIES.inc()
+def observe_write_delays(batch: Batch, acked_ns: int) -> None:
+    """Per point: Kafka timestamp → write acknowledged, and board read → write acknowledged.
+    Negative delays are clock trouble (stages on hosts whose clocks disagree), counted apart."""
+    for record, event_ns in zip(batch.sources, batch.event_times, strict=True):
+        for histogram, delay_s in (
+            (metrics.WRITE_DELAY, acked_ns / 1e9 - record.timestamp / 1e3),
+            (metrics.END_TO_END_DELAY, (acked_ns - event_ns) / 1e9),
+        ):
+            if delay_s >= 0:
+                histogram.observe(delay_s)
+            else:
+                metrics.CLOCK_ANOMALIES.inc()

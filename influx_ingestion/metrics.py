@@ -33,6 +33,11 @@ WRITE_DELAY = Histogram(
     "Per point, the record's Kafka timestamp → InfluxDB acknowledged the write (hop kafka_to_influxdb)",
     buckets=LATENCY_BUCKETS,
 )
+END_TO_END_DELAY = Histogram(
+    "twinpipe_ingestion_end_to_end_delay_seconds",
+    "Per point, the board read (event time) → InfluxDB acknowledged the write: the whole pipeline",
+    buckets=LATENCY_BUCKETS,
+)
 CLOCK_ANOMALIES = Counter(
     "twinpipe_ingestion_clock_anomalies",
     "Write delays left out of the histogram because they were negative (clocks disagree)",

@@ -17,11 +17,11 @@ import paho.mqtt.client as mqtt
 from publisher import metrics
 from publisher.buffer import DropOldestBuffer
 from publisher.framing import FrameError
-from publisher.sequencer import Sequencer, new_boot_id
+from publisher.sequencer import Sequencer
 from publisher.sources import SerialSource, SimulatorSource
 from twinpipe.clients import mqtt_client
 from twinpipe.config import Config
-from twinpipe.envelope import TRACE_PUBLISH, Envelope, encode
+from twinpipe.envelope import TRACE_PUBLISH, Envelope, encode, new_boot_id
 from twinpipe.health import Check, Heartbeat
 from twinpipe.metrics import sample
 from twinpipe.ratelog import ThrottledLog

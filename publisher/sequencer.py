@@ -2,15 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import time
-
 from twinpipe.envelope import Envelope
-
-
-def new_boot_id() -> str:
-    """Sortable by start time, unique across restarts and hosts."""
-    return f"{time.time_ns():x}-{os.urandom(3).hex()}"
 
 
 class Sequencer:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["publisher", "mqtt_kafka_bridge", "consumer_display", "influx_ingestion"]
+STAGES = ["publisher", "mqtt_kafka_bridge", "consumer_display", "influx_ingestion", "latency_probe"]
 
 
 def imported_packages(package: str) -> set[str]:

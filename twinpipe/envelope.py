@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import time
 from dataclasses import dataclass, field
 
 VERSION = 1
@@ -64,6 +66,11 @@ class Envelope:
             "values": self.values,
             "trace": self.trace,
         }
+
+
+def new_boot_id() -> str:
+    """Sortable by start time, unique across restarts and hosts."""
+    return f"{time.time_ns():x}-{os.urandom(3).hex()}"
 
 
 def encode(envelope: Envelope) -> bytes:
