@@ -7,7 +7,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 COMPOSE ?= docker compose
 
 .DEFAULT_GOAL := help
-.PHONY: help up up-serial down logs watch test lint format demo check-config compose-config system-deps venv clean
+.PHONY: help up up-serial down logs watch test lint format demo check-config compose-config system-deps venv clean grafana-schema
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -15,12 +15,14 @@ help: ## list the targets
 .env: .env.example
 	@test -f .env || { cp .env.example .env; \
 	  sed -i "s/^INFLUXDB_TOKEN=.*/INFLUXDB_TOKEN=$$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')/; \
-	          s/^INFLUXDB_ADMIN_PASSWORD=.*/INFLUXDB_ADMIN_PASSWORD=$$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')/" .env; \
+	          s/^INFLUXDB_ADMIN_PASSWORD=.*/INFLUXDB_ADMIN_PASSWORD=$$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')/; \
+	          s/^GRAFANA_ADMIN_PASSWORD=.*/GRAFANA_ADMIN_PASSWORD=$$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')/" .env; \
 	  echo "created .env with fresh random secrets"; }
 
-up: .env ## start Mosquitto, Kafka, InfluxDB and every stage with docker compose
+up: .env ## start Mosquitto, Kafka, InfluxDB, every stage, Prometheus and Grafana with docker compose
 	$(COMPOSE) up -d --build
-	@echo "running; 'make logs' follows the stages, 'make down' stops everything"
+	@echo "running: Grafana on http://localhost:$${GRAFANA_PORT:-3000} (user and password in .env);"
+	@echo "'make logs' follows the stages, 'make down' stops everything"
 
 up-serial: .env ## like up, with the real board at SERIAL_DEVICE (.env) instead of the simulator
 	$(COMPOSE) -f docker-compose.yml -f docker-compose.serial.yml up -d --build
@@ -47,7 +49,20 @@ system-deps: ## install the servers the tests and the demo run (Debian/Ubuntu)
 	if [ -n "$$missing" ]; then echo "installing$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
 
-test: system-deps venv ## install what is needed, then lint and run every test on real servers
+# Grafana's dashboard JSON schema, generated from the npm package @grafana/schema (pinned in
+# tests/grafana_schema/package-lock.json) to validate grafana/dashboards/*.json.
+GRAFANA_SCHEMA := build/grafana-dashboard.schema.json
+SCHEMA_TOOLS   := tests/grafana_schema
+$(GRAFANA_SCHEMA): $(SCHEMA_TOOLS)/package-lock.json
+	cd $(SCHEMA_TOOLS) && npm ci --silent --no-audit --no-fund
+	mkdir -p $(dir $@)
+	$(SCHEMA_TOOLS)/node_modules/.bin/ts-json-schema-generator --no-type-check --additional-properties \
+	  --path $(SCHEMA_TOOLS)/node_modules/@grafana/schema/dist/types/raw/dashboard/x/types.gen.d.ts \
+	  --type Dashboard -o $@
+
+grafana-schema: $(GRAFANA_SCHEMA) ## generate Grafana's dashboard schema (needs node and npm)
+
+test: system-deps venv $(GRAFANA_SCHEMA) ## install what is needed, then lint and run every test on real servers
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
@@ -69,4 +84,4 @@ compose-config: venv .env ## validate docker-compose.yml without a Docker engine
 	$(BIN)/python -m devstack.compose config --quiet
 
 clean: ## remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info build $(SCHEMA_TOOLS)/node_modules

@@ -9,13 +9,15 @@ from pathlib import Path
 from devstack import compose
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = {"publisher", "mqtt_kafka_bridge", "influx_ingestion", "consumer_display"}
+STAGES = {"publisher", "mqtt_kafka_bridge", "influx_ingestion", "latency_probe", "consumer_display"}
+OBSERVERS = {"prometheus", "grafana"}
 
 
 def env_file(tmp_path: Path) -> Path:
     text = (ROOT / ".env.example").read_text()
     text = re.sub(r"(?m)^INFLUXDB_TOKEN=$", "INFLUXDB_TOKEN=test-token", text)
     text = re.sub(r"(?m)^INFLUXDB_ADMIN_PASSWORD=$", "INFLUXDB_ADMIN_PASSWORD=test-password", text)
+    text = re.sub(r"(?m)^GRAFANA_ADMIN_PASSWORD=$", "GRAFANA_ADMIN_PASSWORD=grafana-password", text)
     path = tmp_path / ".env"
     path.write_text(text)
     return path
@@ -40,13 +42,18 @@ def resolved(tmp_path: Path, *files: str) -> dict:
 
 def test_compose_file_is_valid_and_every_image_is_pinned(tmp_path: Path) -> None:
     services = resolved(tmp_path)
-    assert {"mosquitto", "kafka", "influxdb"} | STAGES == set(services)
+    assert {"mosquitto", "kafka", "influxdb"} | STAGES | OBSERVERS == set(services)
     for name, service in services.items():
         image = service["image"]
-        assert re.fullmatch(r"[\w./-]+:\d[\w.-]*", image) and not image.endswith(":latest"), (name, image)
+        assert re.fullmatch(r"[\w./-]+:v?\d[\w.-]*", image) and not image.endswith(":latest"), (name, image)
     assert services["kafka"]["image"].startswith("apache/kafka:")
     assert services["influxdb"]["image"].startswith("influxdb:2.")
     assert services["mosquitto"]["image"].startswith("eclipse-mosquitto:2.")
+    assert services["prometheus"]["image"].startswith("prom/prometheus:v2.")
+    # The dashboards are validated against this Grafana version's schema (tests/grafana_schema).
+    lock = json.loads((ROOT / "tests" / "grafana_schema" / "package-lock.json").read_text())
+    schema_version = lock["packages"]["node_modules/@grafana/schema"]["version"]
+    assert services["grafana"]["image"] == f"grafana/grafana:{schema_version}"
     for line in (ROOT / "Dockerfile").read_text().splitlines():
         if line.startswith("ARG PYTHON_IMAGE="):
             assert re.fullmatch(r"ARG PYTHON_IMAGE=python:\d+\.\d+\.\d+-slim-\w+", line)
@@ -78,10 +85,10 @@ def test_stages_share_the_read_only_config_and_reach_servers_by_name(tmp_path: P
         assert not any("TOKEN=" in k or k.endswith("__TOKEN") for k in environment), (
             "token only as a secret file"
         )
-    assert (
-        services["influx_ingestion"]["environment"]["TWINPIPE__INFLUXDB__TOKEN_FILE"]
-        == "/run/secrets/influxdb_token"
-    )
+    for name in ("influx_ingestion", "latency_probe"):
+        assert (
+            services[name]["environment"]["TWINPIPE__INFLUXDB__TOKEN_FILE"] == "/run/secrets/influxdb_token"
+        )
     assert {v["target"] for v in services["influxdb"]["volumes"]} >= {"/var/lib/influxdb2"}
     assert {v["target"] for v in services["kafka"]["volumes"]} == {"/var/lib/kafka/data"}
 
@@ -107,6 +114,18 @@ def test_env_example_and_repository_files_hold_no_secret_values() -> None:
             assert value == "", f".env.example must leave {key} empty"
     shipped = (ROOT / "config.yaml").read_text()
     assert re.search(r"(?m)^\s*(password|token):\s*null", shipped)
+
+
+def test_grafana_has_no_default_password_and_reads_provisioning_read_only(tmp_path: Path) -> None:
+    grafana = resolved(tmp_path)["grafana"]
+    environment = grafana["environment"]
+    assert environment["GF_SECURITY_ADMIN_PASSWORD"] == "grafana-password", "from .env, never admin/admin"
+    assert environment["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    mounts = {m["target"]: m for m in grafana["volumes"]}
+    assert mounts["/etc/grafana/provisioning"]["read_only"] is True
+    assert mounts["/var/lib/grafana/dashboards"]["read_only"] is True
+    prometheus = {m["target"]: m for m in resolved(tmp_path)["prometheus"]["volumes"]}
+    assert prometheus["/etc/prometheus"]["read_only"] is True
 
 
 def test_image_runs_as_a_non_root_user() -> None:

@@ -1,0 +1,78 @@
+"""Reading the Grafana dashboards as Grafana would: their panels' queries and template variables.
+
+No Grafana server installs here, so tests substitute the template variables the way Grafana does
+and run each query against the real InfluxDB and Prometheus.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
+INFLUX_UID = "twinpipe-influxdb"
+PROMETHEUS_UID = "twinpipe-prometheus"
+
+
+@dataclass(frozen=True)
+class Query:
+    dashboard: str
+    panel: str
+    datasource_uid: str
+    text: str  # InfluxQL or PromQL, with Grafana's template variables still in it
+
+
+def load(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def queries(dashboard: dict[str, Any]) -> Iterator[Query]:
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            uid = (target.get("datasource") or panel["datasource"])["uid"]
+            text = target["query"] if uid == INFLUX_UID else target["expr"]
+            yield Query(dashboard["title"], panel["title"], uid, text)
+
+
+def variables(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    return dashboard.get("templating", {}).get("list", [])
+
+
+def variable_values(variable: dict[str, Any], run: Callable[[str], list[str]]) -> list[str]:
+    """The values Grafana would offer: the variable's query, filtered by its regex (JavaScript
+    syntax, which Python's re accepts for the expressions used here)."""
+    values = run(variable["query"])
+    pattern = variable.get("regex", "")
+    if pattern:
+        regex = re.compile(pattern.strip("/"))
+        values = [value for value in values if regex.fullmatch(value)]
+    return values
+
+
+def regex_value(values: list[str]) -> str:
+    """How Grafana formats a multi-value variable inside a regex: (a|b), each value escaped."""
+    escaped = [re.escape(value) for value in values]
+    return escaped[0] if len(escaped) == 1 else "(" + "|".join(escaped) + ")"
+
+
+BUILTINS = {
+    "$__rate_interval": "5s",
+    "$__interval": "1s",
+    "$__range": "5m",
+    "$timeFilter": "time > now() - 15m",
+}
+
+
+def substitute(text: str, chosen: dict[str, str]) -> str:
+    """Replace Grafana's built-in and template variables; longest names first ($device before $dev)."""
+    replacements = {**BUILTINS, **{f"${name}": value for name, value in chosen.items()}}
+    for name in sorted(replacements, key=len, reverse=True):
+        text = text.replace(name, replacements[name])
+    leftover = re.findall(r"\$\w+", text)
+    assert not leftover, f"unsubstituted variables {leftover} in {text!r}"
+    return text
