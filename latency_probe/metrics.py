@@ -46,8 +46,12 @@ LAG = Gauge(
 )
 MQTT_CONNECTED = Gauge("twinpipe_latency_probe_mqtt_connected", "1 while connected to the MQTT broker")
 
-PROBE_STAGES = ("kafka", "influxdb")
-for stage in PROBE_STAGES:
+# Series that exist from the start, so dashboards and alerts see zeros instead of nothing.
+TRACE_HOPS = ("read_to_publish", "publish_to_bridge", "bridge_to_kafka", "kafka_to_probe", "read_to_probe")
+for hop in TRACE_HOPS:
+    for kind in ("negative", "absurd"):
+        CLOCK_ANOMALIES.labels(hop, kind)
+for stage in ("kafka", "influxdb"):
     PROBES_LOST.labels(stage)
 for kind in ("influx_query", "summary_write", "publish"):
     ERRORS.labels(kind)

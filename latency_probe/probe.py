@@ -54,6 +54,7 @@ class LatencyProbe:
         self.heartbeat = Heartbeat(max_age_s=60)
         self._probing = settings.probe_interval_s > 0
         self._stop_probing = threading.Event()
+        self._reading = threading.Event()  # set once the consumer has partitions to read
         self._prober = threading.Thread(target=self._probe_loop, name="prober", daemon=True)
         self._connected = threading.Event()
         self._client = mqtt_client(config.mqtt, f"twinpipe-latency-probe-{self.book.boot[-6:]}")
@@ -100,6 +101,8 @@ class LatencyProbe:
             now_ns = time.time_ns()
             for record in itertools.chain.from_iterable(polled.values()):
                 self.handle(record, now_ns)
+            if not self._reading.is_set() and self._consumer.assignment():
+                self._reading.set()
             now = time.monotonic()
             if now >= next_lag:
                 self._update_lag()
@@ -151,7 +154,11 @@ class LatencyProbe:
     # --- active: the probing thread ---
 
     def _probe_loop(self) -> None:
+        """Probes start once the consumer reads, so the first ones do not time the group join."""
         settings = self._settings
+        while not self._reading.wait(0.5):
+            if self._stop_probing.is_set():
+                return
         next_probe = time.monotonic()
         while not self._stop_probing.wait(settings.influx_poll_interval_s):
             if time.monotonic() >= next_probe:

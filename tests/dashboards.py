@@ -54,9 +54,18 @@ def variable_values(variable: dict[str, Any], run: Callable[[str], list[str]]) -
     return values
 
 
-def regex_value(values: list[str]) -> str:
-    """How Grafana formats a multi-value variable inside a regex: (a|b), each value escaped."""
-    escaped = [re.escape(value) for value in values]
+# Grafana escapes a variable's values where they stand in a regex: InfluxQL's /.../ takes one
+# backslash, PromQL's "..." string two (the string unescapes one).
+INFLUX_REGEX_SPECIAL = re.compile(r"[\\^$*+?.()|\[\]{}/]")
+PROMETHEUS_REGEX_SPECIAL = re.compile(r"[$^*{}\[\]'+?.()|\\]")
+
+
+def regex_value(values: list[str], datasource_uid: str) -> str:
+    """How Grafana formats a (multi-)value variable inside a regex: (a|b), each value escaped."""
+    if datasource_uid == INFLUX_UID:
+        escaped = [INFLUX_REGEX_SPECIAL.sub(lambda m: "\\" + m.group(0), v) for v in values]
+    else:
+        escaped = [PROMETHEUS_REGEX_SPECIAL.sub(lambda m: "\\\\" + m.group(0), v) for v in values]
     return escaped[0] if len(escaped) == 1 else "(" + "|".join(escaped) + ")"
 
 

@@ -70,6 +70,7 @@ def kafka_consumer(config: KafkaConfig, group_id: str | None, **settings: Any) -
         enable_auto_commit=False,
         session_timeout_ms=config.session_timeout_ms,
         heartbeat_interval_ms=config.heartbeat_interval_ms,
+        fetch_max_wait_ms=config.fetch_max_wait_ms,
         **settings,
     )
 

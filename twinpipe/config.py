@@ -164,6 +164,7 @@ class KafkaConfig(Section):
     replication_factor: Annotated[int, Field(ge=1)] = 1
     session_timeout_ms: Annotated[int, Field(ge=1000)] = 10000
     heartbeat_interval_ms: Annotated[int, Field(ge=100)] = 3000
+    fetch_max_wait_ms: Annotated[int, Field(ge=0, le=10000)] = 100
 
     @model_validator(mode="after")
     def _heartbeat_below_session(self) -> KafkaConfig:

@@ -1,0 +1,237 @@
+"""Observing a running pipeline: every stage's /metrics and /readyz, the latency probe (passive and
+active), Prometheus scraping them with the repository's config, and every Grafana panel's query run
+against the real InfluxDB and Prometheus with its template variables substituted."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from devstack.process import free_port
+from devstack.prometheus import Prometheus
+from tests.dashboards import (
+    DASHBOARDS,
+    INFLUX_UID,
+    load,
+    queries,
+    regex_value,
+    substitute,
+    variable_values,
+    variables,
+)
+from tests.harness import Pipeline, poll
+
+STAGES = ("publisher", "mqtt_kafka_bridge", "influx_ingestion", "latency_probe")
+DEVICES = 3
+RATE_HZ = 50
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in a /metrics page (0 when absent)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pattern = "^" + re.escape(name) + (r"\{" + re.escape(wanted) + r"\}" if wanted else "") + r" (\S+)$"
+    found = re.search(pattern, text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+class Grafana:
+    """Runs queries the way the provisioned datasources do: InfluxQL through the InfluxDB 2 API with
+    the token, PromQL through Prometheus's HTTP API."""
+
+    def __init__(self, pipeline: Pipeline, prometheus: Prometheus) -> None:
+        self.pipeline = pipeline
+        self.prometheus = prometheus
+
+    def influx(self, influxql: str) -> list[dict[str, Any]]:
+        shim = self.pipeline.stack.influx
+        params = urllib.parse.urlencode({"db": self.pipeline.bucket, "q": influxql, "epoch": "ms"})
+        request = urllib.request.Request(
+            f"{shim.url}/query?{params}", headers={"Authorization": f"Token {shim.token}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            result = json.load(response)["results"][0]
+        assert "error" not in result, f"{influxql}: {result['error']}"
+        return result.get("series", [])
+
+    def variable(self, variable: dict[str, Any]) -> list[str]:
+        def run(query: str) -> list[str]:
+            if variable["datasource"]["uid"] == INFLUX_UID:
+                series = self.influx(query)
+                return [
+                    values[-1] if s["columns"][-1] == "value" else values[0]
+                    for s in series
+                    for values in s["values"]
+                ]
+            metric_name, label = re.fullmatch(r"label_values\((\w+), (\w+)\)", query).groups()
+            return sorted({sample["metric"][label] for sample in self.prometheus.query(metric_name)})
+
+        return variable_values(variable, run)
+
+    def has_data(self, uid: str, query: str) -> bool:
+        if uid == INFLUX_UID:
+            return any(
+                any(value is not None for value in row[1:])
+                for series in self.influx(query)
+                for row in series["values"]
+            )
+        return any(math.isfinite(float(sample["value"][1])) for sample in self.prometheus.query(query))
+
+
+def test_metrics_probe_and_every_dashboard_query_on_a_running_pipeline(pipeline: Pipeline) -> None:
+    ports = {stage: free_port() for stage in STAGES}
+
+    def start(stage: str, override: dict[str, Any] | None = None):
+        return pipeline.stage(stage, {"health": {"port": ports[stage]}, **(override or {})})
+
+    ingestion = start("influx_ingestion")
+    bridge = start("mqtt_kafka_bridge")
+    probe = start(
+        "latency_probe",
+        {
+            "latency_probe": {
+                "start_from": "earliest",
+                "summary_interval_s": 1,
+                "probe_interval_s": 0.25,
+                "probe_timeout_s": 15,
+            }
+        },
+    )
+
+    def page(stage: str, path: str = "/metrics") -> str:
+        return get(f"http://127.0.0.1:{ports[stage]}{path}")[1]
+
+    def ready(stage: str) -> None:
+        poll(
+            lambda: get(f"http://127.0.0.1:{ports[stage]}/readyz")[0],
+            lambda c: c == 200,
+            30,
+            f"{stage} ready",
+        )
+
+    # Every stage becomes ready (connected to what it needs); the board starts once all others are,
+    # so the delays measured are the pipeline's, not the consumers' start-up.
+    for stage in STAGES[1:]:
+        ready(stage)
+    publisher = start("publisher", {"publisher": {"simulator": {"devices": DEVICES, "rate_hz": RATE_HZ}}})
+    ready("publisher")
+
+    targets = {stage: f"127.0.0.1:{port}" for stage, port in ports.items()}
+    with Prometheus(pipeline.workdir / "prometheus", targets) as prometheus:
+        # Enough for the probe's 1 min windows and the dashboards' rates: 40 probes seen in InfluxDB.
+        poll(
+            lambda: metric(
+                page("latency_probe"), "twinpipe_latency_probe_probe_delay_seconds_count", at="influxdb"
+            ),
+            lambda n: n >= 40,
+            60,
+            "40 probes visible in InfluxDB",
+        )
+        # Rates over the dashboards' 5 s window need several scrapes of every stage.
+        poll(
+            lambda: {s["metric"]["job"] for s in prometheus.query("sum_over_time(up[10s]) >= 6")},
+            lambda jobs: jobs == set(STAGES),
+            30,
+            "six successful scrapes of every stage",
+        )
+
+        grafana = Grafana(pipeline, prometheus)
+        empty = []
+        checked = 0
+        for path in DASHBOARDS:
+            dashboard = load(path)
+            options = {v["name"]: grafana.variable(v) for v in variables(dashboard)}
+            for name, values in options.items():
+                assert values, f"{dashboard['title']}: variable {name} offers no values"
+                assert not any(v.startswith("_") for v in values if name == "device"), (
+                    "the probe is no device"
+                )
+            declared = {v["name"]: v for v in variables(dashboard)}
+            everything = {
+                name: declared[name].get("allValue")
+                or regex_value(values, declared[name]["datasource"]["uid"])
+                for name, values in options.items()
+            }
+            first = {
+                name: regex_value(values[:1], declared[name]["datasource"]["uid"])
+                for name, values in options.items()
+            }
+            for query in queries(dashboard):
+                for chosen in (everything, first):
+                    text = substitute(query.text, chosen)
+                    checked += 1
+                    if not grafana.has_data(query.datasource_uid, text):
+                        empty.append(f"{query.dashboard} / {query.panel}: {text}")
+        assert not empty, "panels without data:\n" + "\n".join(empty)
+
+    # What the stages counted agrees with itself, and nothing was lost on the way.
+    probe_metrics, bridge_metrics = page("latency_probe"), page("mqtt_kafka_bridge")
+    assert metric(probe_metrics, "twinpipe_latency_probe_probes_lost_total", at="kafka") == 0
+    assert metric(probe_metrics, "twinpipe_latency_probe_probes_lost_total", at="influxdb") == 0
+    assert metric(bridge_metrics, "twinpipe_bridge_records_delivered_total") > 0
+    assert metric(page("publisher"), "twinpipe_publisher_buffer_dropped_total") == 0
+    assert metric(page("influx_ingestion"), "twinpipe_ingestion_consumer_lag_records") < DEVICES * RATE_HZ
+
+    # The numbers for the closing note: the probe's per-hop summaries in InfluxDB, its probes, and
+    # every reading's board → InfluxDB delay as the ingestion measured it.
+    report = [f"{checked} dashboard queries returned data"]
+    for series in pipeline.stack.influxd.query(
+        'SELECT median("p50"), max("p99"), sum("count") FROM "twinpipe_latency" GROUP BY "hop"',
+        pipeline.bucket,
+    ):
+        _, p50, p99, count = series["values"][0]
+        hop = series["tags"]["hop"]
+        report.append(
+            f"{hop:>18}: p50 {p50 * 1e3:7.2f} ms  p99 {p99 * 1e3:7.2f} ms (worst interval), n={count}"
+        )
+        assert 0 <= p50 <= p99
+    ingestion_metrics = page("influx_ingestion")
+    e2e_count = metric(ingestion_metrics, "twinpipe_ingestion_end_to_end_delay_seconds_count")
+    e2e_mean = metric(ingestion_metrics, "twinpipe_ingestion_end_to_end_delay_seconds_sum") / e2e_count
+    report.append(
+        f"every reading, board → InfluxDB acknowledged: mean {e2e_mean * 1e3:.1f} ms over {e2e_count:.0f}"
+    )
+    print("\n" + "\n".join(report))
+
+    for stage in (publisher, probe, bridge, ingestion):
+        assert stage.stop() == 0, stage.log()
+
+
+def test_probes_that_never_arrive_are_counted_lost(pipeline: Pipeline) -> None:
+    """Without the ingestion, probes reach Kafka but never InfluxDB: each is counted lost there."""
+    port = free_port()
+    bridge = pipeline.stage("mqtt_kafka_bridge")
+    probe = pipeline.stage(
+        "latency_probe",
+        {
+            "health": {"port": port},
+            "latency_probe": {"start_from": "earliest", "probe_interval_s": 0.2, "probe_timeout_s": 2},
+        },
+    )
+    base = f"http://127.0.0.1:{port}"
+    text = poll(
+        lambda: get(f"{base}/metrics")[1],
+        lambda t: metric(t, "twinpipe_latency_probe_probes_lost_total", at="influxdb") >= 20,
+        30,
+        "probes counted lost before InfluxDB",
+    )
+    # Only probes sent while the consumer group was still joining can miss the Kafka deadline.
+    lost_at_kafka = metric(text, "twinpipe_latency_probe_probes_lost_total", at="kafka")
+    assert metric(text, "twinpipe_latency_probe_probes_lost_total", at="influxdb") >= lost_at_kafka + 10
+    assert metric(text, "twinpipe_latency_probe_probe_delay_seconds_count", at="kafka") >= 10
+    assert "counted lost" in probe.log()
+    for stage in (probe, bridge):
+        assert stage.stop() == 0, stage.log()
