@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         stages += [
             StageProcess(module, config, workdir, env=stack.env())
-            for module in ("influx_ingestion", "mqtt_kafka_bridge", "publisher")
+            for module in ("influx_ingestion", "mqtt_kafka_bridge", "latency_probe", "publisher")
         ]
         for stage in stages:
             stage.start()
