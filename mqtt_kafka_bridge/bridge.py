@@ -67,6 +67,7 @@ class Bridge:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
         self._acks = InOrderAcks(lambda mid: self._client.ack(mid, 1))
         self._inbox: queue.SimpleQueue[Incoming | Record | object] = queue.SimpleQueue()
         self._intake = threading.Lock()
@@ -75,6 +76,7 @@ class Bridge:
         self._throttled = ThrottledLog(log)
         self._forwarder = threading.Thread(target=self._forward_loop, name="forwarder", daemon=True)
         self._connected = threading.Event()
+        self._subscribed = threading.Event()
         metrics.UNACKED.set_function(lambda: len(self._acks))
         metrics.QUEUED.set_function(self._inbox.qsize)
         metrics.MQTT_CONNECTED.set_function(self._connected.is_set)
@@ -111,7 +113,9 @@ class Bridge:
         return {"forwarder": self._forwarder.is_alive}
 
     def ready_checks(self) -> dict[str, Check]:
-        return {"mqtt": self._connected.is_set}
+        """Ready once subscribed: until then the broker has no session to queue messages in for us,
+        so readings published on a first start would be dropped. Compose starts the publisher after."""
+        return {"mqtt": self._connected.is_set, "subscribed": self._subscribed.is_set}
 
     def run(self, stop: threading.Event) -> None:
         self._forwarder.start()
@@ -149,10 +153,24 @@ class Bridge:
         self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
     ) -> None:
         self._connected.clear()
+        self._subscribed.clear()
         self._acks.reset()
         if reason.is_failure:
             log.warning("disconnected from MQTT broker (%s); reconnecting", reason)
         self._disconnected.set()
+
+    def _on_subscribe(
+        self, _client: mqtt.Client, _userdata: Any, _mid: int, reasons: list, _props: Any
+    ) -> None:
+        refused = [
+            (topic, reason)
+            for topic, reason in zip(self._router.subscriptions(), reasons, strict=False)
+            if reason.is_failure
+        ]
+        for topic, reason in refused:
+            log.error("MQTT broker refused the subscription to %s: %s", topic, reason)
+        if not refused:
+            self._subscribed.set()
 
     def _on_message(self, client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         received_ns = time.time_ns()

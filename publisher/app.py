@@ -79,7 +79,8 @@ class Publisher:
         self._client.disconnect()
         self._client.loop_stop()
         log.info(
-            "stopped: %d published, %d dropped on overflow, %d rejected, %d left in the buffer",
+            "stopped: %d readings, %d published, %d dropped on overflow, %d rejected, %d left in the buffer",
+            sample("twinpipe_publisher_readings_total"),
             sample("twinpipe_publisher_messages_published_total"),
             self.buffer.dropped,
             sample("twinpipe_publisher_errors_total", kind="publish")

@@ -17,14 +17,15 @@ def main(argv: list[str] | None = None) -> int:
     check = commands.add_parser("check-config", help="validate a config file (with environment overrides)")
     check.add_argument("path", nargs="?", help="config file (default: $TWINPIPE_CONFIG or ./config.yaml)")
     probe = commands.add_parser(
-        "healthcheck", help="exit 0 if the stage on this host answers /healthz with 200"
+        "healthcheck", help="exit 0 if the stage on this host answers /healthz (or /readyz) with 200"
     )
+    probe.add_argument("--ready", action="store_true", help="ask /readyz: also connected and subscribed")
     probe.add_argument(
         "--config", metavar="PATH", help="config file (default: $TWINPIPE_CONFIG or ./config.yaml)"
     )
     args = parser.parse_args(argv)
     if args.command == "healthcheck":
-        return healthcheck(args.config)
+        return healthcheck(args.config, "/readyz" if args.ready else "/healthz")
     try:
         load_config(args.path)
     except ConfigError as exc:
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def healthcheck(path: str | None) -> int:
+def healthcheck(path: str | None, endpoint: str = "/healthz") -> int:
     """For container HEALTHCHECKs: the image has no curl, and this reads the port from the config."""
     try:
         port = load_config(path).health.port
@@ -44,7 +45,7 @@ def healthcheck(path: str | None) -> int:
         print("\n".join(exc.errors), file=sys.stderr)
         return 1
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{endpoint}", timeout=5) as response:
             print(response.read().decode())
             return 0
     except (urllib.error.URLError, OSError) as exc:

@@ -1,0 +1,128 @@
+"""Simulated boards streaming through the whole pipeline, and the books to check that every reading
+produced is stored exactly once after a fault."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from devstack.process import free_port
+from devstack.stages import StageProcess
+from tests.harness import Pipeline, poll
+from twinpipe.envelope import decode
+
+DEVICES = 2
+RATE_HZ = 50  # per device
+
+
+def metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    found = re.search(rf"(?m)^{re.escape(name)} (\S+)$", text)
+    return float(found.group(1)) if found else 0.0
+
+
+@dataclass
+class Observed:
+    scenario: str
+    produced: int
+    stored: int
+    lost: int
+    duplicates: int  # Kafka records beyond one per (device, boot, seq)
+    recovery_s: float
+    notes: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        text = (
+            f"{self.scenario}: produced {self.produced}, stored {self.stored}, lost {self.lost}, "
+            f"duplicates {self.duplicates}, recovered in {self.recovery_s:.1f} s"
+        )
+        return text + "".join(f"; {note}" for note in self.notes)
+
+
+class Flow:
+    """Ingestion, bridge and a simulated-board publisher, each with a metrics port."""
+
+    def __init__(self, pipeline: Pipeline, publisher_settings: dict[str, Any] | None = None) -> None:
+        self.pipeline = pipeline
+        self.ports = {name: free_port() for name in ("publisher", "mqtt_kafka_bridge", "influx_ingestion")}
+        self.publisher_settings = publisher_settings or {}
+        self.stages: dict[str, StageProcess] = {}
+        self.boots_killed: list[int] = []  # readings counted by publishers killed with SIGKILL
+
+    def start(self, name: str) -> StageProcess:
+        override: dict[str, Any] = {"health": {"port": self.ports[name]}}
+        if name == "publisher":
+            simulator = {"devices": DEVICES, "rate_hz": RATE_HZ, "seed": 7}
+            override["publisher"] = {"simulator": simulator, **self.publisher_settings}
+        self.stages[name] = self.pipeline.stage(name, override)
+        return self.stages[name]
+
+    def start_all(self) -> None:
+        """The board starts once the bridge has subscribed, as in compose: before that, the broker
+        has no session to keep readings for the bridge in."""
+        self.start("influx_ingestion")
+        self.start("mqtt_kafka_bridge")
+        poll(self.ready, lambda ok: ok, 30, "the bridge subscribed")
+        self.start("publisher")
+        poll(self.stored, lambda n: n > 0, 60, "the first points in InfluxDB")
+
+    def ready(self, name: str = "mqtt_kafka_bridge") -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[name]}/readyz", timeout=5):
+                return True
+        except OSError:
+            return False
+
+    def readings(self) -> int:
+        return int(metric(self.ports["publisher"], "twinpipe_publisher_readings_total"))
+
+    def stored(self) -> int:
+        return self.pipeline.influx_count()
+
+    def wait_recovered(self, produced_before: int, since: float, timeout_s: float = 90) -> float:
+        """Seconds from `since` until InfluxDB holds at least `produced_before` readings."""
+        poll(self.stored, lambda n: n >= produced_before, timeout_s, f"{produced_before} readings stored")
+        return time.monotonic() - since
+
+    def finish(self, scenario: str, recovery_s: float, allowed_loss: int = 0) -> Observed:
+        """Stop the boards (the publisher drains its buffer), wait for InfluxDB to hold what they
+        produced, then check every (device, boot, seq) once and count the Kafka duplicates."""
+        publisher = self.stages["publisher"]
+        assert publisher.stop() == 0, publisher.log()
+        produced = sum(int(n) for n in re.findall(r"stopped: (\d+) readings", publisher.log()))
+        expected = produced - allowed_loss
+        with contextlib.suppress(TimeoutError):  # the assertions after this say what is missing
+            poll(self.stored, lambda n: n >= expected, 90, f"{expected} readings stored")
+        rows = self.pipeline.influx_rows('SELECT "seq", "boot", "device" FROM "telemetry"')
+        keys = [(row["device"], row["boot"], row["seq"]) for row in rows]
+        assert len(keys) == len(set(keys)), "one point per reading"
+        records = self.pipeline.kafka_records(self.pipeline.telemetry_topic, len(keys))
+        in_kafka = Counter((e.device, e.boot, e.seq) for e in map(decode, (r.value for r in records)))
+        for stage in self.stages.values():
+            assert stage.stop() == 0, stage.log()
+        stored_keys = set(keys)
+        self.missing_in_kafka = sorted(k for k in stored_keys | set(in_kafka) if k not in in_kafka)
+        self.missing_in_influx = sorted(k for k in in_kafka if k not in stored_keys)
+        return Observed(
+            scenario,
+            produced,
+            len(keys),
+            produced - len(keys),
+            sum(n - 1 for n in in_kafka.values()),
+            recovery_s,
+        )
+
+
+def gaps(pipeline: Pipeline) -> dict[tuple[str, str], list[int]]:
+    """Missing seqs per (device, boot) below the highest stored one."""
+    rows = pipeline.influx_rows('SELECT "seq", "boot", "device" FROM "telemetry"')
+    seen: dict[tuple[str, str], set[int]] = {}
+    for row in rows:
+        seen.setdefault((row["device"], row["boot"]), set()).add(row["seq"])
+    return {key: sorted(set(range(max(seqs) + 1)) - seqs) for key, seqs in seen.items()}

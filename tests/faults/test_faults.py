@@ -1,0 +1,145 @@
+"""Faults while simulated boards stream through the whole pipeline on real servers: after each one,
+every (device, boot, seq) produced is in InfluxDB exactly once (by count and by set of seqs), within
+the recovery time stated here. Each scenario prints what it observed.
+
+The fault durations (`time.sleep(OUTAGE_S)` and friends) are the faults themselves, not waits for
+something to happen; everything that waits for an effect polls with a deadline.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from tests.faults.flow import Flow, gaps, metric
+from tests.harness import Pipeline, poll
+
+SHORT_OUTAGE_S = 3
+LONG_OUTAGE_S = 20
+RECOVERY_BOUND_S = 30  # from the end of a fault until InfluxDB holds everything produced before it
+
+
+def report(observed, flow=None, pipeline=None) -> None:
+    print("\n" + observed.line())
+    if flow is not None and observed.lost:
+        print(
+            "gaps",
+            {k: v for k, v in gaps(pipeline).items() if v},
+            "in kafka, not influx",
+            flow.missing_in_influx[:20],
+        )
+
+
+@pytest.mark.parametrize("stage", ["mqtt_kafka_bridge", "influx_ingestion"])
+def test_kill_9_and_restart_of_a_stage_loses_nothing(pipeline: Pipeline, stage: str) -> None:
+    flow = Flow(pipeline)
+    flow.start_all()
+    flow.stages[stage].kill()
+    time.sleep(SHORT_OUTAGE_S)
+    flow.start(stage)
+    restarted = time.monotonic()
+    recovery = flow.wait_recovered(flow.readings(), restarted)
+    observed = flow.finish(f"kill -9 {stage}", recovery)
+    report(observed, flow, pipeline)
+    assert observed.lost == 0 and not any(gaps(pipeline).values())
+    assert recovery < RECOVERY_BOUND_S
+
+
+def test_kill_9_of_the_publisher_loses_at_most_what_it_held_in_memory(pipeline: Pipeline) -> None:
+    """The publisher keeps unsent readings in memory (no disk spool), so kill -9 can lose those:
+    only at the tail of the killed boot, never a gap, and never more than it held."""
+    flow = Flow(pipeline, {"max_inflight": 20})
+    flow.start_all()
+    counted_before_kill = flow.readings()
+    flow.stages["publisher"].kill()
+    time.sleep(SHORT_OUTAGE_S)
+    flow.start("publisher")
+    restarted = time.monotonic()
+    poll(lambda: metric(flow.ports["publisher"], "twinpipe_publisher_readings_total"), bool, 20, "new boot")
+    recovery = flow.wait_recovered(counted_before_kill + flow.readings(), restarted)
+    observed = flow.finish("kill -9 publisher", recovery)
+    killed_boot_stored = observed.stored - observed.produced  # `produced` counts only the clean stop
+    lost_at_kill = counted_before_kill - killed_boot_stored
+    observed.produced += counted_before_kill
+    observed.lost = max(0, lost_at_kill)
+    observed.notes.append(f"killed boot: {killed_boot_stored} stored of ≥{counted_before_kill} counted")
+    report(observed, flow, pipeline)
+    assert not any(gaps(pipeline).values()), "loss only at the killed boot's tail"
+    assert lost_at_kill <= 20, "at most the in-flight window (the buffer was empty while MQTT was up)"
+
+
+def test_mosquitto_restart_loses_nothing(pipeline: Pipeline) -> None:
+    flow = Flow(pipeline)
+    flow.start_all()
+    broker = pipeline.stack.mosquitto
+    broker.stop(signal.SIGTERM)
+    time.sleep(SHORT_OUTAGE_S)
+    broker.start()
+    restored = time.monotonic()
+    recovery = flow.wait_recovered(flow.readings(), restored)
+    observed = flow.finish("Mosquitto restart", recovery)
+    report(observed, flow, pipeline)
+    assert observed.lost == 0 and not any(gaps(pipeline).values())
+    assert recovery < RECOVERY_BOUND_S
+
+
+def test_kafka_unreachable_for_20_s_loses_nothing(pipeline: Pipeline) -> None:
+    flow = Flow(pipeline)
+    flow.start_all()
+    proxy = pipeline.stack.kafka_proxy
+    proxy.cut()
+    time.sleep(LONG_OUTAGE_S)
+    proxy.restore()
+    restored = time.monotonic()
+    recovery = flow.wait_recovered(flow.readings(), restored)
+    observed = flow.finish("Kafka unreachable 20 s", recovery)
+    report(observed, flow, pipeline)
+    assert observed.lost == 0 and not any(gaps(pipeline).values())
+    assert recovery < RECOVERY_BOUND_S
+
+
+def test_influxdb_down_for_20_s_loses_nothing(pipeline: Pipeline) -> None:
+    flow = Flow(pipeline)
+    flow.start_all()
+    influxd = pipeline.stack.influxd
+    influxd.stop()
+    time.sleep(LONG_OUTAGE_S)
+    influxd.start()  # the same data directory
+    restored = time.monotonic()
+    recovery = flow.wait_recovered(flow.readings(), restored)
+    observed = flow.finish("InfluxDB down 20 s", recovery)
+    observed.notes.append(
+        f"{metric(flow.ports['influx_ingestion'], 'twinpipe_ingestion_retries_total')} retries"
+    )
+    report(observed, flow, pipeline)
+    assert observed.lost == 0 and not any(gaps(pipeline).values())
+    assert recovery < RECOVERY_BOUND_S
+
+
+def test_mqtt_down_longer_than_the_buffer_loses_exactly_the_counted_overflow(pipeline: Pipeline) -> None:
+    buffer_size = 100
+    flow = Flow(pipeline, {"buffer_size": buffer_size, "max_inflight": 10})
+    flow.start_all()
+    broker = pipeline.stack.mosquitto
+    broker.stop(signal.SIGTERM)
+    # 100 readings/s into a buffer of 100: a 5 s outage overflows it by about 400.
+    time.sleep(5)
+    broker.start()
+    restored = time.monotonic()
+    poll(
+        lambda: metric(flow.ports["publisher"], "twinpipe_publisher_buffer_depth_readings"),
+        lambda depth: depth < 10,
+        60,
+        "the publisher's buffer drained",
+    )
+    recovery = time.monotonic() - restored
+    dropped = int(metric(flow.ports["publisher"], "twinpipe_publisher_buffer_dropped_total"))
+    observed = flow.finish("MQTT down beyond the buffer", recovery, allowed_loss=dropped)
+    observed.notes.append(f"{dropped} dropped and counted")
+    report(observed, flow, pipeline)
+    missing = sum(len(seqs) for seqs in gaps(pipeline).values())
+    assert dropped > 0
+    assert observed.lost == dropped == missing, "the loss is exactly the counted overflow, nothing else"
+    assert "buffer full (100 readings" in pipeline.logs()
