@@ -364,7 +364,7 @@ class IngestionConfig(Section):
     batch_size: Annotated[int, Field(ge=1)] = 5000
     flush_interval_s: Positive = 1.0
     retry_initial_s: Positive = 0.5
-    retry_max_s: Positive = 30.0
+    retry_max_s: Positive = 10.0
     shutdown_timeout_s: Positive = 10.0
 
 

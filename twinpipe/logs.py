@@ -8,6 +8,9 @@ import sys
 import time
 
 from twinpipe.config import LoggingConfig
+from twinpipe.ratelog import RepeatFilter
+
+CLIENT_LIBRARIES = ("kafka", "urllib3", "influxdb_client")
 
 
 class JsonFormatter(logging.Formatter):
@@ -30,9 +33,11 @@ def setup_logging(config: LoggingConfig) -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    # Client libraries log every reconnect attempt; our own logs say it once, and theirs are
+    # kept to warnings and above, each kind at most once per 30 s.
+    handler.addFilter(RepeatFilter(CLIENT_LIBRARIES))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(config.level)
-    # Client libraries are chatty at INFO about every reconnect attempt; our own logs say it once.
-    for noisy in ("kafka", "urllib3", "influxdb_client"):
+    for noisy in CLIENT_LIBRARIES:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

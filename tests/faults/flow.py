@@ -21,8 +21,12 @@ RATE_HZ = 50  # per device
 
 
 def metric(port: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
+    """One sample from a stage's /metrics; 0 while the stage is not serving (starting or stopped)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return 0.0
     found = re.search(rf"(?m)^{re.escape(name)} (\S+)$", text)
     return float(found.group(1)) if found else 0.0
 

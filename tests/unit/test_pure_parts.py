@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import statistics
 
@@ -16,6 +17,7 @@ from publisher.sequencer import Sequencer
 from publisher.simulator import SimulatedBoard, models_for_fields
 from twinpipe.config import DEFAULT_SENSORS, NUCLEO_FIELDS, Route, SensorModel, SimulatorConfig
 from twinpipe.envelope import Envelope
+from twinpipe.ratelog import RepeatFilter
 
 
 def test_simulated_sensor_statistics_follow_the_model() -> None:
@@ -128,3 +130,15 @@ def test_throttle_summarises_what_it_did_not_show() -> None:
     now[0] = 1.0
     assert throttle.summary() == "… 8 more messages from 3 device(s) in 1.0 s (10 msg/s)"
     assert throttle.admit("d0")
+
+
+def test_client_library_repeats_pass_once_per_interval_ours_always() -> None:
+    repeat = RepeatFilter(("kafka",), interval_s=60)
+
+    def record(name: str, msg: str, arg: str) -> logging.LogRecord:
+        return logging.LogRecord(name, logging.ERROR, __file__, 1, msg, (arg,), None)
+
+    passed = [repeat.filter(record("kafka.net", "Connection lost: %s", str(i))) for i in range(5)]
+    assert passed == [True, False, False, False, False]
+    assert repeat.filter(record("kafka.net", "Metadata refresh failed: %s", "x")), "another kind passes"
+    assert all(repeat.filter(record("mqtt_kafka_bridge", "Connection lost: %s", "x")) for _ in range(3))
