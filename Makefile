@@ -16,7 +16,8 @@ help: ## list the targets
 	@test -f .env || { cp .env.example .env; \
 	  sed -i "s/^INFLUXDB_TOKEN=.*/INFLUXDB_TOKEN=$$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')/; \
 	          s/^INFLUXDB_ADMIN_PASSWORD=.*/INFLUXDB_ADMIN_PASSWORD=$$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')/; \
-	          s/^GRAFANA_ADMIN_PASSWORD=.*/GRAFANA_ADMIN_PASSWORD=$$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')/" .env; \
+	          s/^GRAFANA_ADMIN_PASSWORD=.*/GRAFANA_ADMIN_PASSWORD=$$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')/; \
+	          s/^MQTT_PASSWORD=.*/MQTT_PASSWORD=$$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')/" .env; \
 	  echo "created .env with fresh random secrets"; }
 
 up: .env ## start Mosquitto, Kafka, InfluxDB, every stage, Prometheus and Grafana with docker compose

@@ -18,6 +18,7 @@ def env_file(tmp_path: Path) -> Path:
     text = re.sub(r"(?m)^INFLUXDB_TOKEN=$", "INFLUXDB_TOKEN=test-token", text)
     text = re.sub(r"(?m)^INFLUXDB_ADMIN_PASSWORD=$", "INFLUXDB_ADMIN_PASSWORD=test-password", text)
     text = re.sub(r"(?m)^GRAFANA_ADMIN_PASSWORD=$", "GRAFANA_ADMIN_PASSWORD=grafana-password", text)
+    text = re.sub(r"(?m)^MQTT_PASSWORD=$", "MQTT_PASSWORD=mqtt-password", text)
     path = tmp_path / ".env"
     path.write_text(text)
     return path
@@ -42,7 +43,7 @@ def resolved(tmp_path: Path, *files: str) -> dict:
 
 def test_compose_file_is_valid_and_every_image_is_pinned(tmp_path: Path) -> None:
     services = resolved(tmp_path)
-    assert {"mosquitto", "kafka", "influxdb"} | STAGES | OBSERVERS == set(services)
+    assert {"mosquitto-passwd", "mosquitto", "kafka", "influxdb"} | STAGES | OBSERVERS == set(services)
     for name, service in services.items():
         image = service["image"]
         assert re.fullmatch(r"[\w./-]+:v?\d[\w.-]*", image) and not image.endswith(":latest"), (name, image)
@@ -65,9 +66,14 @@ def test_services_are_healthchecked_and_wait_for_healthy_dependencies(tmp_path: 
         if name == "consumer_display":  # an interactive tool under the "tools" profile
             assert service["healthcheck"]["disable"] is True
             continue
+        if name == "mosquitto-passwd":  # a one-shot set-up step
+            assert service["restart"] == "no"
+            continue
         assert service["healthcheck"]["test"], name
-        for dependency in service.get("depends_on", {}).values():
-            assert dependency["condition"] == "service_healthy", name
+        for dependency_name, dependency in service.get("depends_on", {}).items():
+            one_shot = dependency_name == "mosquitto-passwd"
+            wanted = "service_completed_successfully" if one_shot else "service_healthy"
+            assert dependency["condition"] == wanted, name
 
 
 def test_stages_share_the_read_only_config_and_reach_servers_by_name(tmp_path: Path) -> None:
@@ -134,7 +140,26 @@ def test_image_runs_as_a_non_root_user() -> None:
     assert users and users[-1] not in ("root", "0")
 
 
-def test_compose_mosquitto_sets_queue_limits_deliberately() -> None:
+def test_compose_mosquitto_refuses_anonymous_clients_unless_the_user_opts_in(tmp_path: Path) -> None:
+    services = resolved(tmp_path)
     conf = (ROOT / "mosquitto" / "mosquitto.conf").read_text()
+    assert re.search(r"(?m)^allow_anonymous false$", conf) and re.search(r"(?m)^password_file ", conf)
+    mounted = {m["target"]: m["source"] for m in services["mosquitto"]["volumes"]}
+    assert mounted["/mosquitto/config/mosquitto.conf"] == str(ROOT / "mosquitto" / "mosquitto.conf")
+    assert re.search(
+        r"(?m)^allow_anonymous true$", (ROOT / "mosquitto" / "mosquitto-anonymous.conf").read_text()
+    )
+    assert (
+        services["mosquitto"]["depends_on"]["mosquitto-passwd"]["condition"]
+        == "service_completed_successfully"
+    )
+    for name in ("publisher", "mqtt_kafka_bridge", "latency_probe"):
+        environment = services[name]["environment"]
+        assert environment["TWINPIPE__MQTT__PASSWORD_FILE"] == "/run/secrets/mqtt_password", name
+        assert {s["source"] for s in services[name]["secrets"]} >= {"mqtt_password"}, name
+
+
+def test_compose_mosquitto_sets_queue_limits_deliberately() -> None:
+    conf = (ROOT / "mosquitto" / "common" / "twinpipe.conf").read_text()
     for key in ("max_queued_messages", "max_queued_bytes", "max_inflight_messages", "persistence true"):
         assert re.search(rf"(?m)^{key}", conf), key

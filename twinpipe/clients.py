@@ -56,7 +56,7 @@ def kafka_producer(config: KafkaConfig, **settings: Any) -> KafkaProducer:
     """A producer that waits for all in-sync replicas, because every stage promises at-least-once."""
     return KafkaProducer(
         bootstrap_servers=config.bootstrap_servers,
-        security_protocol=config.security_protocol,
+        **config.security(),
         acks="all",
         **settings,
     )
@@ -65,7 +65,7 @@ def kafka_producer(config: KafkaConfig, **settings: Any) -> KafkaProducer:
 def kafka_consumer(config: KafkaConfig, group_id: str | None, **settings: Any) -> KafkaConsumer:
     return KafkaConsumer(
         bootstrap_servers=config.bootstrap_servers,
-        security_protocol=config.security_protocol,
+        **config.security(),
         group_id=group_id,
         enable_auto_commit=False,
         session_timeout_ms=config.session_timeout_ms,
@@ -79,9 +79,7 @@ def ensure_topics(config: KafkaConfig, names: list[str]) -> None:
     """Create missing topics with the configured partitions, so consumers see them from the start."""
     if not config.create_topics:
         return
-    admin = KafkaAdminClient(
-        bootstrap_servers=config.bootstrap_servers, security_protocol=config.security_protocol
-    )
+    admin = KafkaAdminClient(bootstrap_servers=config.bootstrap_servers, **config.security())
     try:
         settings = {"num_partitions": config.partitions, "replication_factor": config.replication_factor}
         for name in sorted(set(names) - set(admin.list_topics())):

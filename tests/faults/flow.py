@@ -52,15 +52,22 @@ class Observed:
 class Flow:
     """Ingestion, bridge and a simulated-board publisher, each with a metrics port."""
 
-    def __init__(self, pipeline: Pipeline, publisher_settings: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        publisher_settings: dict[str, Any] | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        """`config`: more settings for every stage's config file."""
         self.pipeline = pipeline
+        self.config = config or {}
         self.ports = {name: free_port() for name in ("publisher", "mqtt_kafka_bridge", "influx_ingestion")}
         self.publisher_settings = publisher_settings or {}
         self.stages: dict[str, StageProcess] = {}
         self.boots_killed: list[int] = []  # readings counted by publishers killed with SIGKILL
 
     def start(self, name: str) -> StageProcess:
-        override: dict[str, Any] = {"health": {"port": self.ports[name]}}
+        override: dict[str, Any] = {**self.config, "health": {"port": self.ports[name]}}
         if name == "publisher":
             simulator = {"devices": DEVICES, "rate_hz": RATE_HZ, "seed": 7}
             override["publisher"] = {"simulator": simulator, **self.publisher_settings}

@@ -207,3 +207,31 @@ def test_board_unplugged_and_replugged_loses_only_what_it_sent_while_the_port_wa
     print("\n" + report_line)
     for stage in flow.stages.values():
         assert stage.stop() == 0, stage.log()
+
+
+def test_sigterm_makes_every_stage_deliver_and_exit_0_within_its_bound(pipeline: Pipeline) -> None:
+    """SIGTERM mid-stream: each stage flushes, commits or acknowledges what it delivered, and exits 0
+    within its shutdown_timeout_s (plus start-up of the interpreter's exit); nothing is lost."""
+    bound_s = 3.0
+    bounds = {section: {"shutdown_timeout_s": bound_s} for section in ("bridge", "ingestion")}
+    flow = Flow(pipeline, {"shutdown_timeout_s": bound_s}, bounds)
+    flow.start_all()
+    timings = {}
+    for name in ("mqtt_kafka_bridge", "influx_ingestion"):
+        started = time.monotonic()
+        assert flow.stages[name].stop(timeout_s=bound_s + 5) == 0, flow.stages[name].log()
+        timings[name] = time.monotonic() - started
+        flow.start(name)
+    probe = pipeline.stage("latency_probe", {"latency_probe": {"probe_interval_s": 0.2}})
+    poll(probe.log, lambda log: "connected to MQTT broker" in log, 20, "the probe connected")
+    started = time.monotonic()
+    assert probe.stop(timeout_s=bound_s + 5) == 0, probe.log()
+    timings["latency_probe"] = time.monotonic() - started
+    started = time.monotonic()
+    observed = flow.finish("SIGTERM to each stage", recovery_s=0)  # the publisher's SIGTERM is in here
+    timings["publisher + drain"] = time.monotonic() - started
+    report(observed, flow, pipeline)
+    print("exit times: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in timings.items()))
+    assert observed.lost == 0 and not any(gaps(pipeline).values())
+    for name in ("mqtt_kafka_bridge", "influx_ingestion", "latency_probe"):
+        assert timings[name] < bound_s + 2, name
