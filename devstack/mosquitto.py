@@ -20,10 +20,14 @@ max_inflight_messages 0
 class Mosquitto(ServerProcess):
     name = "mosquitto"
 
-    def __init__(self, workdir: Path, port: int | None = None, extra_config: str = "") -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None, extra_config: str = "", anonymous: bool = True
+    ) -> None:
         super().__init__(workdir)
         self.port = port or free_port()
         self.extra_config = extra_config
+        self.anonymous = anonymous
+        self.credentials: tuple[str, str] | None = None  # for the readiness check when not anonymous
         self.config_path = workdir / "mosquitto.conf"
         (workdir / "data").mkdir(exist_ok=True)
 
@@ -31,7 +35,7 @@ class Mosquitto(ServerProcess):
         self.config_path.write_text(
             "user root\n"  # as root, mosquitto otherwise drops to 'mosquitto' and cannot write its data dir
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+            f"allow_anonymous {'true' if self.anonymous else 'false'}\n"
             "persistence true\n"
             f"persistence_location {self.workdir / 'data'}/\n"
             "autosave_interval 1\n"
@@ -41,21 +45,9 @@ class Mosquitto(ServerProcess):
         return [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(self.config_path)]
 
     def ready(self) -> bool:
+        login = ["-u", self.credentials[0], "-P", self.credentials[1]] if self.credentials else []
+        command = ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(self.port), *login]
         result = subprocess.run(
-            [
-                "mosquitto_sub",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-t",
-                "$SYS/broker/version",
-                "-C",
-                "1",
-                "-W",
-                "1",
-            ],
-            capture_output=True,
-            timeout=3,
+            [*command, "-t", "$SYS/broker/version", "-C", "1", "-W", "1"], capture_output=True, timeout=3
         )
         return result.returncode == 0

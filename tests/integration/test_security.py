@@ -1,0 +1,161 @@
+"""MQTT with a password file and TLS (a CA made here, client certificates required), against a real
+Mosquitto; and no secret-looking value in the files the repository ships."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from devstack.mosquitto import Mosquitto
+from devstack.process import free_port
+from devstack.tls import Certificates, make_certificates
+from tests.harness import Pipeline, poll
+
+ROOT = Path(__file__).resolve().parents[2]
+USER, PASSWORD = "twin", "correct-horse"
+
+
+class SecureBroker:
+    def __init__(self, broker: Mosquitto, tls_port: int, certificates: Certificates) -> None:
+        self.broker = broker
+        self.tls_port = tls_port
+        self.certificates = certificates
+
+    def mqtt(self, password_ok: bool = True, client_cert: bool = True) -> dict[str, Any]:
+        """Config for a stage on the TLS listener; the password travels in the environment."""
+        certs = self.certificates
+        tls: dict[str, Any] = {"ca_file": str(certs.ca)}
+        if client_cert:
+            tls |= {"cert_file": str(certs.client_cert), "key_file": str(certs.client_key)}
+        return {"mqtt": {"host": "127.0.0.1", "port": self.tls_port, "username": USER, "tls": tls}}
+
+
+@pytest.fixture(scope="module")
+def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
+    workdir = tmp_path_factory.mktemp("secure-mqtt")
+    certificates = make_certificates(workdir / "certs")
+    passwords = workdir / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), USER, PASSWORD], check=True)
+    tls_port = free_port()
+    extra = (
+        f"password_file {passwords}\n"
+        f"listener {tls_port} 127.0.0.1\n"
+        f"cafile {certificates.ca}\ncertfile {certificates.server_cert}\nkeyfile {certificates.server_key}\n"
+        "require_certificate true\n"
+    )
+    broker = Mosquitto(workdir / "broker", extra_config=extra, anonymous=False)
+    broker.credentials = (USER, PASSWORD)
+    with broker:
+        yield SecureBroker(broker, tls_port, certificates)
+
+
+def test_publisher_and_bridge_over_tls_with_client_certificates_and_a_password(
+    pipeline: Pipeline, secure: SecureBroker
+) -> None:
+    env = {"TWINPIPE__MQTT__PASSWORD": PASSWORD}
+    bridge = pipeline.stage("mqtt_kafka_bridge", secure.mqtt(), env=env)
+    poll(bridge.log, lambda log: "connected to MQTT broker" in log, 20, "the bridge connected over TLS")
+    publisher = pipeline.stage(
+        "publisher", {**secure.mqtt(), "publisher": {"simulator": {"rate_hz": 50}}}, env=env
+    )
+    records = pipeline.kafka_records(pipeline.telemetry_topic, 50)
+    assert len(records) >= 50
+    assert PASSWORD not in publisher.log() + bridge.log(), "the password is never logged"
+    for stage in (publisher, bridge):
+        assert stage.stop() == 0, stage.log()
+
+
+def test_wrong_password_is_reported_and_retried_without_crashing(
+    pipeline: Pipeline, secure: SecureBroker
+) -> None:
+    publisher = pipeline.stage("publisher", secure.mqtt(), env={"TWINPIPE__MQTT__PASSWORD": "wrong"})
+    poll(publisher.log, lambda log: "refused the connection" in log, 20, "the refusal logged")
+    assert "Not authorized" in publisher.log() or "Bad user name or password" in publisher.log()
+    assert publisher.running(), "a refused login is retried, not fatal"
+    assert publisher.stop() == 0
+
+
+def test_without_a_client_certificate_the_tls_listener_refuses(
+    pipeline: Pipeline, secure: SecureBroker
+) -> None:
+    env = {"TWINPIPE__MQTT__PASSWORD": PASSWORD}
+    settings = {**secure.mqtt(client_cert=False), "publisher": {"shutdown_timeout_s": 1}}
+    publisher = pipeline.stage("publisher", settings, env=env)
+    # With TLS 1.3 the server checks the client certificate after the handshake, so the client sees
+    # its connection dropped rather than refused.
+    poll(
+        publisher.log,
+        lambda log: "cannot connect to MQTT broker" in log or "disconnected from MQTT broker" in log,
+        20,
+        "the failed connection logged",
+    )
+    assert publisher.running()
+    assert publisher.stop() == 0
+    assert ", 0 published" in publisher.log().rsplit("stopped: ", 1)[1]
+
+
+# --- no secrets in the repository ---------------------------------------------------------------
+
+SECRET_KEY = re.compile(r"(password|passwd|token|secret|api_?key|private_?key)", re.IGNORECASE)
+PLACEHOLDER = re.compile(r"^(|null|none|~|\$\{?[A-Z_][A-Z0-9_]*(:[-?][^}]*)?\}?|/run/secrets/\w+)$")
+SHIPPED = ["config.yaml", "docker-compose.yml", "docker-compose.serial.yml", ".env.example"] + [
+    str(path.relative_to(ROOT)) for path in (ROOT / "grafana" / "provisioning").rglob("*.yml")
+]
+
+
+def assignments(path: Path) -> list[tuple[str, str]]:
+    """(key, value) pairs of a YAML file (nested) or a KEY=value file."""
+    text = path.read_text()
+    if path.name.startswith(".env"):
+        return [
+            tuple(line.split("=", 1))
+            for line in text.splitlines()
+            if "=" in line and not line.startswith("#")
+        ]
+    found: list[tuple[str, str]] = []
+
+    def walk(node: Any, key: str = "") -> None:
+        if isinstance(node, dict):
+            for child_key, value in node.items():
+                walk(value, str(child_key))
+        elif isinstance(node, list):
+            for item in node:
+                walk(item, key)
+        else:
+            found.append((key, "" if node is None else str(node)))
+
+    walk(yaml.safe_load(text))
+    return found
+
+
+REFERENCE_KEYS = {"secrets", "source", "target"}  # compose names a secret here, it holds no value
+
+
+def secret_looking(key: str, value: str) -> bool:
+    bare = re.sub(r"^(Token|Bearer) ", "", value.strip())
+    holds_a_value = not key.lower().endswith("_file") and key not in REFERENCE_KEYS
+    if SECRET_KEY.search(key) and holds_a_value and not PLACEHOLDER.match(bare):
+        return True
+    # A long random-looking string is a secret wherever it stands.
+    return bool(re.fullmatch(r"[A-Za-z0-9+/=_-]{32,}", bare)) and len(set(bare)) > 12
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_no_secret_looking_value_is_committed(name: str) -> None:
+    leaks = [(key, value) for key, value in assignments(ROOT / name) if secret_looking(key, value)]
+    assert not leaks, f"{name} holds secret-looking values: {leaks}"
+
+
+def test_the_secret_check_would_catch_a_committed_secret() -> None:
+    assert secret_looking("password", "hunter2")
+    assert secret_looking("TWINPIPE__INFLUXDB__TOKEN", "9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c")
+    assert secret_looking("httpHeaderValue1", "Token 9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4cdeadbeefcafe")
+    assert not secret_looking("password_file", "/run/secrets/mqtt_password")
+    assert not secret_looking("GF_SECURITY_ADMIN_PASSWORD", "${GRAFANA_ADMIN_PASSWORD:?set it}")
+    assert not secret_looking("httpHeaderValue1", "Token ${INFLUXDB_TOKEN}")
