@@ -27,6 +27,7 @@ TRACE_BRIDGE = "bridge"
 
 DEVICE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+BOOT_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")  # printable: it is stored as a string field
 RESERVED_NAMES = frozenset({"seq", "boot"})  # stored next to the values in InfluxDB
 # The latency probe's readings: outside DEVICE_PATTERN, so no configured device can take the name.
 PROBE_DEVICE = "_probe"
@@ -114,8 +115,8 @@ def decode(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> Envelope:
     if not isinstance(device, str) or not (DEVICE_PATTERN.match(device) or device == PROBE_DEVICE):
         raise EnvelopeError(f"device must match {DEVICE_PATTERN.pattern}, got {device!r:.80}")
     boot = data.get("boot")
-    if not isinstance(boot, str) or not 0 < len(boot) <= 64:
-        raise EnvelopeError(f"boot must be a string of 1-64 characters, got {boot!r:.80}")
+    if not isinstance(boot, str) or not BOOT_PATTERN.match(boot):
+        raise EnvelopeError(f"boot must match {BOOT_PATTERN.pattern}, got {boot!r:.80}")
     seq = data.get("seq")
     if not _is_int(seq) or not 0 <= seq <= _INT64_MAX:
         raise EnvelopeError(f"seq must be a non-negative 64-bit integer, got {seq!r:.40}")

@@ -74,11 +74,60 @@ def test_defaults_are_valid() -> None:
             "publisher.serial.frame.fields.1: expected a value name",
         ),
         ([1, 2], "config: expected a mapping of sections, got list"),
+        (
+            {"bridge": {"routes": [{"kafka_topic": "x"}]}},
+            "bridge.routes.0.mqtt_filter: required key is missing",
+        ),
+        ({"influxdb": {"url": "ftp://db"}}, "influxdb.url: expected an http:// or https:// URL"),
+        ({"influxdb": {"token_file": "/nonexistent/token"}}, "influxdb.token_file: cannot read file"),
+        (
+            {"kafka": {"security_protocol": "SASL_SSL", "sasl_mechanism": "PLAIN"}},
+            "kafka: security_protocol SASL_SSL needs sasl_mechanism and sasl_username",
+        ),
+        (
+            {
+                "kafka": {
+                    "security_protocol": "SASL_PLAINTEXT",
+                    "sasl_mechanism": "PLAIN",
+                    "sasl_username": "u",
+                }
+            },
+            "kafka: security_protocol SASL_PLAINTEXT needs a password",
+        ),
+        ({"kafka": {"sasl_mechanism": "PLAIN"}}, "kafka: sasl_mechanism needs security_protocol"),
+        ({"kafka": {"ssl_cert_file": __file__}}, "kafka: set ssl_cert_file and ssl_key_file together"),
+        ({"kafka": {"security_protocol": "TLS"}}, "kafka.security_protocol: Input should be"),
+        ({"latency_probe": {"device_labels": -1}}, "latency_probe.device_labels: Input should be greater"),
+        ({"health": {"port": "http"}}, "health.port: Input should be a valid integer"),
     ],
 )
 def test_bad_values_name_the_key(document: object, expected: str) -> None:
     errors = errors_of(document)
-    assert any(line.startswith(expected) for line in errors), errors
+    assert len(errors) == 1 and errors[0].startswith(expected), errors
+
+
+def test_kafka_security_settings_reach_the_clients(tmp_path: Path) -> None:
+    secret = tmp_path / "kafka_password"
+    secret.write_text("s3cret\n")
+    document = {
+        "kafka": {
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_username": "twin",
+            "sasl_password_file": str(secret),
+            "ssl_ca_file": __file__,
+        }
+    }
+    assert parse_config(document, {}).kafka.security() == {
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "twin",
+        "sasl_plain_password": "s3cret",
+        "ssl_cafile": __file__,
+        "ssl_certfile": None,
+        "ssl_keyfile": None,
+    }
+    assert parse_config({}, {}).kafka.security() == {"security_protocol": "PLAINTEXT"}
 
 
 def test_all_errors_are_reported_at_once() -> None:

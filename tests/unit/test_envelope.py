@@ -41,6 +41,8 @@ def test_integers_become_floats_so_influx_field_types_never_flip() -> None:
         (with_(extra=1), "unknown keys ['extra']"),
         (with_(device="a/b"), "device must match"),
         (with_(device=""), "device must match"),
+        (with_(boot="a\nb"), "boot must match"),
+        (with_(boot=""), "boot must match"),
         (with_(seq=-1), "seq must be"),
         (with_(seq=1.5), "seq must be"),
         (with_(seq=True), "seq must be"),
