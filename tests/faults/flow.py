@@ -118,7 +118,6 @@ class Flow:
         for stage in self.stages.values():
             assert stage.stop() == 0, stage.log()
         stored_keys = set(keys)
-        self.missing_in_kafka = sorted(k for k in stored_keys | set(in_kafka) if k not in in_kafka)
         self.missing_in_influx = sorted(k for k in in_kafka if k not in stored_keys)
         return Observed(
             scenario,

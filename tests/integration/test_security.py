@@ -27,7 +27,7 @@ class SecureBroker:
         self.tls_port = tls_port
         self.certificates = certificates
 
-    def mqtt(self, password_ok: bool = True, client_cert: bool = True) -> dict[str, Any]:
+    def mqtt(self, client_cert: bool = True) -> dict[str, Any]:
         """Config for a stage on the TLS listener; the password travels in the environment."""
         certs = self.certificates
         tls: dict[str, Any] = {"ca_file": str(certs.ca)}
