@@ -11,12 +11,14 @@ COPY publisher publisher
 COPY mqtt_kafka_bridge mqtt_kafka_bridge
 COPY consumer_display consumer_display
 COPY influx_ingestion influx_ingestion
+COPY latency_probe latency_probe
 RUN /opt/twinpipe/bin/pip install --no-cache-dir --disable-pip-version-check .
 
 FROM ${PYTHON_IMAGE}
 # dialout: the group that owns USB serial devices (/dev/ttyACM*, /dev/ttyUSB*) on Debian/Ubuntu hosts.
 RUN test "$(getent group dialout | cut -d: -f3)" = 20 \
-    && useradd --system --uid 10001 --gid dialout --no-create-home --shell /usr/sbin/nologin twinpipe
+    && useradd --system --uid 10001 --gid dialout --no-create-home --shell /usr/sbin/nologin twinpipe \
+    && install -d -o twinpipe -g dialout -m 0750 /var/lib/twinpipe/spool
 COPY --from=build /opt/twinpipe /opt/twinpipe
 COPY config.yaml /etc/twinpipe/config.yaml
 ENV PATH=/opt/twinpipe/bin:$PATH \

@@ -2,7 +2,8 @@
 
 The source never waits for the network. At most `max_inflight` messages are handed to the MQTT
 client and not yet acknowledged (paho keeps and resends those across reconnects); everything else
-waits in the buffer, whose overflow is counted and logged.
+waits in the buffer, whose overflow is counted and logged. With `spool_dir` set, every reading is
+also spooled to disk until the broker acknowledged it, so a killed publisher's successor sends it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from publisher.buffer import DropOldestBuffer
 from publisher.framing import FrameError
 from publisher.sequencer import Sequencer
 from publisher.sources import SerialSource, SimulatorSource
+from publisher.spool import Spool
 from twinpipe.clients import mqtt_client
 from twinpipe.config import Config
 from twinpipe.envelope import TRACE_PUBLISH, Envelope, encode, new_boot_id
@@ -34,10 +36,14 @@ class Publisher:
         self._config = config
         settings = config.publisher
         self.boot = new_boot_id()
-        self.buffer: DropOldestBuffer[Envelope] = DropOldestBuffer(settings.buffer_size)
+        # Each reading with its spool segment (None without a spool), which is told when it is done.
+        self.buffer: DropOldestBuffer[tuple[Envelope, int | None]] = DropOldestBuffer(settings.buffer_size)
         self._sequencers: dict[str, Sequencer] = {}
         self._unacked = 0
         self._acks = threading.Condition()
+        self._spool = Spool(settings.spool_dir) if settings.spool_dir else None
+        self._segment_of: dict[int, int | None] = {}  # MQTT message id → spool segment, until acked
+        self._early_acks: set[int] = set()  # acknowledged before publish() returned its id
         self._throttled = ThrottledLog(log)
         name = settings.serial.device_id if settings.source == "serial" else settings.simulator.device_prefix
         client_id = settings.client_id or f"twinpipe-publisher-{name}-{self.boot[-6:]}"
@@ -62,6 +68,9 @@ class Publisher:
         metrics.BUFFER_DEPTH.set_function(lambda: len(self.buffer))
         metrics.INFLIGHT.set_function(lambda: self._unacked)
         metrics.MQTT_CONNECTED.set_function(self._connected.is_set)
+        if self._spool:
+            for item in self._spool.recover():
+                self._buffer_put(item)
 
     def health_checks(self) -> dict[str, Check]:
         return {"source": self._source_thread.is_alive, "sender": self._sender_heartbeat.alive}
@@ -95,8 +104,14 @@ class Publisher:
         if sequencer is None:
             sequencer = self._sequencers[device] = Sequencer(device, self.boot)
         metrics.READINGS.inc()
-        evicted = self.buffer.put(sequencer.stamp(values, read_ns))
-        if evicted is not None:
+        envelope = sequencer.stamp(values, read_ns)
+        self._buffer_put((envelope, self._spool.append(envelope) if self._spool else None))
+
+    def _buffer_put(self, item: tuple[Envelope, int | None]) -> None:
+        dropped = self.buffer.put(item)
+        if dropped is not None:
+            evicted, segment = dropped
+            self._finish(segment)
             metrics.DROPPED.inc()
             self._throttled.warning(
                 "overflow",
@@ -128,14 +143,19 @@ class Publisher:
         self._stop.set()
         self._source_thread.join(timeout=5)
         self._drain(time.monotonic() + self._config.publisher.shutdown_timeout_s)
+        if self._spool:
+            self._spool.flush()  # what was not delivered is sent by the next start
 
     def _send_one(self, timeout: float) -> bool:
+        if self._spool:
+            self._spool.flush_due()
         with self._acks:
             if self._unacked >= self._config.publisher.max_inflight and not self._acks.wait(timeout):
                 return False
-        envelope = self.buffer.get(timeout)
-        if envelope is None:
+        item = self.buffer.get(timeout)
+        if item is None:
             return False
+        envelope, segment = item
         envelope.trace[TRACE_PUBLISH] = time.time_ns()
         topic = self._config.publisher.topic_template.format(device=envelope.device)
         with self._acks:
@@ -144,9 +164,13 @@ class Publisher:
         metrics.PUBLISHED_BYTES.inc(len(payload))
         info = self._client.publish(topic, payload, qos=1)
         # NO_CONN means queued by the client and sent after the reconnect.
-        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+        if info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            if self._spool:
+                self._remember_segment(info.mid, segment)
+        else:
             with self._acks:
                 self._unacked -= 1
+            self._finish(segment)
             metrics.ERRORS.labels("publish").inc()
             log.error(
                 "cannot publish %s seq %d to %s: %s",
@@ -156,6 +180,21 @@ class Publisher:
                 mqtt.error_string(info.rc),
             )
         return True
+
+    def _remember_segment(self, mid: int, segment: int | None) -> None:
+        """Which spool segment to tell when message `mid` is acknowledged (the acknowledgement may
+        already have come: paho's network thread can run before publish() returns)."""
+        with self._acks:
+            if mid in self._early_acks:
+                self._early_acks.discard(mid)
+                self._finish(segment)
+            else:
+                self._segment_of[mid] = segment
+
+    def _finish(self, segment: int | None) -> None:
+        """A reading is done (acknowledged, or given up and counted): its spool entry can go."""
+        if self._spool and segment is not None:
+            self._spool.done(segment)
 
     def _drain(self, deadline: float) -> None:
         """On shutdown: send what is buffered and wait for its acknowledgements, until the deadline."""
@@ -196,6 +235,11 @@ class Publisher:
         with self._acks:
             self._unacked -= 1
             self._acks.notify()
+            if self._spool:
+                if mid in self._segment_of:
+                    self._finish(self._segment_of.pop(mid))
+                else:
+                    self._early_acks.add(mid)
         if reason.is_failure:
             metrics.ERRORS.labels("broker").inc()
             log.error("broker rejected message %d: %s", mid, reason)

@@ -134,6 +134,16 @@ def test_grafana_has_no_default_password_and_reads_provisioning_read_only(tmp_pa
     assert prometheus["/etc/prometheus"]["read_only"] is True
 
 
+def test_image_holds_every_stage_and_the_publisher_spools_to_a_volume(tmp_path: Path) -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for stage in STAGES:
+        assert f"COPY {stage} {stage}" in dockerfile, stage
+    publisher = resolved(tmp_path)["publisher"]
+    spool = publisher["environment"]["TWINPIPE__PUBLISHER__SPOOL_DIR"]
+    assert {m["target"]: m["type"] for m in publisher["volumes"]}[spool] == "volume"
+    assert f"install -d -o twinpipe -g dialout -m 0750 {spool}" in dockerfile, "owned by the stage's user"
+
+
 def test_image_runs_as_a_non_root_user() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     users = re.findall(r"(?m)^USER (\S+)", dockerfile)

@@ -342,6 +342,7 @@ class PublisherConfig(Section):
     buffer_size: Annotated[int, Field(ge=1)] = 100_000
     max_inflight: Annotated[int, Field(ge=1, le=65535)] = 100
     shutdown_timeout_s: Positive = 10.0
+    spool_dir: Path | None = None
     serial: SerialConfig = SerialConfig()
     simulator: SimulatorConfig = SimulatorConfig()
 

@@ -1,0 +1,113 @@
+"""A disk spool for readings the broker has not acknowledged, so that a publisher killed with
+SIGKILL (or an OOM kill, or a crash) hands them over on its next start instead of losing them.
+
+Readings are appended in memory by the source thread and written to the current segment file by
+the sender every `flush_interval_s`: one write per interval, never one per reading, so a kill loses
+at most the readings of the last interval. Written data sits in the page cache, which survives the
+process; surviving a power cut would need fsync, which this does not do. A segment is deleted once
+each of its readings is done: acknowledged by the broker, or dropped on buffer overflow (counted).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+from twinpipe.envelope import Envelope, EnvelopeError, decode, encode
+
+log = logging.getLogger("publisher.spool")
+
+SEGMENT_READINGS = 1_000  # smaller: less re-sent after a kill; larger: fewer files
+
+
+class Spool:
+    def __init__(self, directory: Path, flush_interval_s: float = 0.02) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self._directory = directory
+        self._flush_interval_s = flush_interval_s
+        self._lock = threading.Lock()
+        self._unwritten: list[tuple[int, bytes]] = []  # (segment, line) not yet written
+        self._open: dict[int, int] = {}  # segment → readings not yet done
+        self._last_flush = time.monotonic()
+        existing = self._segments()
+        self._segment = (existing[-1] + 1) if existing else 0
+        self._in_segment = 0
+
+    def recover(self) -> list[tuple[Envelope, int]]:
+        """Readings an earlier run spooled and never finished, oldest first, each with its segment."""
+        recovered = []
+        for segment in self._segments():
+            if segment >= self._segment:
+                continue
+            lines = self._path(segment).read_bytes().splitlines()
+            envelopes = []
+            for line in lines:
+                try:
+                    envelopes.append(decode(line))
+                except EnvelopeError:  # the line being written when the process died
+                    log.warning("spool segment %d: skipped an unreadable line (%d bytes)", segment, len(line))
+            if envelopes:
+                self._open[segment] = len(envelopes)
+                recovered += [(envelope, segment) for envelope in envelopes]
+            else:
+                self._path(segment).unlink()
+        if recovered:
+            log.info("spool: %d readings from an earlier run will be sent first", len(recovered))
+        return recovered
+
+    def append(self, envelope: Envelope) -> int:
+        """Spool a reading (written at the next flush); returns its segment for `done`."""
+        line = encode(envelope) + b"\n"
+        with self._lock:
+            if self._in_segment >= SEGMENT_READINGS:
+                self._rotate()
+            self._unwritten.append((self._segment, line))
+            self._in_segment += 1
+            self._open[self._segment] = self._open.get(self._segment, 0) + 1
+            return self._segment
+
+    def flush_due(self) -> None:
+        if time.monotonic() - self._last_flush >= self._flush_interval_s:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what was appended since the last flush: one write per segment touched. Under the
+        lock, so a segment finished meanwhile is not written again after its file was removed."""
+        self._last_flush = time.monotonic()
+        with self._lock:
+            if not self._unwritten:
+                return
+            by_segment: dict[int, list[bytes]] = {}
+            for segment, line in self._unwritten:
+                if segment in self._open:
+                    by_segment.setdefault(segment, []).append(line)
+            self._unwritten = []
+            for segment, lines in by_segment.items():
+                with open(self._path(segment), "ab") as handle:
+                    handle.write(b"".join(lines))
+
+    def done(self, segment: int) -> None:
+        """A reading of `segment` was acknowledged or dropped; the file goes once all of them are."""
+        with self._lock:
+            left = self._open.get(segment, 0) - 1
+            if left > 0:
+                self._open[segment] = left
+                return
+            self._open.pop(segment, None)
+            if segment != self._segment:
+                self._path(segment).unlink(missing_ok=True)
+
+    def _rotate(self) -> None:
+        finished = self._segment
+        self._segment += 1
+        self._in_segment = 0
+        if finished not in self._open:
+            self._path(finished).unlink(missing_ok=True)
+
+    def _segments(self) -> list[int]:
+        return sorted(int(path.stem.split("-")[1]) for path in self._directory.glob("segment-*.jsonl"))
+
+    def _path(self, segment: int) -> Path:
+        return self._directory / f"segment-{segment:08d}.jsonl"
