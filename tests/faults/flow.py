@@ -14,8 +14,9 @@ from typing import Any
 from devstack.process import free_port
 from devstack.stages import StageProcess
 from tests.harness import Pipeline, poll
-from twinpipe.envelope import decode
+from twinpipe.envelope import PROBE_DEVICE, decode
 
+BOARDS_ONLY = f"\"device\" != '{PROBE_DEVICE}'"  # a latency probe's readings are no board's
 DEVICES = 2
 RATE_HZ = 50  # per device
 
@@ -94,7 +95,8 @@ class Flow:
         return int(metric(self.ports["publisher"], "twinpipe_publisher_readings_total"))
 
     def stored(self) -> int:
-        return self.pipeline.influx_count()
+        rows = self.pipeline.influx_rows(f'SELECT count("seq") FROM "telemetry" WHERE {BOARDS_ONLY}')
+        return rows[0]["count"] if rows else 0
 
     def wait_recovered(self, produced_before: int, since: float, timeout_s: float = 90) -> float:
         """Seconds from `since` until InfluxDB holds at least `produced_before` readings."""
@@ -110,11 +112,14 @@ class Flow:
         expected = produced - allowed_loss
         with contextlib.suppress(TimeoutError):  # the assertions after this say what is missing
             poll(self.stored, lambda n: n >= expected, 90, f"{expected} readings stored")
-        rows = self.pipeline.influx_rows('SELECT "seq", "boot", "device" FROM "telemetry"')
+        rows = self.pipeline.influx_rows(
+            f'SELECT "seq", "boot", "device" FROM "telemetry" WHERE {BOARDS_ONLY}'
+        )
         keys = [(row["device"], row["boot"], row["seq"]) for row in rows]
         assert len(keys) == len(set(keys)), "one point per reading"
         records = self.pipeline.kafka_records(self.pipeline.telemetry_topic, len(keys))
-        in_kafka = Counter((e.device, e.boot, e.seq) for e in map(decode, (r.value for r in records)))
+        envelopes = [e for e in map(decode, (r.value for r in records)) if e.device != PROBE_DEVICE]
+        in_kafka = Counter((e.device, e.boot, e.seq) for e in envelopes)
         for stage in self.stages.values():
             assert stage.stop() == 0, stage.log()
         stored_keys = set(keys)
@@ -131,7 +136,7 @@ class Flow:
 
 def gaps(pipeline: Pipeline) -> dict[tuple[str, str], list[int]]:
     """Missing seqs per (device, boot) below the highest stored one."""
-    rows = pipeline.influx_rows('SELECT "seq", "boot", "device" FROM "telemetry"')
+    rows = pipeline.influx_rows(f'SELECT "seq", "boot", "device" FROM "telemetry" WHERE {BOARDS_ONLY}')
     seen: dict[tuple[str, str], set[int]] = {}
     for row in rows:
         seen.setdefault((row["device"], row["boot"]), set()).add(row["seq"])

@@ -11,16 +11,26 @@ from __future__ import annotations
 import json
 import signal
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
+from devstack.process import free_port
 from tests.faults.flow import Flow, gaps, metric
 from tests.harness import Pipeline, poll
 
 SHORT_OUTAGE_S = 3
 LONG_OUTAGE_S = 20
 RECOVERY_BOUND_S = 30  # from the end of a fault until InfluxDB holds everything produced before it
+
+
+def flow_ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5):
+            return True
+    except OSError:
+        return False
 
 
 def report(observed, flow=None, pipeline=None) -> None:
@@ -228,8 +238,12 @@ def test_sigterm_makes_every_stage_deliver_and_exit_0_within_its_bound(pipeline:
         assert flow.stages[name].stop(timeout_s=bound_s + 5) == 0, flow.stages[name].log()
         timings[name] = time.monotonic() - started
         flow.start(name)
-    probe = pipeline.stage("latency_probe", {"latency_probe": {"probe_interval_s": 0.2}})
-    poll(probe.log, lambda log: "connected to MQTT broker" in log, 20, "the probe connected")
+    probe_port = free_port()
+    probe = pipeline.stage(
+        "latency_probe", {"health": {"port": probe_port}, "latency_probe": {"probe_interval_s": 0.2}}
+    )
+    # Ready = its consumer group joined; a SIGTERM during the join waits for the join to finish (~3 s here).
+    poll(lambda: flow_ready(probe_port), bool, 30, "the probe ready")
     started = time.monotonic()
     assert probe.stop(timeout_s=bound_s + 5) == 0, probe.log()
     timings["latency_probe"] = time.monotonic() - started
