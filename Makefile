@@ -7,7 +7,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 COMPOSE ?= docker compose
 
 .DEFAULT_GOAL := help
-.PHONY: help up up-serial down logs watch test lint format demo check-config compose-config system-deps venv clean grafana-schema
+.PHONY: help up up-serial down logs watch test bench lint format demo check-config compose-config system-deps venv clean grafana-schema
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -66,6 +66,11 @@ grafana-schema: $(GRAFANA_SCHEMA) ## generate Grafana's dashboard schema (needs 
 test: system-deps venv $(GRAFANA_SCHEMA) ## install what is needed, then lint and run every test on real servers
 	$(BIN)/ruff check .
 	$(BIN)/pytest
+
+bench: system-deps venv ## run the benchmarks with their baselines (minutes; not in make test)
+	@dpkg -s kcat >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq kcat >/dev/null; }
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 lint: venv ## ruff lint and format check
 	$(BIN)/ruff check .

@@ -1,0 +1,136 @@
+"""Benchmark 1, bridge throughput: msg/s from MQTT (QoS 1) into Kafka, counted by consuming the
+topic (unique readings, duplicates). The broker is flooded as fast as a lean publisher can (about
+200k msg/s here, far above any bridge), so each bridge drains at its own maximum. Baselines in the
+same run: the naive hobby bridge, and the C pipeline `mosquitto_sub -q 1 | kcat -P`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from bench.common import payloads, read_topic, ready
+from bench.loadgen import LeanPublisher
+from devstack.process import free_port, poll
+from devstack.stack import LocalStack, merged, write_config
+from devstack.stages import StageProcess
+
+
+@contextmanager
+def twinpipe_bridge(
+    stack: LocalStack, workdir: Path, mqtt_filter: str, topic: str, run: str
+) -> Iterator[None]:
+    port = free_port()
+    settings = {
+        "kafka": {"telemetry_topic": topic},
+        "bridge": {"routes": [{"mqtt_filter": mqtt_filter}], "client_id": f"bridge-{run}"},
+        "health": {"port": port, "host": "127.0.0.1"},
+        "logging": {"level": "WARNING"},
+    }
+    config = write_config(workdir / f"bridge-{run}.yaml", merged(stack.config(), settings))
+    bridge = StageProcess("mqtt_kafka_bridge", config, workdir).start()
+    try:
+        poll(lambda: ready(port), bool, 30, "the bridge subscribed")
+        yield
+    finally:
+        bridge.stop()
+
+
+@contextmanager
+def naive_bridge(stack: LocalStack, workdir: Path, mqtt_filter: str, topic: str, run: str) -> Iterator[None]:
+    log = workdir / f"naive-{run}.log"
+    with open(log, "wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bench.baselines.naive_bridge", str(stack.mosquitto.port), mqtt_filter,
+             stack.kafka.bootstrap, topic],
+            stdout=subprocess.DEVNULL, stderr=stderr,
+        )  # fmt: skip
+    try:
+        poll(lambda: "subscribed" in log.read_text(), bool, 30, "the naive bridge subscribed")
+        yield
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _librdkafka_dir(workdir: Path) -> str:
+    """kcat from Debian links librdkafka 2.0.2, which cannot talk to the test broker; the one in the
+    confluent-kafka wheel can. The wheel renames it (librdkafka-<hash>.so.1), so link it back."""
+    import confluent_kafka
+
+    (library,) = (Path(confluent_kafka.__file__).parent.parent / "confluent_kafka.libs").glob(
+        "librdkafka-*.so.1"
+    )
+    directory = workdir / "librdkafka"
+    directory.mkdir(exist_ok=True)
+    link = directory / "librdkafka.so.1"
+    if not link.exists():
+        link.symlink_to(library)
+    return str(directory)
+
+
+@contextmanager
+def c_pipeline(stack: LocalStack, workdir: Path, mqtt_filter: str, topic: str, run: str) -> Iterator[None]:
+    log = workdir / f"c-pipeline-{run}.log"
+    env = {**os.environ, "LD_LIBRARY_PATH": _librdkafka_dir(workdir)}
+    subscribe = ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(stack.mosquitto.port), "-q", "1", "-c",
+                 "-i", f"csub-{run}", "-t", mqtt_filter]  # fmt: skip
+    # A first, short-lived subscriber creates the persistent session, so the broker queues for it
+    # from then on; mosquitto_sub has no "subscribed" signal that would not go into the pipe.
+    subprocess.run([*subscribe, "-W", "1"], capture_output=True)
+    with open(log, "wb") as stderr:
+        # Line-buffered, or the last messages would wait in mosquitto_sub's stdout buffer.
+        sub = subprocess.Popen(["stdbuf", "-oL", *subscribe], stdout=subprocess.PIPE, stderr=stderr)
+        kcat = subprocess.Popen(
+            ["kcat", "-P", "-b", stack.kafka.bootstrap, "-t", topic], stdin=sub.stdout, env=env, stderr=stderr
+        )
+    try:
+        yield
+    finally:
+        sub.terminate()
+        sub.wait(10)
+        kcat.wait(30)  # flushes what it has read
+
+
+BRIDGES = {
+    "twinpipe bridge": twinpipe_bridge,
+    "naive bridge (baseline)": naive_bridge,
+    "C pipeline (baseline)": c_pipeline,
+}
+
+
+def flood(stack: LocalStack, workdir: Path, bridge, count: int) -> dict:
+    run = uuid.uuid4().hex[:8]
+    topic, mqtt_filter = f"bench-{run}", f"b{run}/+/telemetry"
+    messages = payloads(count)
+    with bridge(stack, workdir, mqtt_filter, topic, run):
+        publisher = LeanPublisher(stack.mosquitto.port, f"load-{run}")
+        started_wall = time.time()
+        publisher.publish_all(f"b{run}/load/telemetry", messages)
+        arrival = read_topic(stack.kafka.bootstrap, topic, count)
+        publisher.close()
+    elapsed = arrival.last_timestamp_s - started_wall
+    return {
+        "messages": count,
+        "unique": arrival.unique,
+        "lost": count - arrival.unique,
+        "duplicates": arrival.duplicates,
+        "seconds": round(elapsed, 3),
+        "msg_per_s": round(arrival.unique / elapsed) if elapsed > 0 else None,
+    }
+
+
+def available(name: str) -> bool:
+    if name.startswith("C pipeline"):
+        try:
+            import confluent_kafka  # noqa: F401
+        except ImportError:
+            return False
+        return bool(shutil.which("kcat") and shutil.which("mosquitto_sub"))
+    return True
