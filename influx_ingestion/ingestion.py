@@ -88,6 +88,8 @@ class Ingestion:
                 timeout_ms=int(min(wait_s, 0.2) * 1000), max_records=settings.batch_size - len(batch.sources)
             )
             for records in polled.values():
+                metrics.CONSUMED.inc(len(records))  # per poll, not per record: the counters lock
+                metrics.CONSUMED_BYTES.inc(sum(len(record.value or b"") for record in records))
                 for record in records:
                     self.accumulate(batch, record)
             full = len(batch.sources) >= settings.batch_size
@@ -109,8 +111,6 @@ class Ingestion:
     # --- step 1: accumulate ---
 
     def accumulate(self, batch: Batch, record: ConsumerRecord) -> None:
-        metrics.CONSUMED.inc()
-        metrics.CONSUMED_BYTES.inc(len(record.value or b""))
         try:
             envelope = decode(record.value or b"")
         except EnvelopeError as exc:

@@ -82,6 +82,10 @@ def _reject_constant(name: str) -> None:
     raise EnvelopeError(f"non-finite number {name} is not allowed", "not_json")
 
 
+# One decoder for every call: json.loads with a keyword builds a new JSONDecoder each time.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -97,7 +101,7 @@ def decode(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> Envelope:
     if len(payload) > max_bytes:
         raise EnvelopeError(f"payload of {len(payload)} bytes exceeds the limit of {max_bytes}", "too_large")
     try:
-        data = json.loads(payload, parse_constant=_reject_constant)
+        data = _DECODER.decode(payload.decode())
     except EnvelopeError:
         raise
     except (ValueError, RecursionError) as exc:
