@@ -20,6 +20,7 @@ from publisher.buffer import DropOldestBuffer
 from publisher.framing import FrameError
 from publisher.sequencer import Sequencer
 from publisher.sources import SerialSource, SimulatorSource
+from publisher.spool import FLUSH_INTERVAL_S as SPOOL_FLUSH_INTERVAL_S
 from publisher.spool import Spool
 from twinpipe.clients import mqtt_client
 from twinpipe.config import Config
@@ -137,9 +138,11 @@ class Publisher:
 
     def run(self, stop: threading.Event) -> None:
         self._source_thread.start()
+        # With a spool, wake at least every flush interval, also while the broker is away.
+        wait_s = SPOOL_FLUSH_INTERVAL_S if self._spool else 0.2
         while not stop.is_set():
             self._sender_heartbeat.beat()
-            self._send_one(timeout=0.2)
+            self._send_one(timeout=wait_s)
         self._stop.set()
         self._source_thread.join(timeout=5)
         self._drain(time.monotonic() + self._config.publisher.shutdown_timeout_s)

@@ -19,11 +19,12 @@ from twinpipe.envelope import Envelope, EnvelopeError, decode, encode
 
 log = logging.getLogger("publisher.spool")
 
+FLUSH_INTERVAL_S = 0.02
 SEGMENT_READINGS = 1_000  # smaller: less re-sent after a kill; larger: fewer files
 
 
 class Spool:
-    def __init__(self, directory: Path, flush_interval_s: float = 0.02) -> None:
+    def __init__(self, directory: Path, flush_interval_s: float = FLUSH_INTERVAL_S) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self._directory = directory
         self._flush_interval_s = flush_interval_s

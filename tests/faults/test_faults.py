@@ -64,7 +64,8 @@ def test_kill_9_of_the_publisher_while_mqtt_is_down_hands_its_spool_to_the_next_
 ) -> None:
     """The hard case: MQTT is down, so the publisher holds every reading, and then it is killed.
     Its spool (publisher.spool_dir) is on disk; the next start sends it first. What can be lost is
-    what was read in the last spool flush interval (20 ms, ≤ 3 readings at 100/s), at the tail."""
+    what was read since the last spool flush, which is at most two 20 ms intervals apart (≤ 5
+    readings at 100/s), at the tail."""
     flow = Flow(pipeline, {"spool_dir": str(pipeline.workdir / "spool")})
     flow.start_all()
     broker = pipeline.stack.mosquitto
@@ -84,7 +85,7 @@ def test_kill_9_of_the_publisher_while_mqtt_is_down_hands_its_spool_to_the_next_
     observed.notes.append(f"killed boot: {killed_boot_stored} stored of ≥{counted_before_kill} counted")
     report(observed, flow, pipeline)
     assert not any(gaps(pipeline).values()), "loss only at the killed boot's tail"
-    assert observed.lost <= 3
+    assert observed.lost <= 5
     assert "readings from an earlier run will be sent first" in flow.stages["publisher"].log()
 
 
