@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import bridge_throughput, footprint, ingestion_throughput
+from bench import bridge_throughput, end_to_end, footprint, ingestion_throughput
 from bench.common import spread
 from devstack.stack import LocalStack
 
@@ -72,9 +72,25 @@ def bench_ingestion(stack: LocalStack, workdir: Path, count: int, repeat: int) -
     return rows
 
 
-def table(bridges: dict, ingestion: dict, stages: dict, command: str, info: dict) -> str:
+def bench_end_to_end(stack: LocalStack, workdir: Path, repeat: int) -> dict:
+    rows = {}
+    for rate in (100, 1000):
+        for flush_interval_s in (1.0, 0.05):
+            name = f"{rate} msg/s, ingestion.flush_interval_s {flush_interval_s}"
+            runs = [end_to_end.end_to_end(stack, workdir, rate, flush_interval_s) for _ in range(repeat)]
+            rows[name] = {
+                "runs": runs,
+                "p50_ms": spread([r["p50_ms"] for r in runs]),
+                "p99_ms": spread([r["p99_ms"] for r in runs]),
+            }
+            print(f"  {name}: p50 {rows[name]['p50_ms']} p99 {rows[name]['p99_ms']}", flush=True)
+    return rows
+
+
+def table(bridges: dict, ingestion: dict, latency: dict, stages: dict, command: str, info: dict) -> str:
     def fmt(s: dict) -> str:
-        return f"{s['median']:,.0f} ({s['min']:,.0f} – {s['max']:,.0f})"
+        digits = 1 if s["median"] < 1000 else 0
+        return f"{s['median']:,.{digits}f} ({s['min']:,.{digits}f} – {s['max']:,.{digits}f})"
 
     lines = [
         "# Benchmarks",
@@ -99,6 +115,16 @@ def table(bridges: dict, ingestion: dict, stages: dict, command: str, info: dict
         lines.append(f"| {name} | {fmt(row['msg_per_s'])} | {lost} | {dups} |")
     lines += ["", "## Ingestion throughput: Kafka → InfluxDB", "", "| writer | points/s |", "|---|---|"]
     lines += [f"| {name} | {fmt(row['points_per_s'])} |" for name, row in ingestion.items()]
+    lines += [
+        "",
+        "## End to end: board read → visible in an InfluxQL query",
+        "",
+        "Simulated boards through publisher, bridge and ingestion; InfluxDB polled every 10 ms.",
+        "",
+        "| load | p50 ms | p99 ms |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {name} | {fmt(row['p50_ms'])} | {fmt(row['p99_ms'])} |" for name, row in latency.items()]
     lines += [
         "",
         "## Footprint at 1,000 readings/s",
@@ -126,11 +152,14 @@ def main(argv: list[str] | None = None) -> int:
         print("ingestion throughput", flush=True)
         ingestion = bench_ingestion(stack, workdir, args.points, args.repeat)
         save("ingestion_throughput", {"machine": info, "command": command, "results": ingestion})
+        print("end to end", flush=True)
+        latency = bench_end_to_end(stack, workdir, args.repeat)
+        save("end_to_end", {"machine": info, "command": command, "results": latency})
         print("footprint", flush=True)
         stages = footprint.footprint(stack, workdir, rate=1000)
         save("footprint", {"machine": info, "command": command, "results": stages})
     DOC.parent.mkdir(exist_ok=True)
-    DOC.write_text(table(bridges, ingestion, stages, command.strip(), info))
+    DOC.write_text(table(bridges, ingestion, latency, stages, command.strip(), info))
     print(f"results in {RESULTS}, table in {DOC}")
     return 0
 
