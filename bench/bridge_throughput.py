@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.common import payloads, read_topic, ready
+from bench.common import payloads, read_topic
 from bench.loadgen import LeanPublisher
-from devstack.process import free_port, poll
+from devstack.process import free_port, poll, stage_ready
 from devstack.stack import LocalStack, merged, write_config
 from devstack.stages import StageProcess
 
@@ -36,7 +36,7 @@ def twinpipe_bridge(
     config = write_config(workdir / f"bridge-{run}.yaml", merged(stack.config(), settings))
     bridge = StageProcess("mqtt_kafka_bridge", config, workdir).start()
     try:
-        poll(lambda: ready(port), bool, 30, "the bridge subscribed")
+        poll(lambda: stage_ready(port), bool, 30, "the bridge subscribed")
         yield
     finally:
         bridge.stop()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import statistics
 import time
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 
@@ -84,12 +83,3 @@ def read_topic(
 
 def spread(values: list[float]) -> dict[str, float]:
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
-
-
-def ready(port: int) -> bool:
-    """Whether the stage serving health on `port` answers /readyz with 200."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2):
-            return True
-    except OSError:
-        return False

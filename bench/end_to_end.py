@@ -8,8 +8,7 @@ import time
 import uuid
 from pathlib import Path
 
-from bench.common import ready
-from devstack.process import free_port, poll
+from devstack.process import free_port, poll, stage_ready
 from devstack.stack import LocalStack, merged, write_config
 from devstack.stages import StageProcess
 
@@ -55,7 +54,12 @@ def end_to_end(
         ).start(),
     ]
     try:
-        poll(lambda: ready(bridge_port) and ready(ingestion_port), bool, 60, "bridge and ingestion ready")
+        poll(
+            lambda: stage_ready(bridge_port) and stage_ready(ingestion_port),
+            bool,
+            60,
+            "bridge and ingestion ready",
+        )
         stages.append(StageProcess("publisher", config, workdir).start())
         delays: list[float] = []
         seen: set[tuple[str, int]] = set()

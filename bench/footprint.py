@@ -8,8 +8,7 @@ import time
 import uuid
 from pathlib import Path
 
-from bench.common import ready
-from devstack.process import free_port, poll
+from devstack.process import free_port, poll, stage_ready
 from devstack.stack import LocalStack, merged, write_config
 from devstack.stages import StageProcess
 
@@ -53,7 +52,7 @@ def footprint(
             "mqtt_kafka_bridge", config, workdir, env={"TWINPIPE__HEALTH__PORT": str(bridge_port)}
         ).start(),
     }
-    poll(lambda: ready(bridge_port), bool, 30, "the bridge subscribed")  # before the boards start
+    poll(lambda: stage_ready(bridge_port), bool, 30, "the bridge subscribed")  # before the boards start
     stages["publisher"] = StageProcess("publisher", config, workdir).start()
     try:
         poll(

@@ -7,6 +7,8 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -38,6 +40,22 @@ def port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def http_get(url: str) -> tuple[int, str]:
+    """Status and body of a GET; status 0 when nothing answers (a stage starting or stopped)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def stage_ready(port: int) -> bool:
+    """Whether the twinpipe stage serving health on `port` answers /readyz with 200."""
+    return http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200
 
 
 class ServerProcess:

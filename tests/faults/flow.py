@@ -6,30 +6,18 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from devstack.process import free_port
+from devstack.process import free_port, stage_ready
 from devstack.stages import StageProcess
-from tests.harness import Pipeline, poll
+from tests.harness import Pipeline, poll, stage_metric
 from twinpipe.envelope import PROBE_DEVICE, decode
 
 BOARDS_ONLY = f"\"device\" != '{PROBE_DEVICE}'"  # a latency probe's readings are no board's
 DEVICES = 2
 RATE_HZ = 50  # per device
-
-
-def metric(port: int, name: str) -> float:
-    """One sample from a stage's /metrics; 0 while the stage is not serving (starting or stopped)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            text = response.read().decode()
-    except OSError:
-        return 0.0
-    found = re.search(rf"(?m)^{re.escape(name)} (\S+)$", text)
-    return float(found.group(1)) if found else 0.0
 
 
 @dataclass
@@ -80,19 +68,12 @@ class Flow:
         has no session to keep readings for the bridge in."""
         self.start("influx_ingestion")
         self.start("mqtt_kafka_bridge")
-        poll(self.ready, lambda ok: ok, 30, "the bridge subscribed")
+        poll(lambda: stage_ready(self.ports["mqtt_kafka_bridge"]), bool, 30, "the bridge subscribed")
         self.start("publisher")
         poll(self.stored, lambda n: n > 0, 60, "the first points in InfluxDB")
 
-    def ready(self, name: str = "mqtt_kafka_bridge") -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[name]}/readyz", timeout=5):
-                return True
-        except OSError:
-            return False
-
     def readings(self) -> int:
-        return int(metric(self.ports["publisher"], "twinpipe_publisher_readings_total"))
+        return int(stage_metric(self.ports["publisher"], "twinpipe_publisher_readings_total"))
 
     def stored(self) -> int:
         rows = self.pipeline.influx_rows(f'SELECT count("seq") FROM "telemetry" WHERE {BOARDS_ONLY}')

@@ -11,26 +11,17 @@ from __future__ import annotations
 import json
 import signal
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from devstack.process import free_port
-from tests.faults.flow import Flow, gaps, metric
-from tests.harness import Pipeline, poll
+from devstack.process import free_port, stage_ready
+from tests.faults.flow import Flow, gaps
+from tests.harness import Pipeline, poll, stage_metric
 
 SHORT_OUTAGE_S = 3
 LONG_OUTAGE_S = 20
 RECOVERY_BOUND_S = 30  # from the end of a fault until InfluxDB holds everything produced before it
-
-
-def flow_ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5):
-            return True
-    except OSError:
-        return False
 
 
 def report(observed, flow=None, pipeline=None) -> None:
@@ -128,7 +119,9 @@ def test_influxdb_down_for_20_s_loses_nothing(pipeline: Pipeline) -> None:
     influxd.start()  # the same data directory
     restored = time.monotonic()
     recovery = flow.wait_recovered(flow.readings(), restored)
-    retries = metric(flow.ports["influx_ingestion"], 'twinpipe_ingestion_retries_total{operation="write"}')
+    retries = stage_metric(
+        flow.ports["influx_ingestion"], "twinpipe_ingestion_retries_total", operation="write"
+    )
     observed = flow.finish("InfluxDB down 20 s", recovery)
     observed.notes.append(f"{retries:.0f} write retries")
     report(observed, flow, pipeline)
@@ -147,13 +140,13 @@ def test_mqtt_down_longer_than_the_buffer_loses_exactly_the_counted_overflow(pip
     broker.start()
     restored = time.monotonic()
     poll(
-        lambda: metric(flow.ports["publisher"], "twinpipe_publisher_buffer_depth_readings"),
+        lambda: stage_metric(flow.ports["publisher"], "twinpipe_publisher_buffer_depth_readings"),
         lambda depth: depth < 10,
         60,
         "the publisher's buffer drained",
     )
     recovery = time.monotonic() - restored
-    dropped = int(metric(flow.ports["publisher"], "twinpipe_publisher_buffer_dropped_total"))
+    dropped = int(stage_metric(flow.ports["publisher"], "twinpipe_publisher_buffer_dropped_total"))
     observed = flow.finish("MQTT down beyond the buffer", recovery, allowed_loss=dropped)
     observed.notes.append(f"{dropped} dropped and counted")
     report(observed, flow, pipeline)
@@ -244,7 +237,7 @@ def test_sigterm_makes_every_stage_deliver_and_exit_0_within_its_bound(pipeline:
         "latency_probe", {"health": {"port": probe_port}, "latency_probe": {"probe_interval_s": 0.2}}
     )
     # Ready = its consumer group joined; a SIGTERM during the join waits for the join to finish (~3 s here).
-    poll(lambda: flow_ready(probe_port), bool, 30, "the probe ready")
+    poll(lambda: stage_ready(probe_port), bool, 30, "the probe ready")
     started = time.monotonic()
     assert probe.stop(timeout_s=bound_s + 5) == 0, probe.log()
     timings["latency_probe"] = time.monotonic() - started

@@ -11,7 +11,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from devstack.process import free_port
+from devstack.process import free_port, http_get, stage_ready
 from devstack.prometheus import Prometheus
 from tests.dashboards import (
     DASHBOARDS,
@@ -23,29 +23,11 @@ from tests.dashboards import (
     variable_values,
     variables,
 )
-from tests.harness import Pipeline, poll
+from tests.harness import Pipeline, metric_value, poll
 
 STAGES = ("publisher", "mqtt_kafka_bridge", "influx_ingestion", "latency_probe")
 DEVICES = 3
 RATE_HZ = 50
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError:
-        return 0, ""
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """The value of one sample in a /metrics page (0 when absent)."""
-    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    pattern = "^" + re.escape(name) + (r"\{" + re.escape(wanted) + r"\}" if wanted else "") + r" (\S+)$"
-    found = re.search(pattern, text, re.MULTILINE)
-    return float(found.group(1)) if found else 0.0
 
 
 class Grafana:
@@ -111,16 +93,11 @@ def test_metrics_probe_and_every_dashboard_query_on_a_running_pipeline(pipeline:
         },
     )
 
-    def page(stage: str, path: str = "/metrics") -> str:
-        return get(f"http://127.0.0.1:{ports[stage]}{path}")[1]
+    def page(stage: str) -> str:
+        return http_get(f"http://127.0.0.1:{ports[stage]}/metrics")[1]
 
     def ready(stage: str) -> None:
-        poll(
-            lambda: get(f"http://127.0.0.1:{ports[stage]}/readyz")[0],
-            lambda c: c == 200,
-            30,
-            f"{stage} ready",
-        )
+        poll(lambda: stage_ready(ports[stage]), bool, 30, f"{stage} ready")
 
     # Every stage becomes ready (connected to what it needs); the board starts once all others are,
     # so the delays measured are the pipeline's, not the consumers' start-up.
@@ -133,7 +110,7 @@ def test_metrics_probe_and_every_dashboard_query_on_a_running_pipeline(pipeline:
     with Prometheus(pipeline.workdir / "prometheus", targets) as prometheus:
         # Enough for the probe's 1 min windows and the dashboards' rates: 40 probes seen in InfluxDB.
         poll(
-            lambda: metric(
+            lambda: metric_value(
                 page("latency_probe"), "twinpipe_latency_probe_probe_delay_seconds_count", at="influxdb"
             ),
             lambda n: n >= 40,
@@ -179,11 +156,13 @@ def test_metrics_probe_and_every_dashboard_query_on_a_running_pipeline(pipeline:
 
     # What the stages counted agrees with itself, and nothing was lost on the way.
     probe_metrics, bridge_metrics = page("latency_probe"), page("mqtt_kafka_bridge")
-    assert metric(probe_metrics, "twinpipe_latency_probe_probes_lost_total", at="kafka") == 0
-    assert metric(probe_metrics, "twinpipe_latency_probe_probes_lost_total", at="influxdb") == 0
-    assert metric(bridge_metrics, "twinpipe_bridge_records_delivered_total") > 0
-    assert metric(page("publisher"), "twinpipe_publisher_buffer_dropped_total") == 0
-    assert metric(page("influx_ingestion"), "twinpipe_ingestion_consumer_lag_records") < DEVICES * RATE_HZ
+    assert metric_value(probe_metrics, "twinpipe_latency_probe_probes_lost_total", at="kafka") == 0
+    assert metric_value(probe_metrics, "twinpipe_latency_probe_probes_lost_total", at="influxdb") == 0
+    assert metric_value(bridge_metrics, "twinpipe_bridge_records_delivered_total") > 0
+    assert metric_value(page("publisher"), "twinpipe_publisher_buffer_dropped_total") == 0
+    assert (
+        metric_value(page("influx_ingestion"), "twinpipe_ingestion_consumer_lag_records") < DEVICES * RATE_HZ
+    )
 
     # The numbers for the closing note: the probe's per-hop summaries in InfluxDB, its probes, and
     # every reading's board → InfluxDB delay as the ingestion measured it.
@@ -199,8 +178,8 @@ def test_metrics_probe_and_every_dashboard_query_on_a_running_pipeline(pipeline:
         )
         assert 0 <= p50 <= p99
     ingestion_metrics = page("influx_ingestion")
-    e2e_count = metric(ingestion_metrics, "twinpipe_ingestion_end_to_end_delay_seconds_count")
-    e2e_mean = metric(ingestion_metrics, "twinpipe_ingestion_end_to_end_delay_seconds_sum") / e2e_count
+    e2e_count = metric_value(ingestion_metrics, "twinpipe_ingestion_end_to_end_delay_seconds_count")
+    e2e_mean = metric_value(ingestion_metrics, "twinpipe_ingestion_end_to_end_delay_seconds_sum") / e2e_count
     report.append(
         f"every reading, board → InfluxDB acknowledged: mean {e2e_mean * 1e3:.1f} ms over {e2e_count:.0f}"
     )
@@ -223,15 +202,15 @@ def test_probes_that_never_arrive_are_counted_lost(pipeline: Pipeline) -> None:
     )
     base = f"http://127.0.0.1:{port}"
     text = poll(
-        lambda: get(f"{base}/metrics")[1],
-        lambda t: metric(t, "twinpipe_latency_probe_probes_lost_total", at="influxdb") >= 20,
+        lambda: http_get(f"{base}/metrics")[1],
+        lambda t: metric_value(t, "twinpipe_latency_probe_probes_lost_total", at="influxdb") >= 20,
         30,
         "probes counted lost before InfluxDB",
     )
     # Only probes sent while the consumer group was still joining can miss the Kafka deadline.
-    lost_at_kafka = metric(text, "twinpipe_latency_probe_probes_lost_total", at="kafka")
-    assert metric(text, "twinpipe_latency_probe_probes_lost_total", at="influxdb") >= lost_at_kafka + 10
-    assert metric(text, "twinpipe_latency_probe_probe_delay_seconds_count", at="kafka") >= 10
+    lost_at_kafka = metric_value(text, "twinpipe_latency_probe_probes_lost_total", at="kafka")
+    assert metric_value(text, "twinpipe_latency_probe_probes_lost_total", at="influxdb") >= lost_at_kafka + 10
+    assert metric_value(text, "twinpipe_latency_probe_probe_delay_seconds_count", at="kafka") >= 10
     assert "counted lost" in probe.log()
     for stage in (probe, bridge):
         assert stage.stop() == 0, stage.log()

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
-
 from prometheus_client import Counter
 
-from devstack.process import free_port
+from devstack.process import free_port, http_get
 from twinpipe.health import HealthServer
 
 SERVED = Counter("twinpipe_test_served", "A counter only this test increments")
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 def test_ready_fails_on_its_own_checks_while_live_passes_and_metrics_are_served() -> None:
@@ -27,10 +16,10 @@ def test_ready_fails_on_its_own_checks_while_live_passes_and_metrics_are_served(
     SERVED.inc(3)
     with HealthServer("127.0.0.1", port, {"loop": lambda: True}, {"mqtt": lambda: connected}):
         base = f"http://127.0.0.1:{port}"
-        assert get(f"{base}/healthz") == (200, '{"status": "pass", "failing": []}')
-        assert get(f"{base}/readyz") == (503, '{"status": "fail", "failing": ["mqtt"]}')
+        assert http_get(f"{base}/healthz") == (200, '{"status": "pass", "failing": []}')
+        assert http_get(f"{base}/readyz") == (503, '{"status": "fail", "failing": ["mqtt"]}')
         connected = True
-        assert get(f"{base}/readyz")[0] == 200
-        status, body = get(f"{base}/metrics")
+        assert http_get(f"{base}/readyz")[0] == 200
+        status, body = http_get(f"{base}/metrics")
         assert status == 200 and "twinpipe_test_served_total 3.0" in body
-        assert get(f"{base}/nothing")[0] == 404
+        assert http_get(f"{base}/nothing")[0] == 404
