@@ -7,6 +7,7 @@ import contextlib
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +84,15 @@ class Flow:
         """Seconds from `since` until InfluxDB holds at least `produced_before` readings."""
         poll(self.stored, lambda n: n >= produced_before, timeout_s, f"{produced_before} readings stored")
         return time.monotonic() - since
+
+    def outage(self, cut: Callable[[], object], restore: Callable[[], object], seconds: float) -> float:
+        """The fault itself: `cut`, `seconds` of outage, `restore`. Returns the recovery time: from the
+        restore until InfluxDB holds every reading produced up to then."""
+        cut()
+        time.sleep(seconds)
+        restore()
+        restored = time.monotonic()
+        return self.wait_recovered(self.readings(), restored)
 
     def finish(self, scenario: str, recovery_s: float, allowed_loss: int = 0) -> Observed:
         """Stop the boards (the publisher drains its buffer), wait for InfluxDB to hold what they

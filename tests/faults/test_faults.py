@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from devstack.process import free_port, stage_ready
-from tests.faults.flow import Flow, gaps
+from tests.faults.flow import Flow, Observed, gaps
 from tests.harness import Pipeline, poll, stage_metric
 
 SHORT_OUTAGE_S = 3
@@ -35,19 +35,18 @@ def report(observed, flow=None, pipeline=None) -> None:
         )
 
 
+def assert_nothing_lost(observed: Observed, flow: Flow, pipeline: Pipeline, recovery: float) -> None:
+    report(observed, flow, pipeline)
+    assert observed.lost == 0 and not any(gaps(pipeline).values())
+    assert recovery < RECOVERY_BOUND_S
+
+
 @pytest.mark.parametrize("stage", ["mqtt_kafka_bridge", "influx_ingestion"])
 def test_kill_9_and_restart_of_a_stage_loses_nothing(pipeline: Pipeline, stage: str) -> None:
     flow = Flow(pipeline)
     flow.start_all()
-    flow.stages[stage].kill()
-    time.sleep(SHORT_OUTAGE_S)
-    flow.start(stage)
-    restarted = time.monotonic()
-    recovery = flow.wait_recovered(flow.readings(), restarted)
-    observed = flow.finish(f"kill -9 {stage}", recovery)
-    report(observed, flow, pipeline)
-    assert observed.lost == 0 and not any(gaps(pipeline).values())
-    assert recovery < RECOVERY_BOUND_S
+    recovery = flow.outage(flow.stages[stage].kill, lambda: flow.start(stage), SHORT_OUTAGE_S)
+    assert_nothing_lost(flow.finish(f"kill -9 {stage}", recovery), flow, pipeline, recovery)
 
 
 def test_kill_9_of_the_publisher_while_mqtt_is_down_hands_its_spool_to_the_next_start(
@@ -84,49 +83,29 @@ def test_mosquitto_restart_loses_nothing(pipeline: Pipeline) -> None:
     flow = Flow(pipeline)
     flow.start_all()
     broker = pipeline.stack.mosquitto
-    broker.stop(signal.SIGTERM)
-    time.sleep(SHORT_OUTAGE_S)
-    broker.start()
-    restored = time.monotonic()
-    recovery = flow.wait_recovered(flow.readings(), restored)
-    observed = flow.finish("Mosquitto restart", recovery)
-    report(observed, flow, pipeline)
-    assert observed.lost == 0 and not any(gaps(pipeline).values())
-    assert recovery < RECOVERY_BOUND_S
+    recovery = flow.outage(lambda: broker.stop(signal.SIGTERM), broker.start, SHORT_OUTAGE_S)
+    assert_nothing_lost(flow.finish("Mosquitto restart", recovery), flow, pipeline, recovery)
 
 
 def test_kafka_unreachable_for_20_s_loses_nothing(pipeline: Pipeline) -> None:
     flow = Flow(pipeline)
     flow.start_all()
     proxy = pipeline.stack.kafka_proxy
-    proxy.cut()
-    time.sleep(LONG_OUTAGE_S)
-    proxy.restore()
-    restored = time.monotonic()
-    recovery = flow.wait_recovered(flow.readings(), restored)
-    observed = flow.finish("Kafka unreachable 20 s", recovery)
-    report(observed, flow, pipeline)
-    assert observed.lost == 0 and not any(gaps(pipeline).values())
-    assert recovery < RECOVERY_BOUND_S
+    recovery = flow.outage(proxy.cut, proxy.restore, LONG_OUTAGE_S)
+    assert_nothing_lost(flow.finish("Kafka unreachable 20 s", recovery), flow, pipeline, recovery)
 
 
 def test_influxdb_down_for_20_s_loses_nothing(pipeline: Pipeline) -> None:
     flow = Flow(pipeline)
     flow.start_all()
     influxd = pipeline.stack.influxd
-    influxd.stop()
-    time.sleep(LONG_OUTAGE_S)
-    influxd.start()  # the same data directory
-    restored = time.monotonic()
-    recovery = flow.wait_recovered(flow.readings(), restored)
+    recovery = flow.outage(influxd.stop, influxd.start, LONG_OUTAGE_S)  # restarted on the same data dir
     retries = stage_metric(
         flow.ports["influx_ingestion"], "twinpipe_ingestion_retries_total", operation="write"
     )
     observed = flow.finish("InfluxDB down 20 s", recovery)
     observed.notes.append(f"{retries:.0f} write retries")
-    report(observed, flow, pipeline)
-    assert observed.lost == 0 and not any(gaps(pipeline).values())
-    assert recovery < RECOVERY_BOUND_S
+    assert_nothing_lost(observed, flow, pipeline, recovery)
 
 
 def test_mqtt_down_longer_than_the_buffer_loses_exactly_the_counted_overflow(pipeline: Pipeline) -> None:
