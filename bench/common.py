@@ -1,14 +1,23 @@
-"""What every benchmark shares: payloads, counting what reached Kafka, and min/median/max."""
+"""What every benchmark shares: payloads, a simulated pipeline, counting what reached Kafka, and
+min/median/max."""
 
 from __future__ import annotations
 
 import statistics
 import time
+import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
+from devstack.process import free_port, poll, stage_ready
+from devstack.stack import LocalStack, merged, write_config
+from devstack.stages import StageProcess
 from twinpipe.envelope import Envelope, decode, encode
 
 
@@ -83,3 +92,45 @@ def read_topic(
 
 def spread(values: list[float]) -> dict[str, float]:
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+@contextmanager
+def simulated_pipeline(
+    stack: LocalStack,
+    workdir: Path,
+    name: str,
+    rate: float,
+    ingestion: dict[str, Any] | None = None,
+    devices: int = 10,
+) -> Iterator[tuple[dict[str, StageProcess], str]]:
+    """Simulated boards at `rate` readings/s in all, through publisher, bridge and ingestion into a
+    bucket of their own. The boards start once the bridge and the ingestion are ready. Yields the
+    stages by module and the bucket; stops the stages on leaving."""
+    run = uuid.uuid4().hex[:8]
+    bucket = f"{name}{run}"
+    stack.influx.add_bucket(bucket)
+    settings = {
+        "kafka": {"telemetry_topic": f"{name}-{run}"},
+        "influxdb": {"bucket": bucket},
+        "publisher": {
+            "topic_template": f"{name}{run}/{{device}}/telemetry",
+            "simulator": {"devices": devices, "rate_hz": rate / devices},
+        },
+        "bridge": {"routes": [{"mqtt_filter": f"{name}{run}/+/telemetry"}], "client_id": f"bridge-{run}"},
+        "ingestion": {"group_id": f"{name}-{run}", **(ingestion or {})},
+        "health": {"port": 0},
+        "logging": {"level": "WARNING"},
+    }
+    config = write_config(workdir / f"{name}-{run}.yaml", merged(stack.config(), settings))
+    ports = {module: free_port() for module in ("influx_ingestion", "mqtt_kafka_bridge")}
+    stages: dict[str, StageProcess] = {}
+    try:
+        for module, port in ports.items():
+            env = {**stack.env(), "TWINPIPE__HEALTH__PORT": str(port)}
+            stages[module] = StageProcess(module, config, workdir, env=env).start()
+        poll(lambda: all(map(stage_ready, ports.values())), bool, 60, "bridge and ingestion ready")
+        stages["publisher"] = StageProcess("publisher", config, workdir).start()
+        yield stages, bucket
+    finally:
+        for stage in reversed(stages.values()):
+            stage.stop()

@@ -5,12 +5,11 @@ InfluxDB is polled every 10 ms for points newer than the last seen, which is the
 from __future__ import annotations
 
 import time
-import uuid
 from pathlib import Path
 
-from devstack.process import free_port, poll, stage_ready
-from devstack.stack import LocalStack, merged, write_config
-from devstack.stages import StageProcess
+from bench.common import simulated_pipeline
+from devstack.stack import LocalStack
+from latency_probe.recorder import quantiles
 
 POLL_S = 0.01
 
@@ -25,42 +24,8 @@ def end_to_end(
     devices: int = 10,
 ) -> dict:
     """Readings from the first `warmup_s` are not counted: they include the consumer group's join."""
-    run = uuid.uuid4().hex[:8]
-    topic, bucket = f"e2e-{run}", f"eb{run}"
-    stack.influx.add_bucket(bucket)
-    settings = {
-        "kafka": {"telemetry_topic": topic},
-        "influxdb": {"bucket": bucket},
-        "publisher": {
-            "topic_template": f"e{run}/{{device}}/telemetry",
-            "simulator": {"devices": devices, "rate_hz": rate / devices},
-        },
-        "bridge": {"routes": [{"mqtt_filter": f"e{run}/+/telemetry"}], "client_id": f"bridge-{run}"},
-        "ingestion": {"group_id": f"e2e-{run}", "flush_interval_s": flush_interval_s},
-        "health": {"port": 0},
-        "logging": {"level": "WARNING"},
-    }
-    config = write_config(workdir / f"e2e-{run}.yaml", merged(stack.config(), settings))
-    bridge_port, ingestion_port = free_port(), free_port()
-    stages = [
-        StageProcess(
-            "influx_ingestion",
-            config,
-            workdir,
-            env={**stack.env(), "TWINPIPE__HEALTH__PORT": str(ingestion_port)},
-        ).start(),
-        StageProcess(
-            "mqtt_kafka_bridge", config, workdir, env={"TWINPIPE__HEALTH__PORT": str(bridge_port)}
-        ).start(),
-    ]
-    try:
-        poll(
-            lambda: stage_ready(bridge_port) and stage_ready(ingestion_port),
-            bool,
-            60,
-            "bridge and ingestion ready",
-        )
-        stages.append(StageProcess("publisher", config, workdir).start())
+    ingestion = {"flush_interval_s": flush_interval_s}
+    with simulated_pipeline(stack, workdir, "e2e", rate, ingestion, devices) as (_stages, bucket):
         delays: list[float] = []
         seen: set[tuple[str, int]] = set()
         newest = time.time_ns()
@@ -80,16 +45,13 @@ def end_to_end(
                         delays.append((seen_ns - row["time"]) / 1e9)
                 newest = max(newest, row["time"])
             time.sleep(POLL_S)
-    finally:
-        for stage in reversed(stages):
-            stage.stop()
-    delays.sort()
     if not delays:
         return {"rate": rate, "points": 0}
+    p50, p99 = quantiles(delays, (0.5, 0.99))
     return {
         "rate": rate,
         "flush_interval_s": flush_interval_s,
         "points": len(delays),
-        "p50_ms": round(delays[len(delays) // 2] * 1e3, 1),
-        "p99_ms": round(delays[min(len(delays) - 1, int(len(delays) * 0.99))] * 1e3, 1),
+        "p50_ms": round(p50 * 1e3, 1),
+        "p99_ms": round(p99 * 1e3, 1),
     }

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from pathlib import Path
 
-from devstack.process import free_port, poll, stage_ready
-from devstack.stack import LocalStack, merged, write_config
-from devstack.stages import StageProcess
+from bench.common import simulated_pipeline
+from devstack.process import poll
+from devstack.stack import LocalStack
 
 TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -28,33 +27,7 @@ def _rss_bytes(pid: int) -> int:
 def footprint(
     stack: LocalStack, workdir: Path, rate: int, warmup_s: float = 10, window_s: float = 20
 ) -> dict:
-    run = uuid.uuid4().hex[:8]
-    topic, bucket = f"fp-{run}", f"fb{run}"
-    stack.influx.add_bucket(bucket)
-    devices = 10
-    settings = {
-        "kafka": {"telemetry_topic": topic},
-        "influxdb": {"bucket": bucket},
-        "publisher": {
-            "topic_template": f"f{run}/{{device}}/telemetry",
-            "simulator": {"devices": devices, "rate_hz": rate / devices},
-        },
-        "bridge": {"routes": [{"mqtt_filter": f"f{run}/+/telemetry"}], "client_id": f"bridge-{run}"},
-        "ingestion": {"group_id": f"fp-{run}"},
-        "health": {"port": 0},
-        "logging": {"level": "WARNING"},
-    }
-    config = write_config(workdir / f"footprint-{run}.yaml", merged(stack.config(), settings))
-    bridge_port = free_port()
-    stages = {
-        "influx_ingestion": StageProcess("influx_ingestion", config, workdir, env=stack.env()).start(),
-        "mqtt_kafka_bridge": StageProcess(
-            "mqtt_kafka_bridge", config, workdir, env={"TWINPIPE__HEALTH__PORT": str(bridge_port)}
-        ).start(),
-    }
-    poll(lambda: stage_ready(bridge_port), bool, 30, "the bridge subscribed")  # before the boards start
-    stages["publisher"] = StageProcess("publisher", config, workdir).start()
-    try:
+    with simulated_pipeline(stack, workdir, "fp", rate) as (stages, bucket):
         poll(
             lambda: stack.influxd.rows('SELECT count("seq") FROM "telemetry"', bucket),
             bool,
@@ -78,6 +51,3 @@ def footprint(
             }
             for name, pid in pids.items()
         }
-    finally:
-        for stage in stages.values():
-            stage.stop()

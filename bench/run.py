@@ -10,7 +10,10 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from bench import bridge_throughput, end_to_end, footprint, ingestion_throughput
 from bench.common import spread
@@ -44,32 +47,34 @@ def save(name: str, result: dict) -> None:
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
 
 
+def repeated(name: str, run: Callable[[], dict], repeat: int, *figures: str) -> dict:
+    """`run` done `repeat` times: every run, and min/median/max of each figure."""
+    runs = [run() for _ in range(repeat)]
+    row: dict[str, Any] = {"runs": runs} | {figure: spread([r[figure] for r in runs]) for figure in figures}
+    print(f"  {name}: " + " ".join(f"{figure} {row[figure]}" for figure in figures), flush=True)
+    return row
+
+
 def bench_bridges(stack: LocalStack, workdir: Path, count: int, repeat: int) -> dict:
     rows = {}
     for name, bridge in bridge_throughput.BRIDGES.items():
         if not bridge_throughput.available(name):
             rows[name] = {"skipped": "kcat or confluent-kafka missing (make bench installs them)"}
             continue
-        runs = [bridge_throughput.flood(stack, workdir, bridge, count) for _ in range(repeat)]
-        rows[name] = {"runs": runs, "msg_per_s": spread([r["msg_per_s"] for r in runs])}
-        print(f"  {name}: {rows[name]['msg_per_s']}", flush=True)
+        flood = partial(bridge_throughput.flood, stack, workdir, bridge, count)
+        rows[name] = repeated(name, flood, repeat, "msg_per_s")
     return rows
 
 
 def bench_ingestion(stack: LocalStack, workdir: Path, count: int, repeat: int) -> dict:
     variants = {
-        "influx_ingestion": lambda: ingestion_throughput.ingestion(stack, workdir, count),
-        "direct to influxd, 5k batches (baseline)": lambda: ingestion_throughput.direct(stack, count, False),
-        "direct through the v2 shim, 5k batches (baseline)": lambda: ingestion_throughput.direct(
-            stack, count, True
+        "influx_ingestion": partial(ingestion_throughput.ingestion, stack, workdir, count),
+        "direct to influxd, 5k batches (baseline)": partial(ingestion_throughput.direct, stack, count, False),
+        "direct through the v2 shim, 5k batches (baseline)": partial(
+            ingestion_throughput.direct, stack, count, True
         ),
     }
-    rows = {}
-    for name, run in variants.items():
-        runs = [run() for _ in range(repeat)]
-        rows[name] = {"runs": runs, "points_per_s": spread([r["points_per_s"] for r in runs])}
-        print(f"  {name}: {rows[name]['points_per_s']}", flush=True)
-    return rows
+    return {name: repeated(name, run, repeat, "points_per_s") for name, run in variants.items()}
 
 
 def bench_end_to_end(stack: LocalStack, workdir: Path, repeat: int) -> dict:
@@ -77,21 +82,32 @@ def bench_end_to_end(stack: LocalStack, workdir: Path, repeat: int) -> dict:
     for rate in (100, 1000):
         for flush_interval_s in (1.0, 0.05):
             name = f"{rate} msg/s, ingestion.flush_interval_s {flush_interval_s}"
-            runs = [end_to_end.end_to_end(stack, workdir, rate, flush_interval_s) for _ in range(repeat)]
-            rows[name] = {
-                "runs": runs,
-                "p50_ms": spread([r["p50_ms"] for r in runs]),
-                "p99_ms": spread([r["p99_ms"] for r in runs]),
-            }
-            print(f"  {name}: p50 {rows[name]['p50_ms']} p99 {rows[name]['p99_ms']}", flush=True)
+            run = partial(end_to_end.end_to_end, stack, workdir, rate, flush_interval_s)
+            rows[name] = repeated(name, run, repeat, "p50_ms", "p99_ms")
     return rows
 
 
-def table(bridges: dict, ingestion: dict, latency: dict, stages: dict, command: str, info: dict) -> str:
-    def fmt(s: dict) -> str:
-        digits = 1 if s["median"] < 1000 else 0
-        return f"{s['median']:,.{digits}f} ({s['min']:,.{digits}f} – {s['max']:,.{digits}f})"
+def section(title: str, columns: list[str], rows: list[list[object]], intro: str = "") -> list[str]:
+    """A markdown section: a heading, an optional sentence, and a table."""
+    lines = ["", f"## {title}", ""] + ([intro, ""] if intro else [])
+    lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
 
+
+def spread_text(s: dict) -> str:
+    digits = 1 if s["median"] < 1000 else 0
+    return f"{s['median']:,.{digits}f} ({s['min']:,.{digits}f} – {s['max']:,.{digits}f})"
+
+
+def bridge_row(name: str, row: dict) -> list[object]:
+    if "skipped" in row:
+        return [name, f"skipped: {row['skipped']}", "", ""]
+    lost = sum(r["lost"] for r in row["runs"])
+    duplicates = sum(r["duplicates"] for r in row["runs"])
+    return [name, spread_text(row["msg_per_s"]), lost, duplicates]
+
+
+def table(bridges: dict, ingestion: dict, latency: dict, stages: dict, command: str, info: dict) -> str:
     lines = [
         "# Benchmarks",
         "",
@@ -100,39 +116,28 @@ def table(bridges: dict, ingestion: dict, latency: dict, stages: dict, command: 
         "",
         f"Machine: {info['cpu']}, {info['cores']} cores, Python {info['python']}, kernel {info['kernel']},"
         f" {info['date']}. Command: `{command}`.",
-        "",
-        "## Bridge throughput: MQTT QoS 1 → Kafka",
-        "",
-        "| bridge | msg/s | lost | duplicates |",
-        "|---|---|---|---|",
     ]
-    for name, row in bridges.items():
-        if "skipped" in row:
-            lines.append(f"| {name} | skipped: {row['skipped']} | | |")
-            continue
-        lost = sum(r["lost"] for r in row["runs"])
-        dups = sum(r["duplicates"] for r in row["runs"])
-        lines.append(f"| {name} | {fmt(row['msg_per_s'])} | {lost} | {dups} |")
-    lines += ["", "## Ingestion throughput: Kafka → InfluxDB", "", "| writer | points/s |", "|---|---|"]
-    lines += [f"| {name} | {fmt(row['points_per_s'])} |" for name, row in ingestion.items()]
-    lines += [
-        "",
-        "## End to end: board read → visible in an InfluxQL query",
-        "",
+    lines += section(
+        "Bridge throughput: MQTT QoS 1 → Kafka",
+        ["bridge", "msg/s", "lost", "duplicates"],
+        [bridge_row(name, row) for name, row in bridges.items()],
+    )
+    lines += section(
+        "Ingestion throughput: Kafka → InfluxDB",
+        ["writer", "points/s"],
+        [[name, spread_text(row["points_per_s"])] for name, row in ingestion.items()],
+    )
+    lines += section(
+        "End to end: board read → visible in an InfluxQL query",
+        ["load", "p50 ms", "p99 ms"],
+        [[name, spread_text(row["p50_ms"]), spread_text(row["p99_ms"])] for name, row in latency.items()],
         "Simulated boards through publisher, bridge and ingestion; InfluxDB polled every 10 ms.",
-        "",
-        "| load | p50 ms | p99 ms |",
-        "|---|---|---|",
-    ]
-    lines += [f"| {name} | {fmt(row['p50_ms'])} | {fmt(row['p99_ms'])} |" for name, row in latency.items()]
-    lines += [
-        "",
-        "## Footprint at 1,000 readings/s",
-        "",
-        "| stage | peak RSS (MB) | CPU (% of a core) |",
-        "|---|---|---|",
-    ]
-    lines += [f"| {name} | {row['rss_mb']} | {row['cpu_percent']} |" for name, row in stages.items()]
+    )
+    lines += section(
+        "Footprint at 1,000 readings/s",
+        ["stage", "peak RSS (MB)", "CPU (% of a core)"],
+        [[name, row["rss_mb"], row["cpu_percent"]] for name, row in stages.items()],
+    )
     return "\n".join(lines) + "\n"
 
 
