@@ -1,11 +1,13 @@
 """A disk spool for readings the broker has not acknowledged, so that a publisher killed with
 SIGKILL (or an OOM kill, or a crash) hands them over on its next start instead of losing them.
 
-Readings are appended in memory by the source thread and written to the current segment file by
-the sender every `flush_interval_s`: one write per interval, never one per reading, so a kill loses
-at most the readings of the last interval. Written data sits in the page cache, which survives the
-process; surviving a power cut would need fsync, which this does not do. A segment is deleted once
-each of its readings is done: acknowledged by the broker, or dropped on buffer overflow (counted).
+Readings are appended in memory and written to the current segment file once per
+`flush_interval_s`: by the append that finds the interval over (so the bound holds however the
+sender thread is scheduled), or by the sender's `flush_due` when readings stop coming. One write
+per interval, never one per reading, so a kill loses at most the readings of the last interval.
+Written data sits in the page cache, which survives the process; surviving a power cut would need
+fsync, which this does not do. A segment is deleted once each of its readings is done:
+acknowledged by the broker, or dropped on buffer overflow (counted).
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ class Spool:
         return recovered
 
     def append(self, envelope: Envelope) -> int:
-        """Spool a reading (written at the next flush); returns its segment for `done`."""
+        """Spool a reading (written now if the flush interval is over, else later); returns its
+        segment for `done`."""
         line = encode(envelope) + b"\n"
         with self._lock:
             if self._in_segment >= SEGMENT_READINGS:
@@ -67,27 +70,31 @@ class Spool:
             self._unwritten.append((self._segment, line))
             self._in_segment += 1
             self._open[self._segment] = self._open.get(self._segment, 0) + 1
+            if time.monotonic() - self._last_flush >= self._flush_interval_s:
+                self._write()
             return self._segment
 
     def flush_due(self) -> None:
+        """For the quiet times when no append comes to write what is waiting."""
         if time.monotonic() - self._last_flush >= self._flush_interval_s:
             self.flush()
 
     def flush(self) -> None:
-        """Write what was appended since the last flush: one write per segment touched. Under the
-        lock, so a segment finished meanwhile is not written again after its file was removed."""
-        self._last_flush = time.monotonic()
         with self._lock:
-            if not self._unwritten:
-                return
-            by_segment: dict[int, list[bytes]] = {}
-            for segment, line in self._unwritten:
-                if segment in self._open:
-                    by_segment.setdefault(segment, []).append(line)
-            self._unwritten = []
-            for segment, lines in by_segment.items():
-                with open(self._path(segment), "ab") as handle:
-                    handle.write(b"".join(lines))
+            self._write()
+
+    def _write(self) -> None:
+        """Write what was appended since the last write: one write per segment touched. Called
+        under the lock, so a segment finished meanwhile is not written again after its removal."""
+        self._last_flush = time.monotonic()
+        by_segment: dict[int, list[bytes]] = {}
+        for segment, line in self._unwritten:
+            if segment in self._open:
+                by_segment.setdefault(segment, []).append(line)
+        self._unwritten = []
+        for segment, lines in by_segment.items():
+            with open(self._path(segment), "ab") as handle:
+                handle.write(b"".join(lines))
 
     def done(self, segment: int) -> None:
         """A reading of `segment` was acknowledged or dropped; the file goes once all of them are."""

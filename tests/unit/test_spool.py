@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import publisher.spool as spool_module
@@ -26,12 +27,24 @@ def test_unfinished_readings_come_back_in_order_after_a_restart(tmp_path: Path) 
     assert recovered[0][0] == reading(0)
 
 
-def test_nothing_is_written_before_a_flush_and_a_flush_is_one_write(tmp_path: Path) -> None:
-    spool = Spool(tmp_path)
+def test_nothing_is_written_within_a_flush_interval_and_a_flush_is_one_write(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, flush_interval_s=60)
     for seq in range(3):
         spool.append(reading(seq))
-    assert not list(tmp_path.iterdir()), "appending does no I/O"
+    assert not list(tmp_path.iterdir()), "appending within the interval does no I/O"
     spool.flush()
+    (segment_file,) = tmp_path.iterdir()
+    assert len(segment_file.read_bytes().splitlines()) == 3
+
+
+def test_the_first_append_after_the_interval_writes_everything_waiting(tmp_path: Path) -> None:
+    """So a kill loses at most one interval of readings, whenever the sender thread gets to run."""
+    spool = Spool(tmp_path, flush_interval_s=0.05)
+    spool.append(reading(0))
+    spool.append(reading(1))
+    assert not list(tmp_path.iterdir())
+    time.sleep(0.06)  # the flush interval passing is the condition under test, not a wait for it
+    spool.append(reading(2))
     (segment_file,) = tmp_path.iterdir()
     assert len(segment_file.read_bytes().splitlines()) == 3
 
@@ -54,7 +67,7 @@ def test_finished_segments_are_deleted_and_a_partial_last_line_is_skipped(
 
 
 def test_a_reading_done_before_its_flush_is_never_written(tmp_path: Path) -> None:
-    spool = Spool(tmp_path)
+    spool = Spool(tmp_path, flush_interval_s=60)
     segment = spool.append(reading(0))
     spool.done(segment)  # acknowledged (or dropped) within the flush interval
     spool.flush()
