@@ -12,7 +12,7 @@ COPY mqtt_kafka_bridge mqtt_kafka_bridge
 COPY consumer_display consumer_display
 COPY influx_ingestion influx_ingestion
 COPY latency_probe latency_probe
-RUN /opt/twinpipe/bin/pip install --no-cache-dir --disable-pip-version-check .
+RUN /opt/twinpipe/bin/pip install --no-cache-dir --disable-pip-version-check '.[confluent]'
 
 FROM ${PYTHON_IMAGE}
 # dialout: the group that owns USB serial devices (/dev/ttyACM*, /dev/ttyUSB*) on Debian/Ubuntu hosts.

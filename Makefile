@@ -40,7 +40,7 @@ logs: ## follow the logs of the compose stack
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,confluent]'
 	touch $@
 
 venv: $(VENV)/.installed ## create .venv with twinpipe and its test tools

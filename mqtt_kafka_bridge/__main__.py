@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import sys
 
-from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from mqtt_kafka_bridge.bridge import Bridge
+from mqtt_kafka_bridge.producers import PRODUCERS, Producer
 from twinpipe.cli import load_or_exit, stage_parser, stop_on_signals
-from twinpipe.clients import ensure_topics, kafka_producer
+from twinpipe.clients import ensure_topics
 from twinpipe.health import HealthServer
 from twinpipe.retry import until_connected
 
@@ -19,7 +19,8 @@ bridge.client_id) and produce each envelope to Kafka (acks=all), keyed by device
 message is acknowledged only after Kafka acknowledged its record, so nothing is lost when the bridge,
 the broker or Kafka goes down. Payloads that are not valid envelopes go to kafka.dead_letter_topic
 with the reason in the header twinpipe.reason. Set bridge.shared_group to split the load between
-replicas (each replica needs its own bridge.client_id). SIGTERM: deliver, acknowledge, exit 0.
+replicas (each replica needs its own bridge.client_id). bridge.producer picks the Kafka client:
+kafka-python (default) or confluent-kafka (librdkafka, faster). SIGTERM: deliver, acknowledge, exit 0.
 """
 
 
@@ -32,23 +33,14 @@ def main(argv: list[str] | None = None) -> int:
         route.kafka_topic for route in settings.routes if route.kafka_topic and "{" not in route.kafka_topic
     ]
 
-    def connect() -> KafkaProducer:
+    def connect() -> Producer:
         ensure_topics(
             config.kafka, [config.kafka.telemetry_topic, config.kafka.dead_letter_topic, *fixed_topics]
         )
-        return kafka_producer(
-            config.kafka,
-            linger_ms=settings.linger_ms,
-            batch_size=settings.batch_size,
-            compression_type=None if settings.compression == "none" else settings.compression,
-            max_block_ms=10_000,
-        )
+        return PRODUCERS[settings.producer](config)
 
     producer = until_connected(
-        connect,
-        f"Kafka {','.join(config.kafka.bootstrap_servers)}",
-        stop,
-        (KafkaError,),
+        connect, f"Kafka {','.join(config.kafka.bootstrap_servers)}", stop, (KafkaError,)
     )
     if producer is None:
         return 0

@@ -16,12 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from kafka import KafkaProducer
-from kafka.errors import KafkaError
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from mqtt_kafka_bridge import metrics
 from mqtt_kafka_bridge.acks import InOrderAcks, Pending
+from mqtt_kafka_bridge.producers import NotAccepted, Producer
 from mqtt_kafka_bridge.routing import Router, RoutingError
 from twinpipe import deadletter
 from twinpipe.backoff import Backoff
@@ -58,7 +57,7 @@ _STOP = object()
 
 
 class Bridge:
-    def __init__(self, config: Config, producer: KafkaProducer) -> None:
+    def __init__(self, config: Config, producer: Producer) -> None:
         self._config = config
         settings = config.bridge
         self._producer = producer
@@ -97,7 +96,7 @@ class Bridge:
         self._client.disconnect()
         self._disconnected.wait(5)
         self._client.loop_stop()
-        self._producer.close(timeout=5)
+        self._producer.close(5)
         log.info(
             "stopped: %d delivered to Kafka (%d of them dead letters), %d failed deliveries retried, "
             "%d unacknowledged",
@@ -129,12 +128,8 @@ class Bridge:
             self._stopping = True
             self._inbox.put(_STOP)
         forwarder.join(max(0.0, deadline - time.monotonic()))
-        try:
-            self._producer.flush(timeout=max(0.1, deadline - time.monotonic()))
-        except KafkaError as exc:
-            log.warning(
-                "shutdown: flush to Kafka incomplete (%s); unacknowledged messages stay queued in MQTT", exc
-            )
+        if not self._producer.flush(max(0.1, deadline - time.monotonic())):
+            log.warning("shutdown: flush to Kafka incomplete; unacknowledged messages stay queued in MQTT")
 
     # --- paho network thread ---
 
@@ -222,27 +217,26 @@ class Bridge:
         backoff = Backoff(0.2, 5.0)
         while True:
             try:
-                future = self._producer.send(
-                    record.topic, value=record.value, key=record.key, headers=record.headers
+                self._producer.send(
+                    record.topic, record.key, record.value, record.headers, self._on_delivery, record
                 )
-                break
-            except KafkaError as exc:  # buffer full or no metadata: Kafka is unreachable
+                return
+            except NotAccepted as exc:  # buffer full or no metadata: Kafka is unreachable
                 metrics.ERRORS.labels("send").inc()
                 self._throttled.warning("send", "cannot hand record to Kafka (%s); retrying", exc)
                 time.sleep(backoff.next_delay())
-        future.add_callback(self._on_delivered, record)
-        future.add_errback(self._on_failed, record)
 
-    # --- Kafka producer I/O thread ---
+    # --- the producer's delivery thread ---
 
-    def _on_delivered(self, record: Record, _metadata: Any) -> None:
+    def _on_delivery(self, record: Record, error: BaseException | None) -> None:
+        """Delivered: count it and release its acknowledgement. Failed (timed out): send it again;
+        the MQTT message stays unacknowledged until it lands."""
+        if error is not None:
+            metrics.ERRORS.labels("delivery").inc()
+            self._throttled.warning("failed", "delivery to %s failed (%s); retrying", record.topic, error)
+            self._inbox.put(record)
+            return
         metrics.DELIVERED.inc()
         metrics.DELIVERED_BYTES.inc(len(record.value))
         if record.pending is not None:
             self._acks.delivered(record.pending)
-
-    def _on_failed(self, record: Record, exc: BaseException) -> None:
-        """Delivery gave up (timeout): send it again; the MQTT message stays unacknowledged until it lands."""
-        metrics.ERRORS.labels("delivery").inc()
-        self._throttled.warning("failed", "delivery to %s failed (%s); retrying", record.topic, exc)
-        self._inbox.put(record)

@@ -6,6 +6,7 @@ value, because a user editing YAML by hand needs to fix all typos in one go.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import string
@@ -396,7 +397,15 @@ class BridgeConfig(Section):
     linger_ms: Annotated[int, Field(ge=0)] = 5
     batch_size: Annotated[int, Field(ge=1024)] = 65536
     compression: Literal["none", "gzip"] = "none"
+    producer: Literal["kafka-python", "confluent-kafka"] = "kafka-python"
     shutdown_timeout_s: Positive = 10.0
+
+    @field_validator("producer")
+    @classmethod
+    def _producer_installed(cls, value: str) -> str:
+        if value == "confluent-kafka" and importlib.util.find_spec("confluent_kafka") is None:
+            raise ValueError("confluent-kafka is not installed (pip install 'twinpipe[confluent]')")
+        return value
 
 
 class IngestionConfig(Section):

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import pytest
 
 from devstack.mosquitto import Mosquitto
 from tests.harness import Pipeline, poll
@@ -25,8 +26,14 @@ def publish_all(client: mqtt.Client, items: list[tuple[str, bytes]]) -> None:
         assert info.is_published()
 
 
-def test_envelopes_reach_kafka_keyed_by_device_and_bad_payloads_are_dead_lettered(pipeline: Pipeline) -> None:
-    bridge = pipeline.stage("mqtt_kafka_bridge")
+PRODUCERS = pytest.mark.parametrize("producer", ["kafka-python", "confluent-kafka"])
+
+
+@PRODUCERS
+def test_envelopes_reach_kafka_keyed_by_device_and_bad_payloads_are_dead_lettered(
+    pipeline: Pipeline, producer: str
+) -> None:
+    bridge = pipeline.stage("mqtt_kafka_bridge", {"bridge": {"producer": producer}})
     poll(bridge.log, lambda log: "connected to MQTT broker" in log, 20, "bridge connected")
     client = pipeline.mqtt_client()
     topic = f"{pipeline.mqtt_prefix}/{{}}/telemetry"
@@ -52,8 +59,12 @@ def test_envelopes_reach_kafka_keyed_by_device_and_bad_payloads_are_dead_lettere
     assert bridge.stop() == 0, bridge.log()
 
 
-def test_messages_published_while_the_bridge_is_down_arrive_after_restart(pipeline: Pipeline) -> None:
-    bridge = pipeline.stage("mqtt_kafka_bridge")
+@PRODUCERS
+def test_messages_published_while_the_bridge_is_down_arrive_after_restart(
+    pipeline: Pipeline, producer: str
+) -> None:
+    using = {"bridge": {"producer": producer}}
+    bridge = pipeline.stage("mqtt_kafka_bridge", using)
     poll(bridge.log, lambda log: "session new" in log, 20, "bridge connected")
     assert bridge.stop() == 0, bridge.log()  # SIGTERM: clean exit, the session stays on the broker
 
@@ -62,7 +73,7 @@ def test_messages_published_while_the_bridge_is_down_arrive_after_restart(pipeli
     publish_all(client, [(topic, envelope("d1", seq)) for seq in range(200)])
     client.loop_stop()
 
-    bridge = pipeline.stage("mqtt_kafka_bridge")
+    bridge = pipeline.stage("mqtt_kafka_bridge", using)
     records = pipeline.kafka_records(pipeline.telemetry_topic, 200)
     assert sorted(decode(r.value).seq for r in records) == list(range(200))
     assert "session resumed" in bridge.log()
