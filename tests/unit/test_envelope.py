@@ -52,14 +52,14 @@ def test_integers_become_floats_so_influx_field_types_never_flip() -> None:
         (with_(values={"t": "hot"}), "value t must be a number"),
         (with_(values={"t": True}), "value t must be a number"),
         (with_(values={"seq": 1}), "value name 'seq' is not allowed"),
-        (with_(values={"t": 10**400}), "value t is out of range"),
+        (with_(values={"t": 10**400}), "not JSON: number is infinity"),
         (
             b'{"v":1,"device":"d","boot":"b","seq":1,"time_ns":1,"values":{"t":1e309}}',
-            "value t is out of range",
+            "not JSON: number is infinity",
         ),
         (with_(trace=[]), "trace must be an object"),
         (with_(trace={"publish": -5}), "trace.publish must be"),
-        (b'{"v":1,"device":"d","boot":"b","seq":1,"time_ns":1,"values":{"t":NaN}}', "non-finite number NaN"),
+        (b'{"v":1,"device":"d","boot":"b","seq":1,"time_ns":1,"values":{"t":NaN}}', "not JSON"),
         (b"x" * 70000, "exceeds the limit"),
     ],
 )
