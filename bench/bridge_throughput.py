@@ -19,37 +19,51 @@ from pathlib import Path
 
 from bench.common import payloads, read_topic
 from bench.loadgen import LeanPublisher
-from devstack.process import free_port, poll, stage_ready
+from devstack.process import free_port, poll, stage_metric, stage_ready
 from devstack.stack import LocalStack, merged, write_config
 from devstack.stages import StageProcess
 
 
-@contextmanager
-def twinpipe_bridge(
-    stack: LocalStack, workdir: Path, mqtt_filter: str, topic: str, run: str, producer: str = "kafka-python"
-) -> Iterator[None]:
+def _bridge_stage(stack: LocalStack, workdir: Path, name: str, settings: dict) -> tuple[StageProcess, int]:
     port = free_port()
-    settings = {
-        "kafka": {"telemetry_topic": topic},
-        "bridge": {
-            "routes": [{"mqtt_filter": mqtt_filter}],
-            "client_id": f"bridge-{run}",
-            "producer": producer,
-        },
+    document = {
+        "kafka": {"telemetry_topic": settings.pop("topic")},
+        "bridge": {"client_id": name, **settings},
         "health": {"port": port, "host": "127.0.0.1"},
         "logging": {"level": "WARNING"},
     }
-    config = write_config(workdir / f"bridge-{run}.yaml", merged(stack.config(), settings))
-    bridge = StageProcess("mqtt_kafka_bridge", config, workdir).start()
-    try:
-        poll(lambda: stage_ready(port), bool, 30, "the bridge subscribed")
-        yield
-    finally:
-        bridge.stop()
+    config = write_config(workdir / f"{name}.yaml", merged(stack.config(), document))
+    return StageProcess("mqtt_kafka_bridge", config, workdir).start(), port
 
 
 @contextmanager
-def naive_bridge(stack: LocalStack, workdir: Path, mqtt_filter: str, topic: str, run: str) -> Iterator[None]:
+def twinpipe_bridge(
+    stack: LocalStack,
+    workdir: Path,
+    mqtt_filter: str,
+    topic: str,
+    run: str,
+    producer: str = "kafka-python",
+    replicas: int = 1,
+) -> Iterator[list[int]]:
+    """`replicas` bridges (more than one: on one MQTT 5 shared subscription); yields their health ports."""
+    settings = {"topic": topic, "routes": [{"mqtt_filter": mqtt_filter}], "producer": producer}
+    if replicas > 1:
+        settings["shared_group"] = f"g{run}"
+    stages = [_bridge_stage(stack, workdir, f"bridge-{run}-{i}", dict(settings)) for i in range(replicas)]
+    try:
+        for _stage, port in stages:
+            poll(lambda port=port: stage_ready(port), bool, 30, "the bridge subscribed")
+        yield [port for _stage, port in stages]
+    finally:
+        for stage, _port in stages:
+            stage.stop()
+
+
+@contextmanager
+def naive_bridge(
+    stack: LocalStack, workdir: Path, mqtt_filter: str, topic: str, run: str
+) -> Iterator[list[int]]:
     log = workdir / f"naive-{run}.log"
     with open(log, "wb") as stderr:
         process = subprocess.Popen(
@@ -59,7 +73,7 @@ def naive_bridge(stack: LocalStack, workdir: Path, mqtt_filter: str, topic: str,
         )  # fmt: skip
     try:
         poll(lambda: "subscribed" in log.read_text(), bool, 30, "the naive bridge subscribed")
-        yield
+        yield []
     finally:
         process.terminate()
         process.wait(10)
@@ -82,7 +96,9 @@ def _librdkafka_dir(workdir: Path) -> str:
 
 
 @contextmanager
-def c_pipeline(stack: LocalStack, workdir: Path, mqtt_filter: str, topic: str, run: str) -> Iterator[None]:
+def c_pipeline(
+    stack: LocalStack, workdir: Path, mqtt_filter: str, topic: str, run: str
+) -> Iterator[list[int]]:
     log = workdir / f"c-pipeline-{run}.log"
     env = {**os.environ, "LD_LIBRARY_PATH": _librdkafka_dir(workdir)}
     subscribe = ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(stack.mosquitto.port), "-q", "1", "-c",
@@ -97,7 +113,7 @@ def c_pipeline(stack: LocalStack, workdir: Path, mqtt_filter: str, topic: str, r
             ["kcat", "-P", "-b", stack.kafka.bootstrap, "-t", topic], stdin=sub.stdout, env=env, stderr=stderr
         )
     try:
-        yield
+        yield []
     finally:
         sub.terminate()
         sub.wait(10)
@@ -107,6 +123,10 @@ def c_pipeline(stack: LocalStack, workdir: Path, mqtt_filter: str, topic: str, r
 BRIDGES = {
     "twinpipe bridge (kafka-python producer, the default)": twinpipe_bridge,
     "twinpipe bridge (confluent-kafka producer)": partial(twinpipe_bridge, producer="confluent-kafka"),
+    "2 twinpipe bridges on one shared subscription (kafka-python)": partial(twinpipe_bridge, replicas=2),
+    "2 twinpipe bridges on one shared subscription (confluent-kafka)": partial(
+        twinpipe_bridge, producer="confluent-kafka", replicas=2
+    ),
     "naive bridge (baseline)": naive_bridge,
     "C pipeline (baseline)": c_pipeline,
 }
@@ -116,14 +136,17 @@ def flood(stack: LocalStack, workdir: Path, bridge, count: int) -> dict:
     run = uuid.uuid4().hex[:8]
     topic, mqtt_filter = f"bench-{run}", f"b{run}/+/telemetry"
     messages = payloads(count)
-    with bridge(stack, workdir, mqtt_filter, topic, run):
+    with bridge(stack, workdir, mqtt_filter, topic, run) as health_ports:
         publisher = LeanPublisher(stack.mosquitto.port, f"load-{run}")
         started_wall = time.time()
         publisher.publish_all(f"b{run}/load/telemetry", messages)
         arrival = read_topic(stack.kafka.bootstrap, topic, count)
         publisher.close()
+        # What each replica delivered (twinpipe bridges only): shows how a shared subscription splits.
+        split = [int(stage_metric(port, "twinpipe_bridge_records_delivered_total")) for port in health_ports]
     elapsed = arrival.last_timestamp_s - started_wall
     return {
+        "delivered_per_replica": split,
         "messages": count,
         "unique": arrival.unique,
         "lost": count - arrival.unique,

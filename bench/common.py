@@ -100,12 +100,12 @@ def simulated_pipeline(
     workdir: Path,
     name: str,
     rate: float,
-    ingestion: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
     devices: int = 10,
 ) -> Iterator[tuple[dict[str, StageProcess], str]]:
     """Simulated boards at `rate` readings/s in all, through publisher, bridge and ingestion into a
-    bucket of their own. The boards start once the bridge and the ingestion are ready. Yields the
-    stages by module and the bucket; stops the stages on leaving."""
+    bucket of their own, with `overrides` on top of the config. The boards start once the bridge and
+    the ingestion are ready. Yields the stages by module and the bucket; stops them on leaving."""
     run = uuid.uuid4().hex[:8]
     bucket = f"{name}{run}"
     stack.influx.add_bucket(bucket)
@@ -117,11 +117,12 @@ def simulated_pipeline(
             "simulator": {"devices": devices, "rate_hz": rate / devices},
         },
         "bridge": {"routes": [{"mqtt_filter": f"{name}{run}/+/telemetry"}], "client_id": f"bridge-{run}"},
-        "ingestion": {"group_id": f"{name}-{run}", **(ingestion or {})},
+        "ingestion": {"group_id": f"{name}-{run}"},
         "health": {"port": 0},
         "logging": {"level": "WARNING"},
     }
-    config = write_config(workdir / f"{name}-{run}.yaml", merged(stack.config(), settings))
+    document = merged(merged(stack.config(), settings), overrides or {})
+    config = write_config(workdir / f"{name}-{run}.yaml", document)
     ports = {module: free_port() for module in ("influx_ingestion", "mqtt_kafka_bridge")}
     stages: dict[str, StageProcess] = {}
     try:

@@ -8,7 +8,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 
 def _remaining_length(n: int) -> bytes:
@@ -89,6 +89,19 @@ class LeanPublisher:
                     time.sleep(delay)
             self._sock.sendall(b"".join(packets))
         return started
+
+    def publish_paced(
+        self, topic: str, count: int, rate_hz: float, payload: Callable[[int, int], bytes]
+    ) -> None:
+        """Publish `count` messages one by one at `rate_hz`; `payload(i, now_ns)` builds each at its
+        send time, so it can carry its own publish timestamp."""
+        started = time.monotonic()
+        for i in range(count):
+            delay = started + i / rate_hz - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            self._window.acquire()
+            self._sock.sendall(publish_packet(topic, i % 65535 + 1, payload(i, time.time_ns())))
 
     def wait_acked(self, count: int, timeout_s: float = 60) -> None:
         deadline = time.monotonic() + timeout_s

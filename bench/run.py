@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import bridge_throughput, end_to_end, footprint, ingestion_throughput
+from bench import bridge_latency, bridge_throughput, end_to_end, footprint, ingestion_throughput
 from bench.common import spread
 from devstack.stack import LocalStack
 
@@ -63,6 +63,26 @@ def bench_bridges(stack: LocalStack, workdir: Path, count: int, repeat: int) -> 
             continue
         flood = partial(bridge_throughput.flood, stack, workdir, bridge, count)
         rows[name] = repeated(name, flood, repeat, "msg_per_s")
+    return rows
+
+
+# The bridges whose added latency is measured, and the rates.
+LATENCY_BRIDGES = [
+    "twinpipe bridge (kafka-python producer, the default)",
+    "twinpipe bridge (confluent-kafka producer)",
+    "C pipeline (baseline)",
+]
+LATENCY_RATES = (1000, 3000)
+
+
+def bench_bridge_latency(stack: LocalStack, workdir: Path, repeat: int) -> dict:
+    rows = {}
+    for name in LATENCY_BRIDGES:
+        if not bridge_throughput.available(name):
+            continue
+        for rate in LATENCY_RATES:
+            paced = partial(bridge_latency.paced, stack, workdir, bridge_throughput.BRIDGES[name], rate)
+            rows[f"{name} at {rate} msg/s"] = repeated(f"{name} at {rate}", paced, repeat, "p50_ms", "p99_ms")
     return rows
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -119,3 +120,16 @@ class ServerProcess:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in a /metrics page (0 when absent)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pattern = "^" + re.escape(name) + (r"\{" + re.escape(wanted) + r"\}" if wanted else "") + r" (\S+)$"
+    found = re.search(pattern, text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def stage_metric(port: int, name: str, **labels: str) -> float:
+    """One sample from the /metrics of the stage on `port`; 0 while it is not serving."""
+    return metric_value(http_get(f"http://127.0.0.1:{port}/metrics")[1], name, **labels)

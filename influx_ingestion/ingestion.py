@@ -83,9 +83,11 @@ class Ingestion:
         batch = Batch()
         while not stop.is_set():
             self.heartbeat.beat()
-            wait_s = max(0.0, settings.flush_interval_s - (time.monotonic() - batch.started))
+            # With an empty batch there is nothing to flush: wait for records (poll returns on the first).
+            wait_s = settings.flush_interval_s - (time.monotonic() - batch.started) if batch.offsets else 0.2
             polled = self._consumer.poll(
-                timeout_ms=int(min(wait_s, 0.2) * 1000), max_records=settings.batch_size - len(batch.sources)
+                timeout_ms=int(min(max(0.0, wait_s), 0.2) * 1000),
+                max_records=settings.batch_size - len(batch.sources),
             )
             for records in polled.values():
                 metrics.CONSUMED.inc(len(records))  # per poll, not per record: the counters lock

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from devstack.process import http_get, poll
+from devstack.process import http_get, metric_value, poll, stage_metric  # noqa: F401 (re-exported)
 from devstack.stack import LocalStack, merged, write_config
 from devstack.stages import StageProcess
 
@@ -119,16 +118,3 @@ class Pipeline:
     def influx_count(self, measurement: str = "telemetry") -> int:
         rows = self.influx_rows(f'SELECT count("seq") FROM "{measurement}"')
         return rows[0]["count"] if rows else 0
-
-
-def metric_value(text: str, name: str, **labels: str) -> float:
-    """The value of one sample in a /metrics page (0 when absent)."""
-    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    pattern = "^" + re.escape(name) + (r"\{" + re.escape(wanted) + r"\}" if wanted else "") + r" (\S+)$"
-    found = re.search(pattern, text, re.MULTILINE)
-    return float(found.group(1)) if found else 0.0
-
-
-def stage_metric(port: int, name: str, **labels: str) -> float:
-    """One sample from the /metrics of the stage on `port`; 0 while it is not serving."""
-    return metric_value(http_get(f"http://127.0.0.1:{port}/metrics")[1], name, **labels)

@@ -165,7 +165,7 @@ class KafkaConfig(Section):
     replication_factor: Annotated[int, Field(ge=1)] = 1
     session_timeout_ms: Annotated[int, Field(ge=1000)] = 10000
     heartbeat_interval_ms: Annotated[int, Field(ge=100)] = 3000
-    fetch_max_wait_ms: Annotated[int, Field(ge=0, le=10000)] = 100
+    fetch_max_wait_ms: Annotated[int, Field(ge=0, le=10000)] = 20
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
@@ -415,7 +415,7 @@ class IngestionConfig(Section):
     tags: dict[SensorName, str] = {}
     device_tags: dict[DeviceId, dict[SensorName, str]] = {}
     batch_size: Annotated[int, Field(ge=1)] = 5000
-    flush_interval_s: Positive = 1.0
+    flush_interval_s: Annotated[float, Field(ge=0)] = 0.0
     retry_initial_s: Positive = 0.5
     retry_max_s: Positive = 10.0
     shutdown_timeout_s: Positive = 10.0
