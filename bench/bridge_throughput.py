@@ -120,15 +120,19 @@ def c_pipeline(
         kcat.wait(30)  # flushes what it has read
 
 
+DEFAULT = "twinpipe bridge (kafka-python producer, the default)"
+CONFLUENT = "twinpipe bridge (confluent-kafka producer)"
+NAIVE = "naive bridge (baseline)"
+C_PIPELINE = "C pipeline (baseline)"
 BRIDGES = {
-    "twinpipe bridge (kafka-python producer, the default)": twinpipe_bridge,
-    "twinpipe bridge (confluent-kafka producer)": partial(twinpipe_bridge, producer="confluent-kafka"),
+    DEFAULT: twinpipe_bridge,
+    CONFLUENT: partial(twinpipe_bridge, producer="confluent-kafka"),
     "2 twinpipe bridges on one shared subscription (kafka-python)": partial(twinpipe_bridge, replicas=2),
     "2 twinpipe bridges on one shared subscription (confluent-kafka)": partial(
         twinpipe_bridge, producer="confluent-kafka", replicas=2
     ),
-    "naive bridge (baseline)": naive_bridge,
-    "C pipeline (baseline)": c_pipeline,
+    NAIVE: naive_bridge,
+    C_PIPELINE: c_pipeline,
 }
 
 

@@ -102,10 +102,12 @@ def simulated_pipeline(
     rate: float,
     overrides: dict[str, Any] | None = None,
     devices: int = 10,
+    also: tuple[str, ...] = (),
 ) -> Iterator[tuple[dict[str, StageProcess], str]]:
     """Simulated boards at `rate` readings/s in all, through publisher, bridge and ingestion into a
     bucket of their own, with `overrides` on top of the config. The boards start once the bridge and
-    the ingestion are ready. Yields the stages by module and the bucket; stops them on leaving."""
+    the ingestion are ready; the modules in `also` start after them (e.g. latency_probe). Yields the
+    stages by module and the bucket; stops them on leaving."""
     run = uuid.uuid4().hex[:8]
     bucket = f"{name}{run}"
     stack.influx.add_bucket(bucket)
@@ -131,6 +133,8 @@ def simulated_pipeline(
             stages[module] = StageProcess(module, config, workdir, env=env).start()
         poll(lambda: all(map(stage_ready, ports.values())), bool, 60, "bridge and ingestion ready")
         stages["publisher"] = StageProcess("publisher", config, workdir).start()
+        for module in also:
+            stages[module] = StageProcess(module, config, workdir, env=stack.env()).start()
         yield stages, bucket
     finally:
         for stage in reversed(stages.values()):

@@ -27,7 +27,7 @@ def _rss_bytes(pid: int) -> int:
 def footprint(
     stack: LocalStack, workdir: Path, rate: int, warmup_s: float = 10, window_s: float = 20
 ) -> dict:
-    with simulated_pipeline(stack, workdir, "fp", rate) as (stages, bucket):
+    with simulated_pipeline(stack, workdir, "fp", rate, also=("latency_probe",)) as (stages, bucket):
         poll(
             lambda: stack.influxd.rows('SELECT count("seq") FROM "telemetry"', bucket),
             bool,
