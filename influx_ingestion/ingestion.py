@@ -240,10 +240,17 @@ class Ingestion:
         return True
 
 
+# Points per batch whose delays are observed: two histogram observations per point were 13 % of the
+# ingestion's CPU under a backlog. An even sample keeps the distribution; small batches are all seen.
+DELAY_SAMPLES_PER_BATCH = 100
+
+
 def observe_write_delays(batch: Batch, acked_ns: int) -> None:
-    """Per point: Kafka timestamp → write acknowledged, and board read → write acknowledged.
-    Negative delays are clock trouble (stages on hosts whose clocks disagree), counted apart."""
-    for record, event_ns in zip(batch.sources, batch.event_times, strict=True):
+    """Kafka timestamp → write acknowledged, and board read → write acknowledged, for up to
+    DELAY_SAMPLES_PER_BATCH evenly spaced points of the batch. Negative delays are clock trouble
+    (stages on hosts whose clocks disagree), counted apart."""
+    step = max(1, -(-len(batch.sources) // DELAY_SAMPLES_PER_BATCH))  # ceil; 1 for a batch of dead letters
+    for record, event_ns in zip(batch.sources[::step], batch.event_times[::step], strict=True):
         for histogram, delay_s in (
             (metrics.WRITE_DELAY, acked_ns / 1e9 - record.timestamp / 1e3),
             (metrics.END_TO_END_DELAY, (acked_ns - event_ns) / 1e9),

@@ -30,12 +30,14 @@ WRITE_DURATION = Histogram(
 )
 WRITE_DELAY = Histogram(
     "twinpipe_ingestion_write_delay_seconds",
-    "Per point, the record's Kafka timestamp → InfluxDB acknowledged the write (hop kafka_to_influxdb)",
+    "Per point (up to 100 evenly spaced per batch), the record's Kafka timestamp → InfluxDB acknowledged"
+    " the write (hop kafka_to_influxdb)",
     buckets=LATENCY_BUCKETS,
 )
 END_TO_END_DELAY = Histogram(
     "twinpipe_ingestion_end_to_end_delay_seconds",
-    "Per point, the board read (event time) → InfluxDB acknowledged the write: the whole pipeline",
+    "Per point (up to 100 evenly spaced per batch), the board read (event time) → InfluxDB acknowledged"
+    " the write: the whole pipeline",
     buckets=LATENCY_BUCKETS,
 )
 CLOCK_ANOMALIES = Counter(

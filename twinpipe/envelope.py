@@ -16,6 +16,7 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import orjson
 
@@ -35,6 +36,7 @@ PROBE_DEVICE = "_probe"
 _INT64_MAX = 2**63 - 1
 
 
+@lru_cache(maxsize=1024)  # a few sensor names, checked for every reading
 def is_value_name(name: str) -> bool:
     return bool(NAME_PATTERN.match(name)) and name not in RESERVED_NAMES
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 import random
 import statistics
+import time
+from types import SimpleNamespace
 
 import pytest
 
 from consumer_display.render import Throttle, format_line, hop_delays_ms
+from influx_ingestion.ingestion import Batch, observe_write_delays
 from influx_ingestion.points import PointMapper
 from mqtt_kafka_bridge.acks import InOrderAcks
 from mqtt_kafka_bridge.routing import Router, RoutingError
@@ -17,6 +20,7 @@ from publisher.sequencer import Sequencer
 from publisher.simulator import SimulatedBoard, models_for_fields
 from twinpipe.config import DEFAULT_SENSORS, NUCLEO_FIELDS, Route, SensorModel, SimulatorConfig
 from twinpipe.envelope import Envelope
+from twinpipe.metrics import sample
 from twinpipe.ratelog import RepeatFilter
 
 
@@ -142,3 +146,15 @@ def test_client_library_repeats_pass_once_per_interval_ours_always() -> None:
     assert passed == [True, False, False, False, False]
     assert repeat.filter(record("kafka.net", "Metadata refresh failed: %s", "x")), "another kind passes"
     assert all(repeat.filter(record("mqtt_kafka_bridge", "Connection lost: %s", "x")) for _ in range(3))
+
+
+@pytest.mark.parametrize(("points", "observed"), [(0, 0), (5, 5), (100, 100), (1000, 100), (1001, 91)])
+def test_write_delays_are_observed_for_an_even_sample_of_each_batch(points: int, observed: int) -> None:
+    now_ns = time.time_ns()
+    batch = Batch(
+        sources=[SimpleNamespace(timestamp=now_ns // 1_000_000 - 5) for _ in range(points)],
+        event_times=[now_ns - 10_000_000] * points,
+    )
+    before = sample("twinpipe_ingestion_end_to_end_delay_seconds_count")
+    observe_write_delays(batch, now_ns)
+    assert sample("twinpipe_ingestion_end_to_end_delay_seconds_count") - before == observed
