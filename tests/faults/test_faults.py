@@ -41,12 +41,20 @@ def assert_nothing_lost(observed: Observed, flow: Flow, pipeline: Pipeline, reco
     assert recovery < RECOVERY_BOUND_S
 
 
-@pytest.mark.parametrize("stage", ["mqtt_kafka_bridge", "influx_ingestion"])
-def test_kill_9_and_restart_of_a_stage_loses_nothing(pipeline: Pipeline, stage: str) -> None:
-    flow = Flow(pipeline)
+@pytest.mark.parametrize(
+    ("stage", "producer"),
+    [
+        ("mqtt_kafka_bridge", "kafka-python"),
+        ("mqtt_kafka_bridge", "confluent-kafka"),
+        ("influx_ingestion", "kafka-python"),
+    ],
+)
+def test_kill_9_and_restart_of_a_stage_loses_nothing(pipeline: Pipeline, stage: str, producer: str) -> None:
+    flow = Flow(pipeline, config={"bridge": {"producer": producer}})
     flow.start_all()
     recovery = flow.outage(flow.stages[stage].kill, lambda: flow.start(stage), SHORT_OUTAGE_S)
-    assert_nothing_lost(flow.finish(f"kill -9 {stage}", recovery), flow, pipeline, recovery)
+    observed = flow.finish(f"kill -9 {stage} (bridge.producer {producer})", recovery)
+    assert_nothing_lost(observed, flow, pipeline, recovery)
 
 
 def test_kill_9_of_the_publisher_while_mqtt_is_down_hands_its_spool_to_the_next_start(
@@ -87,12 +95,14 @@ def test_mosquitto_restart_loses_nothing(pipeline: Pipeline) -> None:
     assert_nothing_lost(flow.finish("Mosquitto restart", recovery), flow, pipeline, recovery)
 
 
-def test_kafka_unreachable_for_20_s_loses_nothing(pipeline: Pipeline) -> None:
-    flow = Flow(pipeline)
+@pytest.mark.parametrize("producer", ["kafka-python", "confluent-kafka"])
+def test_kafka_unreachable_for_20_s_loses_nothing(pipeline: Pipeline, producer: str) -> None:
+    flow = Flow(pipeline, config={"bridge": {"producer": producer}})
     flow.start_all()
     proxy = pipeline.stack.kafka_proxy
     recovery = flow.outage(proxy.cut, proxy.restore, LONG_OUTAGE_S)
-    assert_nothing_lost(flow.finish("Kafka unreachable 20 s", recovery), flow, pipeline, recovery)
+    observed = flow.finish(f"Kafka unreachable 20 s (bridge.producer {producer})", recovery)
+    assert_nothing_lost(observed, flow, pipeline, recovery)
 
 
 def test_influxdb_down_for_20_s_loses_nothing(pipeline: Pipeline) -> None:
