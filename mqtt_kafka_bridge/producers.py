@@ -143,7 +143,7 @@ def librdkafka_settings(config: Config) -> dict[str, Any]:
         "compression.type": bridge.compression,
         "partitioner": "murmur2_random",  # the Java client's and kafka-python's choice
         "message.timeout.ms": DELIVERY_TIMEOUT_MS,
-        "enable.idempotence": False,  # as kafka-python: duplicates are absorbed by idempotent writes
+        "enable.idempotence": True,  # as kafka-python 3 does by default: retries add no duplicates
         "security.protocol": kafka.security_protocol.lower(),
     }
     security = kafka.security()
