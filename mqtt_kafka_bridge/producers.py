@@ -2,11 +2,12 @@
 
 - `kafka-python` (the default): pure Python, nothing to install beyond the base dependencies.
 - `confluent-kafka`: librdkafka in C (`pip install 'twinpipe[confluent]'`, included in the image).
-  The bridge spends most of its time in the producer with kafka-python; see docs/benchmarks.md.
+  kafka-python's producer took about a quarter of the bridge's CPU; see docs/benchmarks.md.
 
-Both wait for all in-sync replicas (acks=all), hash the device key with murmur2 as the Java client
-does (so switching keeps each device on its partition), and report every record's outcome once to
-`on_delivery(context, error)`, with `error` None on success, from a thread of their own.
+Both are idempotent and wait for all in-sync replicas (acks=all), hash the device key with murmur2
+as the Java client does (so switching keeps each device on its partition), and report every
+record's outcome once to `on_delivery(context, error)`, with `error` None on success, from a thread
+of their own.
 """
 
 from __future__ import annotations

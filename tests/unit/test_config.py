@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
 import yaml
 
+from mqtt_kafka_bridge.producers import librdkafka_settings
 from twinpipe.__main__ import main as twinpipe_main
 from twinpipe.config import Config, ConfigError, load_config, parse_config
 
@@ -128,6 +130,17 @@ def test_kafka_security_settings_reach_the_clients(tmp_path: Path) -> None:
         "ssl_keyfile": None,
     }
     assert parse_config({}, {}).kafka.security() == {"security_protocol": "PLAINTEXT"}
+    librdkafka = librdkafka_settings(
+        parse_config({**document, "bridge": {"producer": "confluent-kafka"}}, {})
+    )
+    assert {key: librdkafka[key] for key in librdkafka if key.startswith(("security", "sasl", "ssl"))} == {
+        "security.protocol": "sasl_ssl",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "twin",
+        "sasl.password": "s3cret",
+        "ssl.ca.location": __file__,
+    }
+    assert librdkafka["acks"] == "all" and librdkafka["enable.idempotence"] is True
 
 
 def test_all_errors_are_reported_at_once() -> None:
@@ -213,3 +226,17 @@ def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "kafka.bootstrap_servers.0: expected host:port, got 'kafka'" in err
     assert "mqtt.prot: unknown key" in err
     assert "2 error(s)" in err
+
+
+def test_a_producer_that_is_not_installed_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """confluent-kafka is installed for the tests, so its absence is simulated: find_spec says so."""
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "confluent_kafka" else real_find_spec(name, *a),
+    )
+    (error,) = errors_of({"bridge": {"producer": "confluent-kafka"}})
+    assert error.startswith(
+        "bridge.producer: confluent-kafka is not installed (pip install 'twinpipe[confluent]')"
+    )
