@@ -21,10 +21,12 @@ from latency_probe.recorder import quantiles
 from twinpipe.envelope import TRACE_PUBLISH, Envelope, decode, encode
 
 FETCH_WAIT_MS = 5
+IDLE_S = 5
 
 
 class Tail(threading.Thread):
-    """Reads `topic` from the beginning once it exists; the delay of each message by its seq."""
+    """Reads `topic` from the beginning once it exists; the delay of each message by its seq. Stops
+    once `expected` arrived, or nothing new came for IDLE_S (a lossy pipeline), or at the timeout."""
 
     def __init__(self, bootstrap: str, topic: str, expected: int, timeout_s: float) -> None:
         super().__init__(daemon=True)
@@ -45,9 +47,14 @@ class Tail(threading.Thread):
             assigned = [TopicPartition(self._topic, p) for p in partitions]
             consumer.assign(assigned)
             consumer.seek_to_beginning(*assigned)
+            last_new = time.monotonic()
             while len(self.delays_s) < self._expected and time.monotonic() < self._deadline:
+                if self.delays_s and time.monotonic() - last_new > IDLE_S:
+                    return
                 polled = consumer.poll(timeout_ms=100)
                 read_ns = time.time_ns()
+                if polled:
+                    last_new = time.monotonic()
                 for records in polled.values():
                     for record in records:
                         envelope = decode(record.value)

@@ -14,14 +14,23 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from bench.common import payloads, read_topic
+from bench.common import cpu_seconds, payloads, read_topic
 from bench.loadgen import LeanPublisher
 from devstack.process import free_port, poll, stage_metric, stage_ready
 from devstack.stack import LocalStack, merged, write_config
 from devstack.stages import StageProcess
+
+
+@dataclass
+class Running:
+    """A bridge under test: its processes, and the health ports of twinpipe bridges."""
+
+    pids: list[int]
+    health_ports: list[int] = field(default_factory=list)
 
 
 def _bridge_stage(stack: LocalStack, workdir: Path, name: str, settings: dict) -> tuple[StageProcess, int]:
@@ -45,8 +54,8 @@ def twinpipe_bridge(
     run: str,
     producer: str = "kafka-python",
     replicas: int = 1,
-) -> Iterator[list[int]]:
-    """`replicas` bridges (more than one: on one MQTT 5 shared subscription); yields their health ports."""
+) -> Iterator[Running]:
+    """`replicas` bridges (more than one: on one MQTT 5 shared subscription)."""
     settings = {"topic": topic, "routes": [{"mqtt_filter": mqtt_filter}], "producer": producer}
     if replicas > 1:
         settings["shared_group"] = f"g{run}"
@@ -54,7 +63,7 @@ def twinpipe_bridge(
     try:
         for _stage, port in stages:
             poll(lambda port=port: stage_ready(port), bool, 30, "the bridge subscribed")
-        yield [port for _stage, port in stages]
+        yield Running([stage.process.pid for stage, _port in stages], [port for _stage, port in stages])
     finally:
         for stage, _port in stages:
             stage.stop()
@@ -63,7 +72,7 @@ def twinpipe_bridge(
 @contextmanager
 def naive_bridge(
     stack: LocalStack, workdir: Path, mqtt_filter: str, topic: str, run: str
-) -> Iterator[list[int]]:
+) -> Iterator[Running]:
     log = workdir / f"naive-{run}.log"
     with open(log, "wb") as stderr:
         process = subprocess.Popen(
@@ -73,7 +82,7 @@ def naive_bridge(
         )  # fmt: skip
     try:
         poll(lambda: "subscribed" in log.read_text(), bool, 30, "the naive bridge subscribed")
-        yield []
+        yield Running([process.pid])
     finally:
         process.terminate()
         process.wait(10)
@@ -96,9 +105,7 @@ def _librdkafka_dir(workdir: Path) -> str:
 
 
 @contextmanager
-def c_pipeline(
-    stack: LocalStack, workdir: Path, mqtt_filter: str, topic: str, run: str
-) -> Iterator[list[int]]:
+def c_pipeline(stack: LocalStack, workdir: Path, mqtt_filter: str, topic: str, run: str) -> Iterator[Running]:
     log = workdir / f"c-pipeline-{run}.log"
     env = {**os.environ, "LD_LIBRARY_PATH": _librdkafka_dir(workdir)}
     subscribe = ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(stack.mosquitto.port), "-q", "1", "-c",
@@ -113,7 +120,7 @@ def c_pipeline(
             ["kcat", "-P", "-b", stack.kafka.bootstrap, "-t", topic], stdin=sub.stdout, env=env, stderr=stderr
         )
     try:
-        yield []
+        yield Running([sub.pid, kcat.pid])
     finally:
         sub.terminate()
         sub.wait(10)
@@ -140,17 +147,22 @@ def flood(stack: LocalStack, workdir: Path, bridge, count: int) -> dict:
     run = uuid.uuid4().hex[:8]
     topic, mqtt_filter = f"bench-{run}", f"b{run}/+/telemetry"
     messages = payloads(count)
-    with bridge(stack, workdir, mqtt_filter, topic, run) as health_ports:
+    with bridge(stack, workdir, mqtt_filter, topic, run) as running:
         publisher = LeanPublisher(stack.mosquitto.port, f"load-{run}")
+        cpu_before = sum(map(cpu_seconds, running.pids))
         started_wall = time.time()
         publisher.publish_all(f"b{run}/load/telemetry", messages)
         arrival = read_topic(stack.kafka.bootstrap, topic, count)
+        cpu = sum(map(cpu_seconds, running.pids)) - cpu_before
         publisher.close()
         # What each replica delivered (twinpipe bridges only): shows how a shared subscription splits.
-        split = [int(stage_metric(port, "twinpipe_bridge_records_delivered_total")) for port in health_ports]
+        split = [
+            int(stage_metric(p, "twinpipe_bridge_records_delivered_total")) for p in running.health_ports
+        ]
     elapsed = arrival.last_timestamp_s - started_wall
     return {
         "delivered_per_replica": split,
+        "cpu_us_per_msg": round(cpu / arrival.unique * 1e6, 1) if arrival.unique else None,
         "messages": count,
         "unique": arrival.unique,
         "lost": count - arrival.unique,

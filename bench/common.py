@@ -3,6 +3,7 @@ min/median/max."""
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 import uuid
@@ -88,6 +89,12 @@ def read_topic(
     finally:
         consumer.close()
     return Arrival(len(seen), sum(seen.values()), newest / 1000)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time the process `pid` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def spread(values: list[float]) -> dict[str, float]:

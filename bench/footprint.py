@@ -7,17 +7,11 @@ import os
 import time
 from pathlib import Path
 
-from bench.common import simulated_pipeline
+from bench.common import cpu_seconds, simulated_pipeline
 from devstack.process import poll
 from devstack.stack import LocalStack
 
-TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
 def _rss_bytes(pid: int) -> int:
@@ -36,7 +30,7 @@ def footprint(
         )
         time.sleep(warmup_s)
         pids = {name: stage.process.pid for name, stage in stages.items()}
-        cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         started = time.monotonic()
         peak = dict.fromkeys(pids, 0)
         while time.monotonic() - started < window_s:
@@ -47,7 +41,7 @@ def footprint(
         return {
             name: {
                 "rss_mb": round(peak[name] / 2**20, 1),
-                "cpu_percent": round(100 * (_cpu_seconds(pid) - cpu_before[name]) / elapsed, 1),
+                "cpu_percent": round(100 * (cpu_seconds(pid) - cpu_before[name]) / elapsed, 1),
             }
             for name, pid in pids.items()
         }
