@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import bridge_latency, bridge_throughput, end_to_end, footprint, ingestion_throughput
+from bench import bridge_latency, bridge_throughput, end_to_end, footprint, ingestion_throughput, spool_fsync
 from bench.common import spread
 from devstack.stack import LocalStack
 
@@ -110,6 +110,14 @@ def bench_end_to_end(stack: LocalStack, workdir: Path, repeat: int) -> dict:
         run = partial(end_to_end.end_to_end, stack, workdir, rate, overrides)
         rows[name] = repeated(name, run, repeat, "p50_ms", "p99_ms")
     return rows
+
+
+def bench_spool(workdir: Path, repeat: int) -> dict:
+    variants = {"write (what the spool does)": False, "write + fsync (would survive a power cut)": True}
+    return {
+        name: repeated(name, partial(spool_fsync.spool_writes, workdir, fsync), repeat, "p50_us", "p99_us")
+        for name, fsync in variants.items()
+    }
 
 
 def section(title: str, columns: list[str], rows: list[list[object]], intro: str = "") -> list[str]:
@@ -236,6 +244,13 @@ def table(r: dict, command: str, info: dict) -> str:
         ["stage", "peak RSS (MB)", "CPU (% of a core)"],
         [[name, row["rss_mb"], row["cpu_percent"]] for name, row in r["footprint"].items()],
     )
+    lines += section(
+        "Publisher spool: one write per 20 ms interval",
+        ["write", "p50 µs", "p99 µs"],
+        [[name, spread_text(row["p50_us"]), spread_text(row["p99_us"])] for name, row in r["spool"].items()],
+        f"The readings of one interval at 1,000 readings/s ({spool_fsync.READINGS_PER_WRITE}), appended to a "
+        "segment file in the bench's work directory.",
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -256,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             "ingestion_throughput": partial(bench_ingestion, stack, workdir, args.points, args.repeat),
             "end_to_end": partial(bench_end_to_end, stack, workdir, args.repeat),
             "footprint": partial(footprint.footprint, stack, workdir, rate=1000),
+            "spool": partial(bench_spool, workdir, args.repeat),
         }
         for name, benchmark in benchmarks.items():
             print(name, flush=True)
