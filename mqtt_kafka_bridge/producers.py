@@ -12,6 +12,7 @@ of their own.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from functools import partial
@@ -84,13 +85,15 @@ def _report_kafka_python(on_delivery: OnDelivery, context: Any, result: Any) -> 
 
 
 class ConfluentProducer:
-    """librdkafka runs its own I/O threads; delivery reports are served by `poll`, which a thread of
-    ours calls continuously, as kafka-python's I/O thread does."""
+    """librdkafka runs its own I/O threads; delivery reports and log lines are served by `poll`,
+    which a thread of ours calls continuously, as kafka-python's I/O thread does."""
 
     def __init__(self, config: Config) -> None:
+        from confluent_kafka import KafkaException
         from confluent_kafka import Producer as LibrdkafkaProducer  # optional: checked by the config
 
-        self._producer = LibrdkafkaProducer(librdkafka_settings(config))
+        self._refused = (BufferError, KafkaException)
+        self._producer = LibrdkafkaProducer(librdkafka_settings(config) | {"logger": _FacilityLog()})
         self._closed = threading.Event()
         self._poller = threading.Thread(target=self._serve_deliveries, name="kafka-deliveries", daemon=True)
         self._poller.start()
@@ -103,8 +106,6 @@ class ConfluentProducer:
         self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None,
         on_delivery: OnDelivery, context: Any,
     ) -> None:  # fmt: skip
-        from confluent_kafka import KafkaException
-
         try:
             self._producer.produce(
                 topic,
@@ -113,7 +114,7 @@ class ConfluentProducer:
                 headers=headers,
                 on_delivery=partial(_report_confluent, on_delivery, context),
             )
-        except (BufferError, KafkaException) as exc:
+        except self._refused as exc:
             raise NotAccepted(str(exc)) from exc
 
     def flush(self, timeout_s: float) -> bool:
@@ -123,6 +124,15 @@ class ConfluentProducer:
         self.flush(timeout_s)
         self._closed.set()
         self._poller.join(1)
+
+
+class _FacilityLog:
+    """Where librdkafka's log lines go: the logger `librdkafka.<facility>` (FAIL, ERROR, ...), in
+    the stage's log format. The stage's RepeatFilter lets each facility through once per 30 s, as it
+    does kafka-python's lines: during an outage librdkafka logs every refused reconnect."""
+
+    def log(self, level: int, _template: str, facility: str, _client: str, message: str) -> None:
+        logging.getLogger(f"librdkafka.{facility}").log(level, "%s", message)
 
 
 def _report_confluent(on_delivery: OnDelivery, context: Any, error: Any, _message: Any) -> None:

@@ -10,7 +10,7 @@ import time
 from twinpipe.config import LoggingConfig
 from twinpipe.ratelog import RepeatFilter
 
-CLIENT_LIBRARIES = ("kafka", "urllib3", "influxdb_client")
+CLIENT_LIBRARIES = ("kafka", "urllib3", "influxdb_client", "librdkafka")
 
 
 class JsonFormatter(logging.Formatter):
