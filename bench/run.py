@@ -23,6 +23,13 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
 
+BRIDGE_DEFAULT, BRIDGE_CONFLUENT = bridge_throughput.DEFAULT, bridge_throughput.CONFLUENT
+NAIVE, C_PIPELINE = bridge_throughput.NAIVE, bridge_throughput.C_PIPELINE
+INGESTION_DIRECT = "direct to influxd, 5k batches (baseline)"
+# The bridges whose added latency is measured, and the rates.
+LATENCY_BRIDGES = [BRIDGE_DEFAULT, BRIDGE_CONFLUENT, C_PIPELINE]
+LATENCY_RATES = (1000, 3000)
+
 
 def machine() -> dict:
     cpu = next(
@@ -64,14 +71,6 @@ def bench_bridges(stack: LocalStack, workdir: Path, count: int, repeat: int) -> 
         flood = partial(bridge_throughput.flood, stack, workdir, bridge, count)
         rows[name] = repeated(name, flood, repeat, "msg_per_s", "cpu_us_per_msg")
     return rows
-
-
-BRIDGE_DEFAULT, BRIDGE_CONFLUENT = bridge_throughput.DEFAULT, bridge_throughput.CONFLUENT
-NAIVE, C_PIPELINE = bridge_throughput.NAIVE, bridge_throughput.C_PIPELINE
-INGESTION_DIRECT = "direct to influxd, 5k batches (baseline)"
-# The bridges whose added latency is measured, and the rates.
-LATENCY_BRIDGES = [BRIDGE_DEFAULT, BRIDGE_CONFLUENT, C_PIPELINE]
-LATENCY_RATES = (1000, 3000)
 
 
 def bench_bridge_latency(stack: LocalStack, workdir: Path, repeat: int) -> dict:
