@@ -41,7 +41,7 @@ class Pipeline:
                     "routes": [{"mqtt_filter": f"{self.mqtt_prefix}/+/telemetry"}],
                     "client_id": f"bridge-{self.id}",
                 },
-                "ingestion": {"group_id": f"ingestion-{self.id}", "flush_interval_s": 0.2},
+                "ingestion": {"group_id": f"ingestion-{self.id}"},
                 "logging": {"level": "INFO"},
                 "health": {"port": 0},
             },
