@@ -9,8 +9,10 @@ something to happen; everything that waits for an effect polls with a deadline.
 from __future__ import annotations
 
 import json
+import math
 import signal
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -145,6 +147,15 @@ def test_mqtt_down_longer_than_the_buffer_loses_exactly_the_counted_overflow(pip
     assert "buffer full (100 readings" in pipeline.logs()
 
 
+def port_opened_times(publisher_log: str, port: Path) -> list[float]:
+    """When the publisher opened `port` (epoch seconds), from its "reading <port>" log lines."""
+    return [
+        datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        for line in publisher_log.splitlines()
+        if f"reading {port} " in line
+    ]
+
+
 def test_board_unplugged_and_replugged_loses_only_what_it_sent_while_the_port_was_closed(
     pipeline: Pipeline,
 ) -> None:
@@ -154,11 +165,13 @@ def test_board_unplugged_and_replugged_loses_only_what_it_sent_while_the_port_wa
     records = [pipeline.workdir / "board1.jsonl", pipeline.workdir / "board2.jsonl"]
     serial = {"source": "serial", "serial": {"port": str(link), "reconnect_max_s": 0.3}}
     flow = Flow(pipeline, serial)
+    started = [time.time()]  # each board's start, to bound what it wrote before the port was opened
     board = pipeline.board(link, "--rate", "100", "--record", str(records[0]), "--seed", "1")
     flow.start_all()
     poll(flow.stored, lambda n: n >= 100, 30, "100 frames stored")
     assert board.stop() == 0  # unplugged
     time.sleep(SHORT_OUTAGE_S)
+    started.append(time.time())
     pipeline.board(link, "--rate", "100", "--count", "300", "--record", str(records[1]), "--seed", "2")
     replugged = time.monotonic()
     before = flow.stored()
@@ -188,11 +201,14 @@ def test_board_unplugged_and_replugged_loses_only_what_it_sent_while_the_port_wa
     # Board 1's stored frames end where board 2's first stored frame begins.
     second_start = next(i for i, values in enumerate(stored) if values in frames[1])
     parts = [stored[:second_start], stored[second_start:]]
+    opens = port_opened_times(flow.stages["publisher"].log(), link)
+    opened = [min(t for t in opens if t >= board_start) for board_start in started]  # each board's open
     lost_before_open, lost_at_unplug = 0, 0
-    for board_frames, part in zip(frames, parts, strict=True):
+    for board_frames, part, board_start, port_open in zip(frames, parts, started, opened, strict=True):
         first = board_frames.index(part[0])
         assert part == board_frames[first : first + len(part)], "contiguous: no frame missing in between"
-        assert first <= 50, "only frames from before the port was (re)opened are missing at the start"
+        written_before_open = math.ceil(100 * (port_open - board_start)) + 2  # 100 frames/s; log ms rounding
+        assert first <= written_before_open, "only frames from before the port was (re)opened are missing"
         lost_before_open += first
         lost_at_unplug += len(board_frames) - first - len(part)
     assert parts[1][-1] == frames[1][-1], "the replugged board's frames all arrived"
