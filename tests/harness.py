@@ -10,7 +10,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from devstack.process import http_get, metric_value, poll, stage_metric  # noqa: F401 (re-exported)
+from devstack.process import poll
 from devstack.stack import LocalStack, merged, write_config
 from devstack.stages import StageProcess
 

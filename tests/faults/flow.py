@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from devstack.process import free_port, stage_ready
+from devstack.process import free_port, stage_metric, stage_ready
 from devstack.stages import StageProcess
-from tests.harness import Pipeline, poll, stage_metric
+from tests.harness import Pipeline, poll
 from twinpipe.envelope import PROBE_DEVICE, decode
 
 BOARDS_ONLY = f"\"device\" != '{PROBE_DEVICE}'"  # a latency probe's readings are no board's

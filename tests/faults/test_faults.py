@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from devstack.process import free_port, stage_ready
+from devstack.process import free_port, stage_metric, stage_ready
 from tests.faults.flow import Flow, Observed, gaps
-from tests.harness import Pipeline, poll, stage_metric
+from tests.harness import Pipeline, poll
 
 SHORT_OUTAGE_S = 3
 LONG_OUTAGE_S = 20

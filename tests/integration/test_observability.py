@@ -11,7 +11,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from devstack.process import free_port, http_get, stage_ready
+from devstack.process import free_port, http_get, metric_value, stage_ready
 from devstack.prometheus import Prometheus
 from tests.dashboards import (
     DASHBOARDS,
@@ -23,7 +23,7 @@ from tests.dashboards import (
     variable_values,
     variables,
 )
-from tests.harness import Pipeline, metric_value, poll
+from tests.harness import Pipeline, poll
 
 STAGES = ("publisher", "mqtt_kafka_bridge", "influx_ingestion", "latency_probe")
 DEVICES = 3
