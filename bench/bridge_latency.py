@@ -8,13 +8,13 @@ the consumer take without a Python bridge."""
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 
+from bench.common import read_from_start
 from bench.loadgen import LeanPublisher
 from devstack.stack import LocalStack
 from latency_probe.recorder import quantiles
@@ -24,45 +24,20 @@ FETCH_WAIT_MS = 5
 IDLE_S = 5
 
 
-class Tail(threading.Thread):
-    """Reads `topic` from the beginning once it exists; the delay of each message by its seq. Stops
-    once `expected` arrived, or nothing new came for IDLE_S (a lossy pipeline), or at the timeout."""
+def publish_to_read_delays(bootstrap: str, topic: str, expected: int, timeout_s: float) -> dict[int, float]:
+    """Seconds from each message's publish stamp to its first read, by seq (see read_from_start)."""
+    delays_s: dict[int, float] = {}
 
-    def __init__(self, bootstrap: str, topic: str, expected: int, timeout_s: float) -> None:
-        super().__init__(daemon=True)
-        self._consumer = KafkaConsumer(
-            bootstrap_servers=[bootstrap], group_id=None, enable_auto_commit=False,
-            fetch_max_wait_ms=FETCH_WAIT_MS,
-        )  # fmt: skip
-        self._topic, self._expected, self._deadline = topic, expected, time.monotonic() + timeout_s
-        self.delays_s: dict[int, float] = {}
+    def stamp(read_ns: int, records: list[ConsumerRecord]) -> None:
+        for record in records:
+            envelope = decode(record.value)
+            delays_s.setdefault(envelope.seq, (read_ns - envelope.trace[TRACE_PUBLISH]) / 1e9)
 
-    def run(self) -> None:
-        consumer = self._consumer
-        try:
-            while not (partitions := consumer.partitions_for_topic(self._topic)):
-                if time.monotonic() > self._deadline:
-                    return
-                time.sleep(0.05)
-            assigned = [TopicPartition(self._topic, p) for p in partitions]
-            consumer.assign(assigned)
-            consumer.seek_to_beginning(*assigned)
-            last_new = time.monotonic()
-            while len(self.delays_s) < self._expected and time.monotonic() < self._deadline:
-                if self.delays_s and time.monotonic() - last_new > IDLE_S:
-                    return
-                polled = consumer.poll(timeout_ms=100)
-                read_ns = time.time_ns()
-                if polled:
-                    last_new = time.monotonic()
-                for records in polled.values():
-                    for record in records:
-                        envelope = decode(record.value)
-                        self.delays_s.setdefault(
-                            envelope.seq, (read_ns - envelope.trace[TRACE_PUBLISH]) / 1e9
-                        )
-        finally:
-            consumer.close()
+    read_from_start(
+        bootstrap, topic, stamp, lambda: len(delays_s), expected, timeout_s, IDLE_S,
+        poll_ms=100, fetch_max_wait_ms=FETCH_WAIT_MS,
+    ).close()  # fmt: skip
+    return delays_s
 
 
 def paced(
@@ -78,14 +53,15 @@ def paced(
     def payload(i: int, now_ns: int) -> bytes:
         return encode(Envelope(f"dev-{i % 10}", "lat", i, now_ns, values, {TRACE_PUBLISH: now_ns}))
 
-    with bridge(stack, workdir, mqtt_filter, topic, run):
-        tail = Tail(stack.kafka.bootstrap, topic, count, timeout_s=seconds + warmup_s + 60)
-        tail.start()
+    with bridge(stack, workdir, mqtt_filter, topic, run), ThreadPoolExecutor(1) as reader:
+        tail = reader.submit(
+            publish_to_read_delays, stack.kafka.bootstrap, topic, count, seconds + warmup_s + 60
+        )
         publisher = LeanPublisher(stack.mosquitto.port, f"lat-{run}")
         publisher.publish_paced(f"l{run}/load/telemetry", count, rate, payload)
-        tail.join()
+        delays_s = tail.result()
         publisher.close()
-    delays = [delay for seq, delay in tail.delays_s.items() if seq >= skipped]
+    delays = [delay for seq, delay in delays_s.items() if seq >= skipped]
     result = {"rate": rate, "messages": count - skipped, "received": len(delays)}
     if delays:
         p50, p99 = quantiles(delays, (0.5, 0.99))

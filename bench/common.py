@@ -8,13 +8,14 @@ import statistics
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 
 from devstack.process import free_port, poll, stage_ready
 from devstack.stack import LocalStack, merged, write_config
@@ -50,42 +51,65 @@ class Arrival:
         return self.total - self.unique
 
 
+def read_from_start(
+    bootstrap: str,
+    topic: str,
+    handle: Callable[[int, list[ConsumerRecord]], None],
+    readings: Callable[[], int],
+    expected: int,
+    timeout_s: float,
+    idle_s: float,
+    poll_ms: int = 500,
+    **settings: Any,
+) -> KafkaConsumer:
+    """Read `topic` from the beginning, handing each poll's records with their read time (ns) to
+    `handle`, until `readings()` (distinct readings seen) reaches `expected`, or it did not grow for
+    `idle_s` (a lossy pipeline never delivers them all), or the timeout. Returns the consumer, still
+    open, for a last look; the caller closes it."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=[bootstrap], group_id=None, enable_auto_commit=False, **settings
+    )
+    deadline = time.monotonic() + timeout_s
+    try:
+        partitions = poll(lambda: consumer.partitions_for_topic(topic), bool, timeout_s, f"topic {topic}")
+        assigned = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(assigned)
+        consumer.seek_to_beginning(*assigned)
+        last_growth, known = time.monotonic(), 0
+        while readings() < expected and time.monotonic() < deadline:
+            polled = consumer.poll(timeout_ms=poll_ms, max_records=50_000)
+            read_ns = time.time_ns()
+            for records in polled.values():
+                handle(read_ns, records)
+            if readings() > known:
+                last_growth, known = time.monotonic(), readings()
+            elif time.monotonic() - last_growth > idle_s:
+                break
+    except BaseException:
+        consumer.close()
+        raise
+    return consumer
+
+
 def read_topic(
     bootstrap: str, topic: str, expected: int, timeout_s: float = 120, idle_s: float = 10
 ) -> Arrival:
-    """Read `topic` from the beginning until `expected` distinct readings arrived, or nothing new
-    came for `idle_s` (a lossy bridge never delivers them all), or the timeout."""
-    consumer = KafkaConsumer(bootstrap_servers=[bootstrap], group_id=None, enable_auto_commit=False)
+    """Every reading in `topic` by (device, seq), with how often it arrived; see read_from_start."""
     seen: Counter[tuple[str, int]] = Counter()
     newest = 0
+
+    def count(_read_ns: int, records: list[ConsumerRecord]) -> None:
+        nonlocal newest
+        for record in records:
+            envelope = decode(record.value)
+            seen[(envelope.device, envelope.seq)] += 1
+            newest = max(newest, record.timestamp)
+
+    consumer = read_from_start(bootstrap, topic, count, lambda: len(seen), expected, timeout_s, idle_s)
     try:
-        deadline = time.monotonic() + timeout_s
-        while not consumer.partitions_for_topic(topic):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"topic {topic} never appeared")
-            time.sleep(0.1)
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-
-        def read(timeout_ms: int) -> None:
-            nonlocal newest
-            for records in consumer.poll(timeout_ms=timeout_ms, max_records=50_000).values():
-                for record in records:
-                    envelope = decode(record.value)
-                    key = (envelope.device, envelope.seq)
-                    seen[key] += 1
-                    newest = max(newest, record.timestamp)
-
-        last_growth, known = time.monotonic(), 0
-        while len(seen) < expected and time.monotonic() < deadline:
-            read(500)
-            if len(seen) > known:
-                last_growth, known = time.monotonic(), len(seen)
-            elif time.monotonic() - last_growth > idle_s:
-                break
         for _ in range(3):  # duplicates that are already there
-            read(200)
+            for records in consumer.poll(timeout_ms=200, max_records=50_000).values():
+                count(0, records)
     finally:
         consumer.close()
     return Arrival(len(seen), sum(seen.values()), newest / 1000)
