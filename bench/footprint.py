@@ -22,12 +22,7 @@ def footprint(
     stack: LocalStack, workdir: Path, rate: int, warmup_s: float = 10, window_s: float = 20
 ) -> dict:
     with simulated_pipeline(stack, workdir, "fp", rate, also=("latency_probe",)) as (stages, bucket):
-        poll(
-            lambda: stack.influxd.rows('SELECT count("seq") FROM "telemetry"', bucket),
-            bool,
-            60,
-            "points flowing",
-        )
+        poll(lambda: stack.influxd.point_count(bucket), bool, 60, "points flowing")
         time.sleep(warmup_s)
         pids = {name: stage.process.pid for name, stage in stages.items()}
         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}

@@ -28,11 +28,6 @@ def _fill_topic(stack: LocalStack, topic: str, messages: list[bytes]) -> None:
     producer.close()
 
 
-def _count(stack: LocalStack, bucket: str) -> int:
-    rows = stack.influxd.rows('SELECT count("seq") FROM "telemetry"', bucket)
-    return rows[0]["count"] if rows else 0
-
-
 def ingestion(stack: LocalStack, workdir: Path, count: int) -> dict:
     run = uuid.uuid4().hex[:8]
     topic, bucket = f"ingest-{run}", f"ib{run}"
@@ -48,9 +43,15 @@ def ingestion(stack: LocalStack, workdir: Path, count: int) -> dict:
     config = write_config(workdir / f"ingestion-{run}.yaml", merged(stack.config(), settings))
     stage = StageProcess("influx_ingestion", config, workdir, env=stack.env()).start()
     try:
-        first = poll(lambda: _count(stack, bucket), bool, 60, "the first points")
+        first = poll(lambda: stack.influxd.point_count(bucket), bool, 60, "the first points")
         started = time.monotonic()
-        poll(lambda: _count(stack, bucket), lambda n: n >= count, 300, f"{count} points", interval_s=0.05)
+        poll(
+            lambda: stack.influxd.point_count(bucket),
+            lambda n: n >= count,
+            300,
+            f"{count} points",
+            interval_s=0.05,
+        )
         elapsed = time.monotonic() - started
     finally:
         stage.stop()
@@ -84,5 +85,5 @@ def direct(stack: LocalStack, count: int, through_shim: bool) -> dict:
     for start in range(0, count, BATCH):
         _post(url, headers, lines[start : start + BATCH])
     elapsed = time.monotonic() - started
-    assert _count(stack, bucket) == count
+    assert stack.influxd.point_count(bucket) == count
     return {"points": count, "seconds": round(elapsed, 3), "points_per_s": round(count / elapsed)}

@@ -74,10 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for stage in reversed(stages):
                 stage.stop()
-        rows = stack.influxd.rows('SELECT count("seq") FROM "telemetry"', "twin")
-        print(
-            f"\nInfluxDB now holds {rows[0]['count'] if rows else 0} points in bucket 'twin'. Logs: {workdir}"
-        )
+        stored = stack.influxd.point_count("twin")
+        print(f"\nInfluxDB now holds {stored} points in bucket 'twin'. Logs: {workdir}")
     return 0
 
 

@@ -77,6 +77,10 @@ class Influxd(ServerProcess):
             for values in series["values"]
         ]
 
+    def point_count(self, database: str, measurement: str = "telemetry") -> int:
+        rows = self.rows(f'SELECT count("seq") FROM "{measurement}"', database)
+        return rows[0]["count"] if rows else 0
+
     def create_database(self, name: str) -> None:
         self.query(f'CREATE DATABASE "{name}"')
 
