@@ -8,11 +8,20 @@ The line is built here rather than with influxdb-client's Point (a profile put P
 of the ingestion's CPU), and byte for byte as Point builds it: tags and fields sorted by key, floats
 as `str()` without a trailing ".0". The measurement-and-tags prefix is computed once per device.
 Field names need no escaping (the envelope allows only [A-Za-z][A-Za-z0-9_]*), nor does the boot id.
+
+Names follow `twinpipe.names`: the mapper refuses a configuration whose names InfluxDB could not
+store unchanged, and an envelope whose value name is one of its series' tag keys (a configured tag
+such as `site`), which would hide the tag from every query; that envelope raises `Unstorable`.
+
+A point's identity in InfluxDB is (measurement, tag set, timestamp). The tag set follows from the
+device, so two envelopes of one device with the same `time_ns` are one point: the later write
+replaces the fields of the earlier (InfluxDB "Duplicate points"), whatever their boot and seq.
 """
 
 from __future__ import annotations
 
 from twinpipe.envelope import Envelope
+from twinpipe.names import DEVICE_TAG, measurement_problem, tag_key_problem, tag_value_problem
 
 _ESCAPE_MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\n", "\r": r"\r", "\t": r"\t"})
 _ESCAPE_KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n", "\r": r"\r", "\t": r"\t"})
@@ -29,28 +38,52 @@ def _float(value: float) -> str:
     return text[:-2] if text.endswith(".0") else text
 
 
+class Unstorable(ValueError):
+    """An envelope that cannot be stored as it is; the message says why."""
+
+
+def _name_problems(
+    measurement: str, tags: dict[str, str], device_tags: dict[str, dict[str, str]]
+) -> list[str]:
+    problems = [measurement_problem(measurement)]
+    for where, pairs in [("tags", tags), *((f"device_tags.{d}", t) for d, t in device_tags.items())]:
+        for key, value in pairs.items():
+            problems += [tag_key_problem(key), tag_value_problem(value)]
+            problems[-2:] = [problem and f"{where}.{key}: {problem}" for problem in problems[-2:]]
+    return [problem for problem in problems if problem]
+
+
 class PointMapper:
     def __init__(
         self, measurement: str, tags: dict[str, str], device_tags: dict[str, dict[str, str]]
     ) -> None:
+        problems = _name_problems(measurement, tags, device_tags)
+        if problems:
+            raise ValueError("; ".join(problems))
         self._measurement = measurement.translate(_ESCAPE_MEASUREMENT)
         self._tags = tags
         self._device_tags = device_tags
-        self._prefixes: dict[str, str] = {}
+        self._series: dict[str, tuple[str, frozenset[str]]] = {}  # device → (line prefix, tag keys)
 
-    def _prefix(self, device: str) -> str:
-        prefix = self._prefixes.get(device)
-        if prefix is None:
-            tags = {"device": device} | self._tags | self._device_tags.get(device, {})
+    def _prefix(self, device: str) -> tuple[str, frozenset[str]]:
+        series = self._series.get(device)
+        if series is None:
+            tags = {DEVICE_TAG: device} | self._tags | self._device_tags.get(device, {})
             pairs = "".join(f",{k.translate(_ESCAPE_KEY)}={_tag_value(v)}" for k, v in sorted(tags.items()))
-            prefix = self._measurement + pairs + " "
-            if len(self._prefixes) >= MAX_CACHED_DEVICES:
-                self._prefixes.clear()
-            self._prefixes[device] = prefix
-        return prefix
+            series = (self._measurement + pairs + " ", frozenset(tags))
+            if len(self._series) >= MAX_CACHED_DEVICES:
+                self._series.clear()
+            self._series[device] = series
+        return series
 
     def to_line(self, envelope: Envelope) -> str:
+        prefix, tag_keys = self._prefix(envelope.device)
+        if not tag_keys.isdisjoint(envelope.values):
+            both = sorted(tag_keys.intersection(envelope.values))
+            raise Unstorable(
+                f"value name(s) {both} are tag keys of this series; a field of the same name hides the tag"
+            )
         fields = [(name, _float(value)) for name, value in envelope.values.items()]
         fields += [("boot", f'"{envelope.boot}"'), ("seq", f"{envelope.seq}i")]
         fields.sort()
-        return f"{self._prefix(envelope.device)}{','.join(f'{k}={v}' for k, v in fields)} {envelope.time_ns}"
+        return f"{prefix}{','.join(f'{k}={v}' for k, v in fields)} {envelope.time_ns}"

@@ -12,6 +12,7 @@ import re
 import string
 import struct
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -29,13 +31,21 @@ from pydantic import (
     model_validator,
 )
 
-from twinpipe.envelope import DEVICE_PATTERN, NAME_PATTERN, RESERVED_NAMES, is_value_name
+from twinpipe.names import (
+    NAME_PATTERN,
+    device_problem,
+    measurement_problem,
+    tag_field_collisions,
+    tag_key_problem,
+    tag_value_problem,
+    value_name_problem,
+)
 
 ENV_PREFIX = "TWINPIPE__"
 CONFIG_PATH_ENV = "TWINPIPE_CONFIG"
 DEFAULT_CONFIG_PATH = Path("config.yaml")
 
-KAFKA_TOPIC_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+KAFKA_TOPIC_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,249}\Z")  # \Z: "$" matches before a final newline
 
 
 class ConfigError(Exception):
@@ -69,19 +79,23 @@ def _http_url(value: str) -> str:
 
 def _pattern(pattern: re.Pattern[str], what: str):
     def check(value: str) -> str:
-        if not pattern.match(value):
+        if not pattern.fullmatch(value):
             raise ValueError(f"expected {what} matching {pattern.pattern}")
         return value
 
     return AfterValidator(check)
 
 
-def _value_name(value: str) -> str:
-    if not is_value_name(value):
-        raise ValueError(
-            f"expected a value name matching {NAME_PATTERN.pattern}, not {sorted(RESERVED_NAMES)}"
-        )
-    return value
+def _name_rule(problem_of: Any, what: str):
+    """A validator from one of twinpipe.names' rules (which InfluxDB can store unchanged)."""
+
+    def check(value: str) -> str:
+        problem = problem_of(value)
+        if problem:
+            raise ValueError(f"expected {what}: {problem}")
+        return value
+
+    return AfterValidator(check)
 
 
 def _readable_file(value: Path) -> Path:
@@ -95,9 +109,11 @@ def _readable_file(value: Path) -> Path:
 
 HostPort = Annotated[str, AfterValidator(_host_port)]
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
-SensorName = Annotated[str, _pattern(NAME_PATTERN, "a name")]
-ValueName = Annotated[str, AfterValidator(_value_name)]  # a name carried in envelope values
-DeviceId = Annotated[str, _pattern(DEVICE_PATTERN, "a device id")]
+ValueName = Annotated[str, _name_rule(value_name_problem, "a value name")]  # a name in envelope values
+TagKey = Annotated[str, _name_rule(tag_key_problem, "a tag key")]
+TagValue = Annotated[str, _name_rule(tag_value_problem, "a tag value")]
+DeviceId = Annotated[str, _name_rule(lambda d: device_problem(d, allow_probe=False), "a device id")]
+Measurement = Annotated[str, _name_rule(measurement_problem, "a measurement name")]
 KafkaTopic = Annotated[str, _pattern(KAFKA_TOPIC_PATTERN, "a Kafka topic name")]
 ReadableFile = Annotated[Path, AfterValidator(_readable_file)]
 Port = Annotated[int, Field(gt=0, lt=65536)]
@@ -335,6 +351,13 @@ class SimulatorConfig(Section):
     seed: int | None = None
     sensors: dict[ValueName, SensorModel] = Field(default_factory=lambda: dict(DEFAULT_SENSORS), min_length=1)
 
+    @model_validator(mode="after")
+    def _device_ids_valid(self) -> SimulatorConfig:
+        problem = device_problem(f"{self.device_prefix}-{self.devices}", allow_probe=False)
+        if problem:
+            raise ValueError(f"device_prefix makes device ids that are not allowed: {problem}")
+        return self
+
 
 class PublisherConfig(Section):
     source: Literal["simulator", "serial"] = "simulator"
@@ -411,14 +434,21 @@ class BridgeConfig(Section):
 class IngestionConfig(Section):
     group_id: str = "twinpipe-ingestion"
     topics: list[KafkaTopic] | None = None
-    measurement: Annotated[str, Field(min_length=1)] = "telemetry"
-    tags: dict[SensorName, str] = {}
-    device_tags: dict[DeviceId, dict[SensorName, str]] = {}
+    measurement: Measurement = "telemetry"
+    tags: dict[TagKey, TagValue] = {}
+    device_tags: dict[DeviceId, dict[TagKey, TagValue]] = {}
     batch_size: Annotated[int, Field(ge=1)] = 5000
     flush_interval_s: Annotated[float, Field(ge=0)] = 0.0
     retry_initial_s: Positive = 0.5
     retry_max_s: Positive = 10.0
     shutdown_timeout_s: Positive = 10.0
+    earliest_event_time: AwareDatetime = datetime(2000, 1, 1, tzinfo=UTC)
+    max_event_age_s: Annotated[float, Field(ge=0)] = 10 * 366 * 86400.0
+    max_event_future_s: Annotated[float, Field(ge=0)] = 300.0
+    max_plausible_delay_s: Positive = 3600.0
+
+    def earliest_event_ns(self) -> int:
+        return int(self.earliest_event_time.timestamp()) * 1_000_000_000
 
 
 class DisplayConfig(Section):
@@ -434,7 +464,7 @@ class LatencyProbeConfig(Section):
     device_labels: Annotated[int, Field(ge=0, le=1000)] = 20
     max_plausible_delay_s: Positive = 3600.0
     summary_interval_s: Annotated[float, Field(ge=0)] = 10.0
-    summary_measurement: Annotated[str, Field(min_length=1)] = "twinpipe_latency"
+    summary_measurement: Measurement = "twinpipe_latency"
     probe_interval_s: Annotated[float, Field(ge=0)] = 5.0
     probe_timeout_s: Positive = 30.0
     influx_poll_interval_s: Positive = 0.05
@@ -464,6 +494,21 @@ class Config(Section):
 
     def telemetry_topics(self, override: list[str] | None) -> list[str]:
         return override or [self.kafka.telemetry_topic]
+
+
+def _tag_field_collisions(config: Config) -> list[str]:
+    """A configured tag key that is also a configured value name would hide the tag (twinpipe.names)."""
+    values = {"publisher.simulator.sensors": list(config.publisher.simulator.sensors)}
+    values["publisher.serial.frame.fields"] = config.publisher.serial.frame.fields
+    tags = {"ingestion.tags": list(config.ingestion.tags)}
+    tags |= {f"ingestion.device_tags.{d}": list(t) for d, t in config.ingestion.device_tags.items()}
+    return [
+        f"{where}.{name}: tag key {name!r} is also a value name in {source}; a field of the same name"
+        " hides the tag"
+        for where, keys in tags.items()
+        for source, names in values.items()
+        for name in tag_field_collisions(keys, names)
+    ]
 
 
 # --- loading ----------------------------------------------------------------------------------------
@@ -531,9 +576,13 @@ def parse_config(document: Any, environ: Mapping[str, str] = os.environ, origin:
         _apply(document, path, value)
         sources[path] = name
     try:
-        return Config.model_validate(document)
+        config = Config.model_validate(document)
     except ValidationError as exc:
         raise ConfigError([_describe(error, sources) for error in exc.errors()]) from None
+    collisions = _tag_field_collisions(config)
+    if collisions:
+        raise ConfigError(collisions)
+    return config
 
 
 def load_config(path: str | Path | None = None, environ: Mapping[str, str] = os.environ) -> Config:

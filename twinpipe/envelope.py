@@ -6,7 +6,17 @@
 `boot` changes every time a publisher starts and `seq` counts from 0 within a boot, so a gap in
 `seq` under one `boot` is lost data while a new `boot` is a restart. `time_ns` is the event time
 (when the frame was read). `trace` holds one wall-clock timestamp (ns) per stage that touched the
-message, keyed by the stage's TRACE_* name.
+message, keyed by the stage's TRACE_* name. Which device ids and value names are allowed is defined
+in `twinpipe.names` (what InfluxDB can store unchanged); a payload breaking a rule is refused with
+the rule as its reason.
+
+Compatibility within version 1 (`v`): a producer may add top-level keys without a version bump.
+A consumer ignores keys it does not know (the ingestion counts them) and keeps them when it re-encodes
+the envelope (`Envelope.extra`), so a newer consumer behind an older bridge still sees them. A change
+that an older consumer would misread (a key removed or renamed, a meaning or unit changed, a new key
+that must not be ignored) is a new version: `v: 2`, which version-1 consumers dead-letter as
+"unsupported envelope version" instead of storing it wrongly. Inside `values` and `trace` every
+entry is read, so there is nothing to ignore there.
 """
 
 from __future__ import annotations
@@ -16,9 +26,17 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import orjson
+
+from twinpipe.names import (  # noqa: F401  (re-exported: the envelope's rules, defined in names)
+    DEVICE_PATTERN,
+    NAME_PATTERN,
+    PROBE_DEVICE,
+    device_problem,
+    is_value_name,
+    value_name_problem,
+)
 
 VERSION = 1
 MAX_PAYLOAD_BYTES = 65536
@@ -27,18 +45,9 @@ TRACE_READ = "read"
 TRACE_PUBLISH = "publish"
 TRACE_BRIDGE = "bridge"
 
-DEVICE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
-BOOT_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")  # printable: it is stored as a string field
-RESERVED_NAMES = frozenset({"seq", "boot"})  # stored next to the values in InfluxDB
-# The latency probe's readings: outside DEVICE_PATTERN, so no configured device can take the name.
-PROBE_DEVICE = "_probe"
+BOOT_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}")  # printable: it is stored as a string field
+KNOWN_KEYS = frozenset({"v", "device", "boot", "seq", "time_ns", "values", "trace"})
 _INT64_MAX = 2**63 - 1
-
-
-@lru_cache(maxsize=1024)  # a few sensor names, checked for every reading
-def is_value_name(name: str) -> bool:
-    return bool(NAME_PATTERN.match(name)) and name not in RESERVED_NAMES
 
 
 class EnvelopeError(ValueError):
@@ -59,9 +68,11 @@ class Envelope:
     time_ns: int
     values: dict[str, float]
     trace: dict[str, int] = field(default_factory=dict)
+    extra: dict[str, object] = field(default_factory=dict)  # top-level keys this version does not know
 
     def to_dict(self) -> dict:
         return {
+            **self.extra,
             "v": VERSION,
             "device": self.device,
             "boot": self.boot,
@@ -108,15 +119,16 @@ def decode(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> Envelope:
     version = data.get("v")
     if version != VERSION:
         raise EnvelopeError(f"unsupported envelope version {version!r:.20}, expected {VERSION}", "version")
-    unknown = data.keys() - {"v", "device", "boot", "seq", "time_ns", "values", "trace"}
-    if unknown:
-        raise EnvelopeError(f"unknown keys {sorted(unknown)!r:.80}")
+    extra = {key: data[key] for key in data.keys() - KNOWN_KEYS}
 
     device = data.get("device")
-    if not isinstance(device, str) or not (DEVICE_PATTERN.match(device) or device == PROBE_DEVICE):
-        raise EnvelopeError(f"device must match {DEVICE_PATTERN.pattern}, got {device!r:.80}")
+    if not isinstance(device, str):
+        raise EnvelopeError(f"device must be a string matching {DEVICE_PATTERN.pattern}, got {device!r:.80}")
+    problem = device_problem(device)
+    if problem:
+        raise EnvelopeError(problem)
     boot = data.get("boot")
-    if not isinstance(boot, str) or not BOOT_PATTERN.match(boot):
+    if not isinstance(boot, str) or not BOOT_PATTERN.fullmatch(boot):
         raise EnvelopeError(f"boot must match {BOOT_PATTERN.pattern}, got {boot!r:.80}")
     seq = data.get("seq")
     if not _is_int(seq) or not 0 <= seq <= _INT64_MAX:
@@ -126,10 +138,9 @@ def decode(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> Envelope:
     if not isinstance(values, dict) or not values:
         raise EnvelopeError("values must be a non-empty object of name → number")
     for name, value in values.items():
-        if not is_value_name(name):
-            raise EnvelopeError(
-                f"value name {name!r:.80} is not allowed (expected {NAME_PATTERN.pattern}, not seq/boot)"
-            )
+        problem = value_name_problem(name)
+        if problem:
+            raise EnvelopeError(problem)
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise EnvelopeError(f"value {name} must be a number, got {value!r:.40}")
         if _finite_float(value) is None:
@@ -138,10 +149,10 @@ def decode(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> Envelope:
     if not isinstance(trace, dict):
         raise EnvelopeError("trace must be an object of stage → ns timestamp")
     for stage, stamp in trace.items():
-        if not NAME_PATTERN.match(stage):
+        if not NAME_PATTERN.fullmatch(stage):
             raise EnvelopeError(f"trace stage name {stage!r:.80} is not allowed")
         _check_time(stamp, f"trace.{stage}")
-    return Envelope(device, boot, seq, time_ns, {k: float(v) for k, v in values.items()}, trace)
+    return Envelope(device, boot, seq, time_ns, {k: float(v) for k, v in values.items()}, trace, extra)
 
 
 def _finite_float(value: int | float) -> float | None:

@@ -38,9 +38,21 @@ def test_integers_become_floats_so_influx_field_types_never_flip() -> None:
         (b"not json", "not JSON"),
         (b"[1,2]", "expected a JSON object"),
         (with_(v=2), "unsupported envelope version 2"),
-        (with_(extra=1), "unknown keys ['extra']"),
-        (with_(device="a/b"), "device must match"),
-        (with_(device=""), "device must match"),
+        (with_(device="a/b"), "device id 'a/b' must match"),
+        (with_(device=""), "device id '' must match"),
+        (with_(device=5), "device must be a string"),
+        # `$` also matched before a final newline: "dev\n" was stored with a literal backslash-n.
+        (with_(device="dev\n"), "device id 'dev\\n' must match"),
+        (with_(device="_probe\n"), "device id '_probe\\n' must match"),
+        (with_(values={"t\n": 1}), "value name 't\\n' must match"),
+        (with_(boot="b1\n"), "boot must match"),
+        (with_(trace={"publish\n": 1}), "trace stage name"),
+        # Names InfluxDB cannot store unchanged, or that would hide twinpipe's tag.
+        (with_(values={"device": 1}), "value name 'device' is reserved: it is the tag key"),
+        (with_(values={"time": 1}), "value name 'time' is reserved: InfluxDB reserves it"),
+        (with_(values={"boot": 1}), "value name 'boot' is reserved"),
+        (with_(values={"_measurement": 1}), "value name '_measurement' starts with '_'"),
+        (with_(values={"": 1}), "value name is empty"),
         (with_(boot="a\nb"), "boot must match"),
         (with_(boot=""), "boot must match"),
         (with_(seq=-1), "seq must be"),
@@ -51,7 +63,7 @@ def test_integers_become_floats_so_influx_field_types_never_flip() -> None:
         (with_(values={}), "values must be a non-empty object"),
         (with_(values={"t": "hot"}), "value t must be a number"),
         (with_(values={"t": True}), "value t must be a number"),
-        (with_(values={"seq": 1}), "value name 'seq' is not allowed"),
+        (with_(values={"seq": 1}), "value name 'seq' is reserved"),
         (with_(values={"t": 10**400}), "not JSON: number is infinity"),
         (
             b'{"v":1,"device":"d","boot":"b","seq":1,"time_ns":1,"values":{"t":1e309}}',
@@ -67,6 +79,33 @@ def test_rejections_say_why(payload: bytes, reason: str) -> None:
     with pytest.raises(EnvelopeError) as caught:
         decode(payload)
     assert reason in caught.value.reason
+
+
+def test_the_probe_device_is_accepted_so_its_readings_are_stored() -> None:
+    assert decode(with_(device="_probe")).device == "_probe"
+
+
+def test_unknown_top_level_keys_are_ignored_and_kept_within_version_1() -> None:
+    """Forward compatibility: a fleet may add a key without a version bump; older consumers ignore
+    it, and a stage that re-encodes (the bridge) passes it on."""
+    envelope = decode(with_(site="lab", calibration={"t": 0.1}))
+    assert envelope.extra == {"site": "lab", "calibration": {"t": 0.1}}
+    assert envelope.values == {"temperature": 24.5, "humidity": 60.0}
+    again = decode(encode(envelope))
+    assert again == envelope and again.extra == envelope.extra
+    assert json.loads(encode(envelope))["v"] == 1
+
+
+def test_an_unknown_key_cannot_override_a_known_one_when_re_encoded() -> None:
+    envelope = decode(with_(note="x"))
+    envelope.extra["device"] = "other"  # only possible in code; decode never puts known keys there
+    assert json.loads(encode(envelope))["device"] == "nucleo-1"
+
+
+def test_a_breaking_change_is_a_new_version_and_is_refused() -> None:
+    with pytest.raises(EnvelopeError) as caught:
+        decode(with_(v=2, values_v2=[1, 2]))
+    assert caught.value.kind == "version"
 
 
 @given(st.binary(max_size=512))
