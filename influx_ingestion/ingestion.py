@@ -3,6 +3,12 @@
 Flushing writes the points and delivers the batch's dead letters; offsets are committed only after
 both succeeded, so a crash or outage anywhere re-delivers records instead of losing them. While a
 flush is being retried, no more records are fetched, so memory stays at one batch.
+
+Accumulating refuses, as dead letters with their reason, what would be stored wrongly: payloads that
+are not envelopes, event times outside the plausibility window (twinpipe.eventtime, judged against
+the record's Kafka timestamp so a re-delivery gets the same verdict) and value names that would hide
+one of the series' tags. It counts, without refusing, envelope keys it does not know and points
+that overwrite a different recent reading.
 """
 
 from __future__ import annotations
@@ -20,25 +26,31 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from influx_ingestion import metrics
-from influx_ingestion.points import PointMapper
+from influx_ingestion.points import PointMapper, RecentPoints, Unstorable
 from twinpipe import deadletter
 from twinpipe.backoff import Backoff
 from twinpipe.config import Config
 from twinpipe.envelope import EnvelopeError, decode
+from twinpipe.eventtime import implausible_time
 from twinpipe.health import Check, Heartbeat
 from twinpipe.influx import Rejected, Unavailable
 from twinpipe.metrics import consumer_lag, sample
 from twinpipe.ratelog import ThrottledLog
+from twinpipe.trace import judge
 
 log = logging.getLogger("influx_ingestion")
 
 STAGE = "influx_ingestion"
+# Not ready once this many points in a row were refused by storage (InfluxDB, or names that would
+# hide a tag) with none accepted: the stage runs but stores nothing, e.g. a configured tag InfluxDB
+# rejects or a field type conflict every reading hits.
+REJECTED_STREAK_NOT_READY = 10
 
 
 class DeadLetter(NamedTuple):
     record: ConsumerRecord
     reason: str
-    kind: str  # for metrics: invalid (not an envelope) or rejected (by InfluxDB)
+    kind: str  # for metrics: invalid, implausible_time or rejected (metrics.DEAD_LETTER_KINDS)
 
 
 @dataclass
@@ -71,12 +83,34 @@ class Ingestion:
         self.heartbeat = Heartbeat(max_age_s=config.influxdb.timeout_s + settings.retry_max_s + 30)
         self._committed: dict[TopicPartition, int] = {}
         self._failing: set[str] = set()  # operations being retried right now
+        self._recent = RecentPoints()
+        self._earliest_ns = settings.earliest_event_ns()
+        self._max_age_ns = int(settings.max_event_age_s * 1e9) if settings.max_event_age_s else 2**64
+        self._max_future_ns = int(settings.max_event_future_s * 1e9)
+        self._rejected_streak = 0  # points refused by storage in a row, none accepted since
+        self._rejected_reason = ""  # the latest refusal's reason
 
     def ready_checks(self) -> dict[str, Check]:
-        """Not ready while InfluxDB writes or dead-letter deliveries are failing."""
-        return {
+        """Not ready while InfluxDB writes or dead-letter deliveries are failing, or while every
+        recent point is refused by storage (naming the reason)."""
+        checks: dict[str, Check] = {
             operation: lambda o=operation: o not in self._failing for operation in ("write", "dead_letters")
         }
+        checks["points_stored"] = self._storing
+        return checks
+
+    def _storing(self) -> bool | str:
+        streak, reason = self._rejected_streak, self._rejected_reason
+        if streak < REJECTED_STREAK_NOT_READY:
+            return True
+        return f"the last {streak} points were all refused, the latest: {reason}"
+
+    def _note_stored(self, accepted: int, refused: list[DeadLetter]) -> None:
+        if accepted:
+            self._rejected_streak = 0
+        if refused:
+            self._rejected_streak += len(refused)
+            self._rejected_reason = refused[-1].reason
 
     def run(self, stop: threading.Event) -> None:
         settings = self._settings
@@ -106,24 +140,63 @@ class Ingestion:
         log.info(
             "stopped: %d points written, %d dead letters, %d retries",
             sample("twinpipe_ingestion_points_written_total"),
-            sum(sample("twinpipe_ingestion_dead_letters_total", kind=k) for k in ("invalid", "rejected")),
+            sum(sample("twinpipe_ingestion_dead_letters_total", kind=k) for k in metrics.DEAD_LETTER_KINDS),
             sum(sample("twinpipe_ingestion_retries_total", operation=o) for o in ("write", "dead_letters")),
         )
 
     # --- step 1: accumulate ---
 
     def accumulate(self, batch: Batch, record: ConsumerRecord) -> None:
+        batch.offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
         try:
             envelope = decode(record.value or b"")
         except EnvelopeError as exc:
             batch.dead_letters.append(
                 self._rejected(record, f"not a valid envelope: {exc.reason}", "invalid")
             )
-        else:
-            batch.lines.append(self._mapper.to_line(envelope))
-            batch.sources.append(record)
-            batch.event_times.append(envelope.time_ns)
-        batch.offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
+            return
+        if envelope.extra:
+            metrics.UNKNOWN_KEYS.inc()
+            self._throttled.warning(
+                "unknown-keys", "envelope keys %s ignored (not in version 1)", sorted(envelope.extra)
+            )
+        time_ns = envelope.time_ns
+        arrival_ns = (
+            record.timestamp * 1_000_000 if record.timestamp and record.timestamp > 0 else time.time_ns()
+        )
+        if not (
+            time_ns >= self._earliest_ns
+            and arrival_ns - self._max_age_ns <= time_ns <= arrival_ns + self._max_future_ns
+        ):  # the cheap test inline; the reason only for the few that fail
+            settings = self._settings
+            problem = implausible_time(
+                time_ns, arrival_ns, self._earliest_ns, settings.max_event_age_s, settings.max_event_future_s
+            )
+            batch.dead_letters.append(
+                self._rejected(record, f"implausible event time: {problem}", "implausible_time")
+            )
+            return
+        try:
+            line = self._mapper.to_line(envelope)
+        except Unstorable as exc:
+            dead = self._rejected(record, f"cannot be stored: {exc}", "invalid")
+            batch.dead_letters.append(dead)
+            self._note_stored(0, [dead])
+            return
+        if self._recent.overwrites(envelope.device, envelope.time_ns, envelope.boot, envelope.seq):
+            metrics.OVERWRITES.inc()
+            self._throttled.warning(
+                "overwrite",
+                "device %s: two readings with event time %d (now boot %s seq %d); InfluxDB keeps one point,"
+                " the later",
+                envelope.device,
+                envelope.time_ns,
+                envelope.boot,
+                envelope.seq,
+            )
+        batch.lines.append(line)
+        batch.sources.append(record)
+        batch.event_times.append(envelope.time_ns)
 
     # --- step 2: flush ---
 
@@ -135,7 +208,8 @@ class Ingestion:
             rejected = self._write_isolating_rejects(batch.lines, batch.sources)
             batch.dead_letters += rejected  # only once the whole write attempt succeeded
             metrics.WRITTEN.inc(len(batch.lines) - len(rejected))
-            observe_write_delays(batch, time.time_ns())
+            self._note_stored(len(batch.lines) - len(rejected), rejected)
+            observe_write_delays(batch, time.time_ns(), self._settings.max_plausible_delay_s)
 
         if not self._retry(write, "write", "InfluxDB write", stop):
             return False
@@ -245,17 +319,19 @@ class Ingestion:
 DELAY_SAMPLES_PER_BATCH = 100
 
 
-def observe_write_delays(batch: Batch, acked_ns: int) -> None:
+def observe_write_delays(batch: Batch, acked_ns: int, max_plausible_s: float = 3600.0) -> None:
     """Kafka timestamp → write acknowledged, and board read → write acknowledged, for up to
     DELAY_SAMPLES_PER_BATCH evenly spaced points of the batch. Negative delays are clock trouble
-    (stages on hosts whose clocks disagree), counted apart."""
+    (stages on hosts whose clocks disagree); delays above `max_plausible_s` are a spool backlog, a
+    replay or a wrong clock, not latency. Both are counted by kind, never observed."""
     step = max(1, -(-len(batch.sources) // DELAY_SAMPLES_PER_BATCH))  # ceil; 1 for a batch of dead letters
     for record, event_ns in zip(batch.sources[::step], batch.event_times[::step], strict=True):
-        for histogram, delay_s in (
-            (metrics.WRITE_DELAY, acked_ns / 1e9 - record.timestamp / 1e3),
-            (metrics.END_TO_END_DELAY, (acked_ns - event_ns) / 1e9),
+        for histogram, name, delay_s in (
+            (metrics.WRITE_DELAY, "write", acked_ns / 1e9 - record.timestamp / 1e3),
+            (metrics.END_TO_END_DELAY, "end_to_end", (acked_ns - event_ns) / 1e9),
         ):
-            if delay_s >= 0:
+            verdict = judge(delay_s, max_plausible_s)
+            if verdict == "ok":
                 histogram.observe(delay_s)
             else:
-                metrics.CLOCK_ANOMALIES.inc()
+                metrics.CLOCK_ANOMALIES.labels(name, verdict).inc()

@@ -9,8 +9,18 @@ CONSUMED_BYTES = Counter("twinpipe_ingestion_bytes_consumed", "Kafka record valu
 WRITTEN = Counter("twinpipe_ingestion_points_written", "Points InfluxDB acknowledged")
 DEAD_LETTERS = Counter(
     "twinpipe_ingestion_dead_letters",
-    "Records sent to the dead-letter topic, by kind: invalid (not an envelope), rejected (by InfluxDB)",
+    "Records sent to the dead-letter topic, by kind: invalid (not an envelope, or names that cannot be"
+    " stored), implausible_time (event time outside the window), rejected (by InfluxDB)",
     ["kind"],
+)
+UNKNOWN_KEYS = Counter(
+    "twinpipe_ingestion_envelopes_with_unknown_keys",
+    "Envelopes carrying top-level keys this version does not know (ignored; forward compatibility)",
+)
+OVERWRITES = Counter(
+    "twinpipe_ingestion_points_overwritten",
+    "Points with the device and event time of a different recent reading (another boot or seq):"
+    " one point in InfluxDB, the later write wins",
 )
 RETRIES = Counter(
     "twinpipe_ingestion_retries",
@@ -42,14 +52,20 @@ END_TO_END_DELAY = Histogram(
 )
 CLOCK_ANOMALIES = Counter(
     "twinpipe_ingestion_clock_anomalies",
-    "Write delays left out of the histogram because they were negative (clocks disagree)",
+    "Delays left out of the histograms, by delay (write, end_to_end) and kind: negative (clocks"
+    " disagree) or absurd (above ingestion.max_plausible_delay_s: a backlog, a replay or a wrong clock)",
+    ["delay", "kind"],
 )
 LAG = Gauge(
     "twinpipe_ingestion_consumer_lag_records",
     "Records behind: the fetch high watermark minus the committed offset, summed over partitions",
 )
 
-for kind in ("invalid", "rejected"):
+DEAD_LETTER_KINDS = ("invalid", "implausible_time", "rejected")
+for kind in DEAD_LETTER_KINDS:
     DEAD_LETTERS.labels(kind)
+for delay in ("write", "end_to_end"):
+    for kind in ("negative", "absurd"):
+        CLOCK_ANOMALIES.labels(delay, kind)
 for operation in ("write", "dead_letters"):
     RETRIES.labels(operation)

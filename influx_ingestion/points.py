@@ -87,3 +87,28 @@ class PointMapper:
         fields += [("boot", f'"{envelope.boot}"'), ("seq", f"{envelope.seq}i")]
         fields.sort()
         return f"{prefix}{','.join(f'{k}={v}' for k, v in fields)} {envelope.time_ns}"
+
+
+RECENT_POINTS = 50_000  # per generation; two generations are kept
+
+
+class RecentPoints:
+    """The (device, time_ns) of the last 50,000 to 100,000 points queued, with the (boot, seq) that
+    wrote each, to see a point overwrite a *different* reading (a re-delivery writes the same boot and
+    seq, which is the identical point and no loss). Two dict generations keep it bounded and cheap:
+    one lookup and one insert per point. Overwrites further apart, or across a restart of the
+    ingestion, are not seen."""
+
+    def __init__(self, size: int = RECENT_POINTS) -> None:
+        self._size = size
+        self._current: dict[tuple[str, int], tuple[str, int]] = {}
+        self._previous: dict[tuple[str, int], tuple[str, int]] = {}
+
+    def overwrites(self, device: str, time_ns: int, boot: str, seq: int) -> bool:
+        key = (device, time_ns)
+        writer = (boot, seq)
+        seen = self._current.get(key) or self._previous.get(key)
+        self._current[key] = writer
+        if len(self._current) >= self._size:
+            self._previous, self._current = self._current, {}
+        return seen is not None and seen != writer

@@ -3,7 +3,8 @@
 Container orchestrators restart a stage whose /healthz fails, so liveness checks cover what a restart
 fixes (a dead worker thread, a stuck loop), not outages of the servers around it. /readyz adds the
 connections the stage needs to do its work (MQTT connected, Kafka reachable): it tells an operator,
-or a load balancer, that the stage is up but waiting. /metrics serves the process's
+or a load balancer, that the stage is up but waiting. A check that can say why it fails returns the
+reason, served under "reasons". /metrics serves the process's
 prometheus-client registry.
 """
 
@@ -17,7 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-Check = Callable[[], bool]
+Check = Callable[[], bool | str]
+"""A check returns True to pass, and False or a one-line reason (a string) to fail."""
 
 
 class Heartbeat:
@@ -34,8 +36,14 @@ class Heartbeat:
         return time.monotonic() - self._last < self.max_age_s
 
 
-def failing(checks: dict[str, Check]) -> list[str]:
-    return [name for name, check in checks.items() if not check()]
+def failing(checks: dict[str, Check]) -> dict[str, str | None]:
+    """The failing checks, each with its reason if it gave one."""
+    results = {name: check() for name, check in checks.items()}
+    return {
+        name: result if isinstance(result, str) else None
+        for name, result in results.items()
+        if isinstance(result, str) or not result
+    }
 
 
 class HealthServer:
@@ -82,9 +90,13 @@ class HealthServer:
                 self.wfile.write(body)
 
             def _checks(self, checks: dict[str, Check]) -> None:
-                names = failing(checks)
-                body = json.dumps({"status": "fail" if names else "pass", "failing": names}).encode()
-                self._reply(503 if names else 200, "application/json", body)
+                failed = failing(checks)
+                report: dict = {"status": "fail" if failed else "pass", "failing": list(failed)}
+                reasons = {name: reason for name, reason in failed.items() if reason}
+                if reasons:
+                    report["reasons"] = reasons
+                body = json.dumps(report).encode()
+                self._reply(503 if failed else 200, "application/json", body)
 
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
