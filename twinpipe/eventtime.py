@@ -33,7 +33,7 @@ def iso(time_ns: int) -> str:
 
 
 def _duration(seconds: float) -> str:
-    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+    for unit, size in (("years", 31_557_600), ("days", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size:
             return f"{seconds / size:.1f} {unit}"
     return f"{seconds:.1f} s"
@@ -55,19 +55,19 @@ def implausible_time(
         ahead_s = (time_ns - arrival_ns) / NS_PER_S
         reason = (
             f"time_ns {time_ns} ({iso(time_ns)}) is {_duration(ahead_s)} after its arrival at"
-            f" {iso(arrival_ns)}, more than the {max_future_s:g} s allowed"
+            f" {iso(arrival_ns)}, more than the {max_future_s:.0f} s allowed"
         )
         whole_hours = round(ahead_s / 1800) / 2
         if whole_hours and abs(ahead_s - whole_hours * 3600) < 60:
             reason += f": a clock on local time taken for UTC ({whole_hours:g} h)?"
         return reason
-    for unit, factor in UNITS:
+    for unit, factor in UNITS:  # against the floor only: a wrong unit is the likelier mistake
         scaled = time_ns * factor
-        if oldest_ns <= scaled <= latest_ns:
+        if earliest_ns <= scaled <= latest_ns:
             return f"time_ns {time_ns} looks like {unit}: as nanoseconds it is {iso(time_ns)}"
     if time_ns < earliest_ns:
         return f"time_ns {time_ns} ({iso(time_ns)}) is before the earliest plausible time {iso(earliest_ns)}"
     return (
         f"time_ns {time_ns} ({iso(time_ns)}) is {_duration((arrival_ns - time_ns) / NS_PER_S)} before its"
-        f" arrival at {iso(arrival_ns)}, more than the {max_age_s:g} s allowed"
+        f" arrival at {iso(arrival_ns)}, more than the {max_age_s:.0f} s allowed"
     )
