@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import time
 import urllib.request
 
 from kafka import KafkaProducer
 
+from devstack.process import free_port, http_get, stage_metric, stage_ready
 from tests.harness import Pipeline, poll
 from twinpipe.envelope import Envelope, encode
 
@@ -89,3 +92,96 @@ def test_wrong_token_commits_nothing_and_loses_nothing(pipeline: Pipeline) -> No
     right = pipeline.stage("influx_ingestion")
     poll(pipeline.influx_count, lambda n: n == 30, 30, "all 30 points once the token is right")
     assert right.stop() == 0
+
+
+def dead_letter_reasons(pipeline: Pipeline, expected: int) -> dict[bytes, str]:
+    dead = pipeline.kafka_records(pipeline.dead_letter_topic, expected)
+    assert len(dead) == expected, [r.value for r in dead]
+    return {r.value: dict(r.headers)["twinpipe.reason"].decode() for r in dead}
+
+
+def test_names_and_times_that_cannot_be_stored_right_are_refused_at_the_door(pipeline: Pipeline) -> None:
+    port = free_port()
+    now_ns = time.time_ns()
+    base = {"v": 1, "boot": "b1", "seq": 0, "time_ns": T0, "values": {"temperature": 20.0}}
+
+    def raw(**changes: object) -> tuple[bytes, bytes]:
+        payload = {**base, "device": "d1", **changes}
+        return str(payload["device"]).encode(), json.dumps(payload).encode()
+
+    refused = {
+        # A value named like the device tag hid the tag: every WHERE "device" = ... found nothing.
+        raw(seq=1, values={"device": 1.0}): "value name 'device' is reserved",
+        raw(seq=2, values={"time": 2.0}): "value name 'time' is reserved",  # InfluxDB dropped it
+        raw(seq=3, values={"site": 3.0}): "['site'] are tag keys of this series",  # a configured tag
+        raw(device="dev\n", seq=4): "device id 'dev\\n' must match",  # was stored as dev\n, 4 chars
+        raw(seq=5, values={"t\n": 1.0}): "value name 't\\n' must match",
+        raw(seq=6, time_ns=now_ns // 10**9): "looks like seconds",
+        raw(seq=7, time_ns=now_ns // 10**6): "looks like milliseconds",
+        raw(seq=8, time_ns=now_ns // 10**3): "looks like microseconds",
+        raw(seq=9, time_ns=now_ns + 7200 * 10**9): "after its arrival",
+    }
+    stored = [
+        raw(seq=10, time_ns=T0 + 10),
+        raw(seq=11, time_ns=T0 + 11, firmware="2.1"),  # an unknown key: ignored, not a dead letter
+        raw(device="_probe", seq=12, time_ns=T0 + 12),  # the latency probe's reserved device
+        raw(seq=13, time_ns=now_ns - 9 * 86400 * 10**9),  # a spool backlog nine days old
+        raw(seq=14, time_ns=T0 + 10, boot="b2"),  # same device and time as seq 10: one point, counted
+    ]
+    produce(pipeline, [*refused, *stored])
+    ingestion = pipeline.stage(
+        "influx_ingestion", {"ingestion": {"tags": {"site": "lab"}}, "health": {"port": port}}
+    )
+
+    reasons = dead_letter_reasons(pipeline, len(refused))
+    for (_, payload), expected in refused.items():
+        assert expected in reasons[payload], (payload, reasons[payload])
+    poll(pipeline.influx_count, lambda n: n == 4, 30, "4 points (5 stored readings, two at one time)")
+    rows = pipeline.influx_rows('SELECT * FROM "telemetry" WHERE "device" = \'d1\' ORDER BY time')
+    assert [(row["boot"], row["seq"]) for row in rows] == [("b2", 14), ("b1", 11), ("b1", 13)]
+    assert "firmware" not in rows[0]
+    assert (
+        pipeline.influx_rows('SELECT count("seq") FROM "telemetry" WHERE "device" = \'_probe\'')[0]["count"]
+        == 1
+    )
+    assert stage_metric(port, "twinpipe_ingestion_points_overwritten_total") == 1
+    assert stage_metric(port, "twinpipe_ingestion_envelopes_with_unknown_keys_total") == 1
+    assert stage_metric(port, "twinpipe_ingestion_dead_letters_total", kind="implausible_time") == 4
+    assert stage_metric(port, "twinpipe_ingestion_dead_letters_total", kind="invalid") == 5
+    # The 9-day backlog is stored but is no latency: counted, not observed.
+    assert (
+        stage_metric(port, "twinpipe_ingestion_clock_anomalies_total", delay="end_to_end", kind="absurd") >= 1
+    )
+    assert ingestion.stop() == 0
+
+
+def test_not_ready_while_influxdb_rejects_every_point_and_ready_again_once_writes_succeed(
+    pipeline: Pipeline,
+) -> None:
+    write_v1 = f"{pipeline.stack.influxd.url}/write?db={pipeline.bucket}"
+    line = f'telemetry,device=old temperature="warm" {T0 - 1}'.encode()  # a string field: floats conflict
+    urllib.request.urlopen(urllib.request.Request(write_v1, data=line, method="POST")).read()
+    port = free_port()
+    ingestion = pipeline.stage("influx_ingestion", {"health": {"port": port}})
+    poll(lambda: stage_ready(port), bool, 30, "ready before any input")
+
+    produce(pipeline, readings("d1", range(12)))  # every point hits the type conflict
+    status, body = poll(
+        lambda: http_get(f"http://127.0.0.1:{port}/readyz"),
+        lambda r: r[0] == 503 and "the last 12 points" in r[1],  # not ready from the 10th on
+        30,
+        "/readyz failing after all 12 points",
+    )
+    report = json.loads(body)
+    assert report["failing"] == ["points_stored"]
+    assert "the last 12 points were all refused" in report["reasons"]["points_stored"]
+    assert "field type conflict" in report["reasons"]["points_stored"]
+
+    good = [
+        (b"d1", encode(Envelope("d1", "boot-2", seq, T0 + 10**6 + seq, {"pressure": 1013.0})))
+        for seq in range(3)
+    ]
+    produce(pipeline, good)
+    poll(lambda: stage_ready(port), bool, 30, "ready again once a write succeeds")
+    assert pipeline.influx_count() == 3
+    assert ingestion.stop() == 0
