@@ -20,8 +20,10 @@ envelope (measurement ingestion.measurement; tags: device plus ingestion.tags / 
 the sensor values, seq and boot; time: the event time). Batches of up to ingestion.batch_size records
 (collected for ingestion.flush_interval_s; 0: whatever one poll returned) are written with the
 InfluxDB 2 API, and offsets are committed only afterwards. InfluxDB down: retry with backoff, fetch
-nothing meanwhile. Records InfluxDB rejects for their content, and records that are not envelopes,
-go to kafka.dead_letter_topic with the reason.
+nothing meanwhile. Records InfluxDB rejects for their content, records that are not envelopes, and
+envelopes whose event time is implausible (ingestion.earliest_event_time, max_event_age_s,
+max_event_future_s) or whose value names would hide a tag go to kafka.dead_letter_topic with the
+reason. /readyz fails, naming the reason, while every recent point is refused.
 """
 
 
