@@ -119,7 +119,7 @@ def decode(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> Envelope:
     version = data.get("v")
     if version != VERSION:
         raise EnvelopeError(f"unsupported envelope version {version!r:.20}, expected {VERSION}", "version")
-    extra = {key: data[key] for key in data.keys() - KNOWN_KEYS}
+    extra = {} if KNOWN_KEYS.issuperset(data) else {key: data[key] for key in data.keys() - KNOWN_KEYS}
 
     device = data.get("device")
     if not isinstance(device, str):
