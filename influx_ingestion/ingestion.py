@@ -106,9 +106,10 @@ class Ingestion:
         return f"the last {streak} points were all refused, the latest: {reason}"
 
     def _note_stored(self, accepted: int, refused: list[DeadLetter]) -> None:
+        """Outcomes of one write (or one refusal before it): any point accepted ends the streak."""
         if accepted:
             self._rejected_streak = 0
-        if refused:
+        elif refused:
             self._rejected_streak += len(refused)
             self._rejected_reason = refused[-1].reason
 
