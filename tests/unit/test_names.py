@@ -345,6 +345,10 @@ def test_not_ready_while_every_recent_point_is_refused_naming_the_reason() -> No
     stage.accumulate(batch, record(reading(seq=99), 99))
     stage._note_stored(1, [])  # what a successful write of that point reports
     assert check() is True
+    stage._note_stored(1, batch.dead_letters * 3)  # a write with any point accepted: still storing
+    assert check() is True
+    stage._note_stored(0, batch.dead_letters)
+    assert "the last 10 points" in str(check())
 
 
 def test_readyz_serves_the_reason_of_a_failing_check() -> None:
