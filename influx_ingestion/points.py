@@ -107,8 +107,11 @@ class RecentPoints:
     def overwrites(self, device: str, time_ns: int, boot: str, seq: int) -> bool:
         key = (device, time_ns)
         writer = (boot, seq)
-        seen = self._current.get(key) or self._previous.get(key)
-        self._current[key] = writer
-        if len(self._current) >= self._size:
-            self._previous, self._current = self._current, {}
+        seen = self._current.setdefault(key, writer)  # one lookup for the usual new point
+        if seen is writer:
+            seen = self._previous.get(key)
+            if len(self._current) >= self._size:
+                self._previous, self._current = self._current, {}
+        else:
+            self._current[key] = writer
         return seen is not None and seen != writer
