@@ -68,13 +68,18 @@ def _is_host(value: str) -> bool:
 
 
 def _url_parts(value: str) -> tuple[str, str | None, str]:
-    """Host, port (None if absent or unreadable) and scheme of something written as a URL."""
-    parts = urlsplit(value)
-    try:
-        port = str(parts.port) if parts.port else None
-    except ValueError:
-        port = None
-    return parts.hostname or "HOST", port, parts.scheme.lower()
+    """Host, port (None if absent) and scheme of something written as `scheme://[user@]host[:port]/...`.
+
+    Parsed by hand: urlsplit gives up on schemes such as Kafka's SASL_SSL and lowercases the host.
+    """
+    scheme, _, rest = value.partition("://")
+    netloc = re.split(r"[/?#]", rest, maxsplit=1)[0].rpartition("@")[2]
+    if netloc.startswith("["):
+        host, _, tail = netloc[1:].partition("]")
+        port = tail.removeprefix(":")
+    else:
+        host, _, port = netloc.partition(":")
+    return host or "HOST", port if port.isdigit() else None, scheme.lower()
 
 
 def _host(port_key: str, tls_key: str | None = None):
@@ -108,6 +113,7 @@ def _host_port(value: str) -> str:
     """`host:port` for Kafka (`[v6address]:port` for IPv6), never a URL or a Kafka listener spec."""
     if "://" in value:
         host, port, scheme = _url_parts(value)
+        host = f"[{host}]" if ":" in host else host
         hint = f"write {host}:{port}" if port else f"write {host}:PORT"
         if scheme.upper() in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL", "HTTPS"):
             hint += " (the protocol goes in kafka.security_protocol)"
@@ -634,6 +640,8 @@ def _describe(error: Any, sources: dict[tuple[str, ...], str]) -> str:
 
 
 def _redacted(loc: tuple[str, ...], value: Any) -> Any:
+    if isinstance(value, str) and "://" in value:  # a URL's user:password@ part
+        value = re.sub(r"(://)[^/@]*@", r"\1***@", value)
     return "***" if loc and loc[-1] in ("password", "token", "sasl_password") else value
 
 
