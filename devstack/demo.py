@@ -24,7 +24,7 @@ from devstack.stages import StageProcess
 READY_TIMEOUT_S = 90.0  # the bridge connects to Kafka and creates its topics first
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m devstack.demo", description=__doc__)
     parser.add_argument("--devices", type=int, default=3, help="simulated boards (default 3)")
     parser.add_argument("--rate", type=float, default=2.0, help="readings per second per board (default 2)")
@@ -43,68 +43,68 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workdir", type=Path, help="where servers, config and logs go (default: a new temp dir)"
     )
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="twinpipe-demo-"))
     with LocalStack(workdir / "servers") as stack:
-        board_port = workdir / "ttyDEMO"
-        publisher = (
-            {"source": "serial", "serial": {"port": str(board_port)}}
-            if args.serial
-            else {"source": "simulator", "simulator": {"devices": args.devices, "rate_hz": args.rate}}
-        )
-        config = write_config(
-            workdir / "config.yaml",
-            merged(
-                stack.config(),
-                {
-                    "publisher": publisher,
-                    "health": {"port": 0},
-                    "display": {"max_lines_per_s": 10},
-                },
-            ),
-        )
-        boards = ["nucleo-1"] if args.serial else [f"sim-{i + 1}" for i in range(args.devices)]
-        bridge_health = free_port()
-        stages = []
-        if args.serial:
-            stages.append(
-                StageProcess(
-                    "publisher.simulate", config, workdir, "--pty", str(board_port), "--rate", str(args.rate)
-                )
+        return run(stack, workdir, args)
+
+
+def run(stack: LocalStack, workdir: Path, args: argparse.Namespace) -> int:
+    """The stages on `stack`'s servers, started in readiness order; the exit status of --check."""
+    board_port = workdir / "ttyDEMO"
+    publisher = (
+        {"source": "serial", "serial": {"port": str(board_port)}}
+        if args.serial
+        else {"source": "simulator", "simulator": {"devices": args.devices, "rate_hz": args.rate}}
+    )
+    config = write_config(
+        workdir / "config.yaml",
+        merged(
+            stack.config(),
+            {"publisher": publisher, "health": {"port": 0}, "display": {"max_lines_per_s": 10}},
+        ),
+    )
+    boards = ["nucleo-1"] if args.serial else [f"sim-{i + 1}" for i in range(args.devices)]
+    bridge_health = free_port()
+    stages = []
+    if args.serial:
+        stages.append(
+            StageProcess(
+                "publisher.simulate", config, workdir, "--pty", str(board_port), "--rate", str(args.rate)
             )
-        bridge = StageProcess(
-            "mqtt_kafka_bridge",
-            config,
-            workdir,
-            env={**stack.env(), "TWINPIPE__HEALTH__PORT": str(bridge_health)},
         )
-        stages += [
-            StageProcess("influx_ingestion", config, workdir, env=stack.env()),
-            bridge,
-            StageProcess("latency_probe", config, workdir, env=stack.env()),
-        ]
-        last = StageProcess("publisher", config, workdir, env=stack.env())
-        print(
-            f"servers: MQTT 127.0.0.1:{stack.mosquitto.port}, Kafka {stack.kafka.bootstrap}, "
-            f"InfluxDB {stack.influxd.url} (v2 API {stack.influx.url})"
-        )
-        print(f"config and stage logs: {workdir}   — Ctrl-C stops the demo\n", flush=True)
-        try:
-            for stage in stages:
-                stage.start()
-            wait_until_ready(bridge, bridge_health)
-            stages.append(last.start())
-            if args.check is not None:
-                return check(stack, boards, args.check, args.rate, stages)
-            show(config)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            for stage in reversed(stages):
-                stage.stop()
-            stored = stack.influxd.point_count(BUCKET)
-            print(f"\nInfluxDB now holds {stored} points in bucket '{BUCKET}'. Logs: {workdir}")
+    bridge_env = {**stack.env(), "TWINPIPE__HEALTH__PORT": str(bridge_health)}
+    bridge = StageProcess("mqtt_kafka_bridge", config, workdir, env=bridge_env)
+    stages += [
+        StageProcess("influx_ingestion", config, workdir, env=stack.env()),
+        bridge,
+        StageProcess("latency_probe", config, workdir, env=stack.env()),
+    ]
+    last = StageProcess("publisher", config, workdir, env=stack.env())
+    print(
+        f"servers: MQTT 127.0.0.1:{stack.mosquitto.port}, Kafka {stack.kafka.bootstrap}, "
+        f"InfluxDB {stack.influxd.url} (v2 API {stack.influx.url})"
+    )
+    print(f"config and stage logs: {workdir}   — Ctrl-C stops the demo\n", flush=True)
+    try:
+        for stage in stages:
+            stage.start()
+        wait_until_ready(bridge, bridge_health)
+        stages.append(last.start())
+        if args.check is not None:
+            return check(stack, boards, args.check, args.rate, stages)
+        show(config)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for stage in reversed(stages):
+            stage.stop()
+        stored = stack.influxd.point_count(BUCKET)
+        print(f"\nInfluxDB now holds {stored} points in bucket '{BUCKET}'. Logs: {workdir}")
     return 0
 
 
