@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import threading
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from devstack.mosquitto import Mosquitto
@@ -36,8 +39,7 @@ PRODUCERS = pytest.mark.parametrize("producer", ["kafka-python", "confluent-kafk
 def test_envelopes_reach_kafka_keyed_by_device_and_bad_payloads_are_dead_lettered(
     pipeline: Pipeline, producer: str
 ) -> None:
-    bridge = pipeline.stage("mqtt_kafka_bridge", {"bridge": {"producer": producer}})
-    poll(bridge.log, lambda log: "connected to MQTT broker" in log, 20, "bridge connected")
+    bridge, _port = ready_bridge(pipeline, {"bridge": {"producer": producer}})
     client = pipeline.mqtt_client()
     topic = f"{pipeline.mqtt_prefix}/{{}}/telemetry"
     good = [(topic.format(f"d{seq % 3}"), envelope(f"d{seq % 3}", seq)) for seq in range(30)]
@@ -67,8 +69,8 @@ def test_messages_published_while_the_bridge_is_down_arrive_after_restart(
     pipeline: Pipeline, producer: str
 ) -> None:
     using = {"bridge": {"producer": producer}}
-    bridge = pipeline.stage("mqtt_kafka_bridge", using)
-    poll(bridge.log, lambda log: "session new" in log, 20, "bridge connected")
+    bridge, _port = ready_bridge(pipeline, using)  # subscribed: the session will queue for it
+    assert "session new" in bridge.log()
     assert bridge.stop() == 0, bridge.log()  # SIGTERM: clean exit, the session stays on the broker
 
     client = pipeline.mqtt_client()
@@ -84,24 +86,24 @@ def test_messages_published_while_the_bridge_is_down_arrive_after_restart(
 
 
 def test_shared_subscription_splits_the_load_between_replicas(pipeline: Pipeline) -> None:
-    shared = {"bridge": {"shared_group": f"g{pipeline.id}"}}
-    first = pipeline.stage(
-        "mqtt_kafka_bridge", {**shared, "bridge": {**shared["bridge"], "client_id": f"a{pipeline.id}"}}
+    """Each replica waits for its own /readyz (subscribed) and is counted on its own /metrics: the
+    replicas share one log file, so their log lines cannot tell them apart."""
+    group = f"g{pipeline.id}"
+    (first, first_port), (second, second_port) = (
+        ready_bridge(pipeline, {"bridge": {"shared_group": group, "client_id": f"{name}{pipeline.id}"}})
+        for name in ("a", "b")
     )
-    second = pipeline.stage(
-        "mqtt_kafka_bridge", {**shared, "bridge": {**shared["bridge"], "client_id": f"b{pipeline.id}"}}
-    )
-    for bridge in (first, second):
-        poll(bridge.log, lambda log: "connected to MQTT broker" in log, 20, "bridge connected")
     client = pipeline.mqtt_client()
     topic = f"{pipeline.mqtt_prefix}/d{{}}/telemetry"
     publish_all(client, [(topic.format(seq % 4), envelope(f"d{seq % 4}", seq)) for seq in range(400)])
     client.loop_stop()
     records = pipeline.kafka_records(pipeline.telemetry_topic, 400)
     assert sorted(decode(r.value).seq for r in records) == list(range(400))  # none lost, none twice
-    assert first.stop() == 0 and second.stop() == 0
-    counts = [int(b.log().rsplit("stopped: ", 1)[1].split()[0]) for b in (first, second)]
+    counts = [
+        stage_metric(port, "twinpipe_bridge_records_delivered_total") for port in (first_port, second_port)
+    ]
     assert sum(counts) == 400 and min(counts) > 0, counts
+    assert first.stop() == 0 and second.stop() == 0
 
 
 def test_mosquitto_restart_mid_stream_loses_nothing(pipeline: Pipeline, tmp_path: Path) -> None:
@@ -239,3 +241,77 @@ def test_the_publisher_never_publishes_retained(pipeline: Pipeline) -> None:
     assert publisher.stop() == 0
     client.loop_stop()
     assert [m.topic for m in seen if m.retain] == []
+
+
+def documented_acl() -> str:
+    """The ACL example in mqtt_kafka_bridge/README.md (its only ```conf block)."""
+    readme = (Path(__file__).resolve().parents[2] / "mqtt_kafka_bridge" / "README.md").read_text()
+    return readme.split("```conf\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_documented_acl_lets_each_user_publish_only_as_itself(tmp_path: Path) -> None:
+    password = "pw-" + tmp_path.name[-8:]
+    users = ["twinpipe", "twinpipe-bridge", "twinpipe-probe", "twinpipe-publisher", "d1"]
+    passwd = tmp_path / "passwd"
+    for i, user in enumerate(users):
+        subprocess.run(
+            ["mosquitto_passwd", *(["-c"] if i == 0 else []), "-b", str(passwd), user, password], check=True
+        )
+    acl = tmp_path / "acl"
+    acl.write_text(documented_acl())
+    broker = Mosquitto(
+        tmp_path / "broker", extra_config=f"password_file {passwd}\nacl_file {acl}\n", anonymous=False
+    )
+    broker.credentials = ("twinpipe", password)  # the healthcheck user, reading $SYS/broker/version
+    with broker:
+
+        def client(user: str, name: str) -> mqtt.Client:
+            c = mqtt.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=name,
+                protocol=MQTTProtocolVersion.MQTTv5,
+            )
+            c.username_pw_set(user, password)
+            c.connect("127.0.0.1", broker.port)
+            c.loop_start()
+            return c
+
+        received: list[str] = []
+        reader = client("twinpipe-bridge", "reader")
+        reader.on_message = lambda _c, _u, message: received.append(message.topic)
+        subscribed = threading.Event()
+        reader.on_subscribe = lambda *_args: subscribed.set()
+        reader.subscribe("twin/+/telemetry", qos=1)
+        assert subscribed.wait(10)
+
+        outcomes: dict[tuple[str, str], bool] = {}
+        attempts = [
+            ("twinpipe-publisher", "twin/sim-1/telemetry"),
+            ("twinpipe-publisher", "twin/_probe/telemetry"),
+            ("twinpipe-probe", "twin/_probe/telemetry"),
+            ("twinpipe-probe", "twin/d1/telemetry"),
+            ("d1", "twin/d1/telemetry"),
+            ("d1", "twin/d2/telemetry"),
+            ("d1", "twin/_probe/telemetry"),
+            ("twinpipe-bridge", "twin/d1/telemetry"),
+        ]
+        for i, (user, topic) in enumerate(attempts):
+            publisher = client(user, f"attempt-{i}")
+            acked: list[bool] = []
+            publisher.on_publish = lambda _c, _u, _mid, reason, _p, acked=acked: acked.append(
+                not reason.is_failure
+            )
+            publisher.publish(topic, envelope("x", 0), qos=1).wait_for_publish(10)
+            poll(lambda acked=acked: acked, bool, 10, f"PUBACK for {user} on {topic}")
+            outcomes[(user, topic)] = acked[0]
+            publisher.disconnect()
+            publisher.loop_stop()
+        allowed = [key for key, ok in outcomes.items() if ok]
+        assert allowed == [
+            ("twinpipe-publisher", "twin/sim-1/telemetry"),
+            ("twinpipe-probe", "twin/_probe/telemetry"),
+            ("d1", "twin/d1/telemetry"),
+        ]
+        poll(lambda: sorted(received), lambda r: len(r) >= 3, 10, "the allowed messages")
+        assert sorted(received) == sorted(topic for _user, topic in allowed)
+        reader.loop_stop()
