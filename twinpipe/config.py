@@ -472,7 +472,9 @@ class Route(Section):
                 f"cannot tell which level of {self.mqtt_filter!r} names the device (it has no single '+'): "
                 "set device_level (0 = first level) or check_device: false"
             )
-        if level < len(levels) and levels[level] not in ("+", "#"):
+        wildcards = {"+", "#"} & set(levels)
+        if wildcards and level < len(levels) and levels[level] not in wildcards:
+            # On a filter without wildcards (one device's topic) a fixed level is what names the device.
             raise ValueError(
                 f"device_level {level} is the fixed level {levels[level]!r} of {self.mqtt_filter!r}: "
                 "point it at a '+' or '#' level, or set check_device: false"

@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from devstack import demo
@@ -17,7 +18,9 @@ def text(path: Path) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
 
-def test_the_demo_starts_the_publisher_once_the_bridge_has_subscribed(tmp_path: Path, capsys) -> None:
+def test_the_demo_starts_the_publisher_once_the_bridge_has_subscribed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Before: the publisher started with the bridge, and Mosquitto dropped whatever it published
     before the bridge had subscribed (seq 0 of every board, often more).
 

@@ -416,6 +416,7 @@ def test_check_config_names_the_file_and_the_overrides_it_checked(
         ({"mqtt_filter": "site/+/+/env", "device_level": 2}, 2),
         ({"mqtt_filter": "site/#", "device_level": 3}, 3),
         ({"mqtt_filter": "gateway/data", "check_device": False}, None),
+        ({"mqtt_filter": "lab/nucleo-7/env", "device_level": 1}, 1),  # one device's own topic
         ({"mqtt_filter": "a/+/+", "check_device": False}, None),
     ],
 )

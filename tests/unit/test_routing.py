@@ -93,3 +93,9 @@ def test_a_template_level_the_topic_lacks_is_unroutable_not_a_crash() -> None:
     with pytest.raises(RoutingError, match="names a level") as caught:
         deep.kafka_topic("twin/d1", "d1")
     assert caught.value.kind == "unroutable"
+
+
+def test_a_fixed_topic_for_one_device_checks_that_device() -> None:
+    single = router(Route(mqtt_filter="lab/nucleo-7/env", device_level=1))
+    assert single.kafka_topic("lab/nucleo-7/env", "nucleo-7") == "twin.telemetry"
+    assert kind_of(single, "lab/nucleo-7/env", "nucleo-8") == "device_mismatch"
