@@ -82,7 +82,7 @@ def _url_parts(value: str) -> tuple[str, str | None, str]:
     return host or "HOST", port if port.isdigit() else None, scheme.lower()
 
 
-def _host(port_key: str, tls_key: str | None = None):
+def _host(port_key: str, tls_key: str | None = None) -> AfterValidator:
     """A host to connect to or bind on, as sockets take it: no scheme, port, path or brackets.
 
     Clients given `tcp://broker:1883` resolve that whole string as a name and retry forever, so the
@@ -98,8 +98,10 @@ def _host(port_key: str, tls_key: str | None = None):
             raise ValueError(f"expected a host name or IP address, not a URL: {hint}")
         host, sep, port = value.rpartition(":")
         if sep and port.isdigit() and _is_host(host.strip("[]")) and not _is_ip(value):
-            raise ValueError(f"expected a host name or IP address without a port: write host only: "
-                             f"{host.strip('[]')}, port {port} in {port_key}")  # fmt: skip
+            raise ValueError(
+                "expected a host name or IP address without a port: "
+                f"write host only: {host.strip('[]')}, port {port} in {port_key}"
+            )
         if value.startswith("[") and value.endswith("]") and _is_ip(value[1:-1]):
             raise ValueError(f"write the IPv6 address without brackets: {value[1:-1]}")
         if not _is_host(value):
