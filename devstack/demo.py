@@ -1,7 +1,11 @@
 """`make demo`: the whole pipeline as local processes on local servers, with the live stream on screen.
 
 No Docker needed: Mosquitto and influxd from Debian, the Tansu Kafka-protocol broker from PyPI, the
-same servers the tests use. Ctrl-C stops everything and reports how many points reached InfluxDB.
+same servers the tests use. Stages start in the order compose gives them by readiness: the publisher
+(and so the board's first reading) only once the bridge's /readyz passes, i.e. once it has
+subscribed, because until then Mosquitto keeps nothing for it. Ctrl-C stops everything and reports
+how many points reached InfluxDB. `--check N` runs without the display and verifies that every
+board's first N readings (seq 0 .. N-1) were stored.
 """
 
 from __future__ import annotations
@@ -13,11 +17,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from devstack.stack import LocalStack, merged, write_config
+from devstack.process import free_port, poll, stage_ready
+from devstack.stack import BUCKET, LocalStack, merged, write_config
 from devstack.stages import StageProcess
 
+READY_TIMEOUT_S = 90.0  # the bridge connects to Kafka and creates its topics first
 
-def main(argv: list[str] | None = None) -> int:
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m devstack.demo", description=__doc__)
     parser.add_argument("--devices", type=int, default=3, help="simulated boards (default 3)")
     parser.add_argument("--rate", type=float, default=2.0, help="readings per second per board (default 2)")
@@ -26,57 +33,134 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="one board writing Nucleo binary frames into a pseudo-terminal, read by the serial path",
     )
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--check",
+        type=int,
+        metavar="N",
+        help="no display: wait until every board has N readings in InfluxDB, exit 0 if they are "
+        "seq 0 .. N-1 (none lost at the start), 1 otherwise",
+    )
+    parser.add_argument(
+        "--workdir", type=Path, help="where servers, config and logs go (default: a new temp dir)"
+    )
+    return parser.parse_args(argv)
 
-    workdir = Path(tempfile.mkdtemp(prefix="twinpipe-demo-"))
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="twinpipe-demo-"))
     with LocalStack(workdir / "servers") as stack:
-        board_port = workdir / "ttyDEMO"
-        publisher = (
-            {"source": "serial", "serial": {"port": str(board_port)}}
-            if args.serial
-            else {"source": "simulator", "simulator": {"devices": args.devices, "rate_hz": args.rate}}
-        )
-        config = write_config(
-            workdir / "config.yaml",
-            merged(
-                stack.config(),
-                {
-                    "publisher": publisher,
-                    "health": {"port": 0},
-                    "display": {"max_lines_per_s": 10},
-                },
-            ),
-        )
-        stages = []
-        if args.serial:
-            stages.append(
-                StageProcess(
-                    "publisher.simulate", config, workdir, "--pty", str(board_port), "--rate", str(args.rate)
-                )
+        return run(stack, workdir, args)
+
+
+def run(stack: LocalStack, workdir: Path, args: argparse.Namespace) -> int:
+    """The stages on `stack`'s servers, started in readiness order; the exit status of --check."""
+    board_port = workdir / "ttyDEMO"
+    publisher = (
+        {"source": "serial", "serial": {"port": str(board_port)}}
+        if args.serial
+        else {"source": "simulator", "simulator": {"devices": args.devices, "rate_hz": args.rate}}
+    )
+    config = write_config(
+        workdir / "config.yaml",
+        merged(
+            stack.config(),
+            {"publisher": publisher, "health": {"port": 0}, "display": {"max_lines_per_s": 10}},
+        ),
+    )
+    boards = ["nucleo-1"] if args.serial else [f"sim-{i + 1}" for i in range(args.devices)]
+    bridge_health = free_port()
+    stages = []
+    if args.serial:
+        stages.append(
+            StageProcess(
+                "publisher.simulate", config, workdir, "--pty", str(board_port), "--rate", str(args.rate)
             )
-        stages += [
-            StageProcess(module, config, workdir, env=stack.env())
-            for module in ("influx_ingestion", "mqtt_kafka_bridge", "latency_probe", "publisher")
-        ]
+        )
+    bridge_env = {**stack.env(), "TWINPIPE__HEALTH__PORT": str(bridge_health)}
+    bridge = StageProcess("mqtt_kafka_bridge", config, workdir, env=bridge_env)
+    stages += [
+        StageProcess("influx_ingestion", config, workdir, env=stack.env()),
+        bridge,
+        StageProcess("latency_probe", config, workdir, env=stack.env()),
+    ]
+    last = StageProcess("publisher", config, workdir, env=stack.env())
+    print(
+        f"servers: MQTT 127.0.0.1:{stack.mosquitto.port}, Kafka {stack.kafka.bootstrap}, "
+        f"InfluxDB {stack.influxd.url} (v2 API {stack.influx.url})"
+    )
+    print(f"config and stage logs: {workdir}   — Ctrl-C stops the demo\n", flush=True)
+    try:
         for stage in stages:
             stage.start()
-        print(
-            f"servers: MQTT 127.0.0.1:{stack.mosquitto.port}, Kafka {stack.kafka.bootstrap}, "
-            f"InfluxDB {stack.influxd.url} (v2 API {stack.influx.url})"
-        )
-        print(f"config and stage logs: {workdir}   — Ctrl-C stops the demo\n", flush=True)
-        display = subprocess.Popen([sys.executable, "-m", "consumer_display", "--config", str(config)])
-        try:
-            display.wait()
-        except KeyboardInterrupt:
-            display.send_signal(signal.SIGINT)
-            display.wait(10)
-        finally:
-            for stage in reversed(stages):
-                stage.stop()
-        stored = stack.influxd.point_count("twin")
-        print(f"\nInfluxDB now holds {stored} points in bucket 'twin'. Logs: {workdir}")
+        wait_until_ready(bridge, bridge_health)
+        stages.append(last.start())
+        if args.check is not None:
+            return check(stack, boards, args.check, args.rate, stages)
+        show(config)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for stage in reversed(stages):
+            stage.stop()
+        stored = stack.influxd.point_count(BUCKET)
+        print(f"\nInfluxDB now holds {stored} points in bucket '{BUCKET}'. Logs: {workdir}")
     return 0
+
+
+def wait_until_ready(stage: StageProcess, health_port: int) -> None:
+    """Poll the stage's /readyz until 200; fail (naming its log) if it exits or time runs out."""
+
+    def ready() -> bool:
+        if not stage.running():
+            raise RuntimeError(f"{stage.module} exited; see {stage.log_path}")
+        return stage_ready(health_port)
+
+    print(f"waiting for {stage.module} to be ready (subscribed) before the publisher starts ...", flush=True)
+    poll(ready, bool, READY_TIMEOUT_S, f"{stage.module} /readyz on port {health_port}", interval_s=0.1)
+
+
+def show(config: Path) -> None:
+    display = subprocess.Popen([sys.executable, "-m", "consumer_display", "--config", str(config)])
+    try:
+        display.wait()
+    except KeyboardInterrupt:
+        display.send_signal(signal.SIGINT)
+        display.wait(10)
+
+
+def check(
+    stack: LocalStack, boards: list[str], count: int, rate_hz: float, stages: list[StageProcess]
+) -> int:
+    """Wait for `count` readings of every board in InfluxDB; 0 if each board's are seq 0 .. count-1."""
+
+    def stored() -> dict[str, set[int]]:
+        for stage in stages:
+            if not stage.running():
+                raise RuntimeError(f"{stage.module} exited; see {stage.log_path}")
+        rows = stack.influxd.rows('SELECT "device", "seq" FROM "telemetry"', BUCKET)
+        seqs: dict[str, set[int]] = {board: set() for board in boards}
+        for row in rows:
+            if row["device"] in seqs:
+                seqs[row["device"]].add(int(row["seq"]))
+        return seqs
+
+    seqs = poll(
+        stored,
+        lambda found: all(len(s) >= count for s in found.values()),
+        READY_TIMEOUT_S + count / rate_hz,
+        f"{count} readings of each of {boards} in InfluxDB",
+        interval_s=0.5,
+    )
+    failed = 0
+    for board, found in sorted(seqs.items()):
+        missing = sorted(set(range(count)) - found)
+        if missing:
+            failed += 1
+            print(f"{board}: readings {missing} of the first {count} were not stored")
+        else:
+            print(f"{board}: readings 0 .. {count - 1} stored")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -18,7 +18,10 @@ Subscribe to the MQTT topic filters in bridge.routes (MQTT 5, QoS 1, persistent 
 bridge.client_id) and produce each envelope to Kafka (acks=all), keyed by device id. Each MQTT
 message is acknowledged only after Kafka acknowledged its record, so nothing is lost when the bridge,
 the broker or Kafka goes down. Payloads that are not valid envelopes go to kafka.dead_letter_topic
-with the reason in the header twinpipe.reason. Set bridge.shared_group to split the load between
+with the reason in the header twinpipe.reason, and so does an envelope whose device is not the one
+its topic names (bridge.routes[].device_level / check_device) or that claims the latency probe's
+device "_probe" off the probe's topic. Retained messages replayed on subscribing are acknowledged,
+counted and logged, not forwarded. Set bridge.shared_group to split the load between
 replicas (each replica needs its own bridge.client_id). bridge.producer picks the Kafka client:
 kafka-python (default) or confluent-kafka (librdkafka, faster). SIGTERM: deliver, acknowledge, exit 0.
 """

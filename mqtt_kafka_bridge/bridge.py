@@ -26,7 +26,7 @@ from twinpipe import deadletter
 from twinpipe.backoff import Backoff
 from twinpipe.clients import connect_properties, mqtt_client
 from twinpipe.config import Config
-from twinpipe.envelope import TRACE_BRIDGE, EnvelopeError, decode, encode
+from twinpipe.envelope import PROBE_DEVICE, TRACE_BRIDGE, EnvelopeError, decode, encode
 from twinpipe.health import Check
 from twinpipe.metrics import sample
 from twinpipe.ratelog import ThrottledLog
@@ -51,9 +51,11 @@ class Incoming:
     payload: bytes
     received_ns: int
     pending: Pending | None
+    retained: bool = False  # replayed from the broker's retained store, not published now
 
 
 _STOP = object()
+RETAINED_TOPICS_LOGGED = 1000  # topics whose retained message is logged by name; further ones throttled
 
 
 class Bridge:
@@ -61,7 +63,13 @@ class Bridge:
         self._config = config
         settings = config.bridge
         self._producer = producer
-        self._router = Router(settings.routes, config.kafka.telemetry_topic, settings.shared_group)
+        self._router = Router(
+            settings.routes,
+            config.kafka.telemetry_topic,
+            settings.shared_group,
+            probe_topic=config.publisher.topic_template.format(device=PROBE_DEVICE),
+            probe_device=PROBE_DEVICE,
+        )
         self._client = mqtt_client(config.mqtt, settings.client_id, manual_ack=True)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
@@ -73,6 +81,7 @@ class Bridge:
         self._stopping = False
         self._disconnected = threading.Event()
         self._throttled = ThrottledLog(log)
+        self._retained_topics: set[str] = set()  # logged once each
         self._forwarder = threading.Thread(target=self._forward_loop, name="forwarder", daemon=True)
         self._connected = threading.Event()
         self._subscribed = threading.Event()
@@ -142,7 +151,12 @@ class Bridge:
         log.info(
             "connected to MQTT broker %s (session %s)", where, "resumed" if flags.session_present else "new"
         )
-        client.subscribe([(topic, SubscribeOptions(qos=1)) for topic in self._router.subscriptions()])
+        # Retain As Published off (the default, explicit here): a message carries the retain flag only
+        # when it is the broker's stored copy replayed on subscribing, which is how those are told apart.
+        options = SubscribeOptions(
+            qos=1, retainAsPublished=False, retainHandling=SubscribeOptions.RETAIN_SEND_ON_SUBSCRIBE
+        )
+        client.subscribe([(topic, options) for topic in self._router.subscriptions()])
 
     def _on_disconnect(
         self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
@@ -173,7 +187,9 @@ class Bridge:
             if self._stopping:
                 return  # not acknowledged: the broker redelivers it to the next session
             pending = self._acks.received(message.mid) if message.qos > 0 else None
-            self._inbox.put(Incoming(message.topic, message.payload, received_ns, pending))
+            self._inbox.put(
+                Incoming(message.topic, message.payload, received_ns, pending, bool(message.retain))
+            )
         metrics.RECEIVED.inc()
         metrics.RECEIVED_BYTES.inc(len(message.payload))
 
@@ -181,8 +197,34 @@ class Bridge:
 
     def _forward_loop(self) -> None:
         while (item := self._inbox.get()) is not _STOP:
+            if isinstance(item, Incoming) and item.retained:
+                self._ignore_retained(item)
+                continue
             record = self.to_record(item) if isinstance(item, Incoming) else item
             self._send(record)
+
+    def _ignore_retained(self, incoming: Incoming) -> None:
+        """A retained message replayed on (re)subscribing is the broker's last-value copy, not a new
+        reading: it was forwarded when it was published (if we were subscribed then), and would
+        otherwise come again on every reconnect. Acknowledged, counted, and logged once per topic."""
+        metrics.IGNORED.labels("retained").inc()
+        topic = incoming.mqtt_topic
+        if topic not in self._retained_topics and len(self._retained_topics) < RETAINED_TOPICS_LOGGED:
+            self._retained_topics.add(topic)
+            log.warning(
+                "ignored the retained message on %s (%d bytes): the broker replays it on every "
+                "subscription, it is not a new reading (twinpipe publishers never retain). "
+                "Clear it with: mosquitto_pub -r -n -t '%s'",
+                topic,
+                len(incoming.payload),
+                topic,
+            )
+        elif topic not in self._retained_topics:
+            self._throttled.warning(
+                "retained", "ignored a retained message on %s (see earlier warnings)", topic
+            )
+        if incoming.pending is not None:
+            self._acks.delivered(incoming.pending)
 
     def to_record(self, incoming: Incoming) -> Record:
         """Validate and route a message: its Kafka record, or a dead letter saying what is wrong."""
@@ -193,7 +235,7 @@ class Bridge:
         except EnvelopeError as exc:
             return self._dead_letter(incoming, exc.reason, exc.kind)
         except RoutingError as exc:
-            return self._dead_letter(incoming, str(exc), "unroutable")
+            return self._dead_letter(incoming, str(exc), exc.kind)
         envelope.trace[TRACE_BRIDGE] = incoming.received_ns
         return Record(topic, envelope.device.encode(), encode(envelope), None, incoming.pending)
 

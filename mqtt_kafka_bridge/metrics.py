@@ -2,7 +2,10 @@
 
 from prometheus_client import Counter, Gauge
 
-DEAD_LETTER_KINDS = ("not_json", "version", "invalid", "too_large", "unroutable")
+DEAD_LETTER_KINDS = (
+    "not_json", "version", "invalid", "too_large", "unroutable", "device_mismatch", "reserved_device",
+)  # fmt: skip
+IGNORED_KINDS = ("retained",)
 
 RECEIVED = Counter("twinpipe_bridge_messages_received", "MQTT messages taken in")
 RECEIVED_BYTES = Counter("twinpipe_bridge_bytes_received", "MQTT payload bytes taken in")
@@ -11,6 +14,11 @@ DELIVERED_BYTES = Counter("twinpipe_bridge_bytes_delivered", "Record value bytes
 DEAD_LETTERS = Counter(
     "twinpipe_bridge_dead_letters",
     "Messages sent to the dead-letter topic, by kind (why they were rejected)",
+    ["kind"],
+)
+IGNORED = Counter(
+    "twinpipe_bridge_ignored_messages",
+    "Messages acknowledged and not forwarded, by kind: retained (a retained message replayed on subscribing)",
     ["kind"],
 )
 ERRORS = Counter(
@@ -24,5 +32,7 @@ MQTT_CONNECTED = Gauge("twinpipe_bridge_mqtt_connected", "1 while connected to t
 
 for kind in DEAD_LETTER_KINDS:
     DEAD_LETTERS.labels(kind)
+for kind in IGNORED_KINDS:
+    IGNORED.labels(kind)
 for kind in ("send", "delivery"):
     ERRORS.labels(kind)

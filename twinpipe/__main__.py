@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 
 from twinpipe.cli import CONFIG_EPILOG
-from twinpipe.config import ConfigError, load_config
+from twinpipe.config import CONFIG_PATH_ENV, ConfigError, env_overrides, load_config, resolve_path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,14 +28,38 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "healthcheck":
         return healthcheck(args.config, "/readyz" if args.ready else "/healthz")
+    return check_config(args.path, os.environ)
+
+
+def check_config(path: str | None, environ: Mapping[str, str]) -> int:
+    """Validate and say what was validated: a file, or (none found) the built-in defaults.
+
+    A path given on the command line or in $TWINPIPE_CONFIG must exist; only the default
+    ./config.yaml may be absent, because the stages then run on defaults too.
+    """
+    source = resolve_path(path, environ)
+    given = "on the command line" if path is not None else f"in ${CONFIG_PATH_ENV}"
+    explicit = path is not None or CONFIG_PATH_ENV in environ
+    if explicit and not source.exists():
+        print(f"{source}: config file not found (given {given})", file=sys.stderr)
+        return 1
     try:
-        load_config(args.path)
+        load_config(path, environ)
     except ConfigError as exc:
         for line in exc.errors:
             print(line, file=sys.stderr)
         print(f"{len(exc.errors)} error(s)", file=sys.stderr)
         return 1
-    print("config OK")
+    overrides = sorted(name for name, _ in env_overrides(environ).values())
+    with_overrides = f" with environment overrides {', '.join(overrides)}" if overrides else ""
+    if source.is_file():
+        print(f"config OK: {source}{with_overrides}")
+    else:
+        print(
+            f"no config file found ({source.absolute()} does not exist and ${CONFIG_PATH_ENV} is not set): "
+            f"the built-in defaults apply{with_overrides}"
+        )
+        print(f"config OK: built-in defaults{with_overrides}")
     return 0
 
 

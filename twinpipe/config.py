@@ -7,6 +7,7 @@ value, because a user editing YAML by hand needs to fix all typos in one go.
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import os
 import re
 import string
@@ -59,10 +60,87 @@ class ConfigError(Exception):
 # --- value checks -----------------------------------------------------------------------------------
 
 
+# A DNS name (labels of letters, digits, '-' and '_', which container names use) or an IP address.
+_HOSTNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,62}(\.[A-Za-z0-9_][A-Za-z0-9_-]{0,62})*\.?")
+_TLS_SCHEMES = {"mqtts", "ssl", "tls", "wss", "https", "sasl_ssl"}
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_host(value: str) -> bool:
+    return _is_ip(value) or (len(value) <= 253 and bool(_HOSTNAME.fullmatch(value)))
+
+
+def _url_parts(value: str) -> tuple[str, str | None, str]:
+    """Host, port (None if absent) and scheme of something written as `scheme://[user@]host[:port]/...`.
+
+    Parsed by hand: urlsplit gives up on schemes such as Kafka's SASL_SSL and lowercases the host.
+    """
+    scheme, _, rest = value.partition("://")
+    netloc = re.split(r"[/?#]", rest, maxsplit=1)[0].rpartition("@")[2]
+    if netloc.startswith("["):
+        host, _, tail = netloc[1:].partition("]")
+        port = tail.removeprefix(":")
+    else:
+        host, _, port = netloc.partition(":")
+    return host or "HOST", port if port.isdigit() else None, scheme.lower()
+
+
+def _host(port_key: str, tls_key: str | None = None) -> AfterValidator:
+    """A host to connect to or bind on, as sockets take it: no scheme, port, path or brackets.
+
+    Clients given `tcp://broker:1883` resolve that whole string as a name and retry forever, so the
+    mistake is refused here with what to write instead.
+    """
+
+    def check(value: str) -> str:
+        if "://" in value:
+            host, port, scheme = _url_parts(value)
+            hint = f"write host only: {host}, port " + (f"{port} in {port_key}" if port else f"in {port_key}")
+            if scheme in _TLS_SCHEMES and tls_key:
+                hint += f", TLS with {tls_key}"
+            raise ValueError(f"expected a host name or IP address, not a URL: {hint}")
+        host, sep, port = value.rpartition(":")
+        if sep and port.isdigit() and _is_host(host.strip("[]")) and not _is_ip(value):
+            raise ValueError(
+                "expected a host name or IP address without a port: "
+                f"write host only: {host.strip('[]')}, port {port} in {port_key}"
+            )
+        if value.startswith("[") and value.endswith("]") and _is_ip(value[1:-1]):
+            raise ValueError(f"write the IPv6 address without brackets: {value[1:-1]}")
+        if not _is_host(value):
+            raise ValueError("expected a host name or IP address (letters, digits, '.', '-', '_')")
+        return value
+
+    return AfterValidator(check)
+
+
 def _host_port(value: str) -> str:
+    """`host:port` for Kafka (`[v6address]:port` for IPv6), never a URL or a Kafka listener spec."""
+    if "://" in value:
+        host, port, scheme = _url_parts(value)
+        host = f"[{host}]" if ":" in host else host
+        hint = f"write {host}:{port}" if port else f"write {host}:PORT"
+        if scheme.upper() in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL", "HTTPS"):
+            hint += " (the protocol goes in kafka.security_protocol)"
+        raise ValueError(f"expected host:port, not a URL: {hint}")
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError("expected host:port")
+    if host.startswith("[") and host.endswith("]"):
+        valid = ":" in host and _is_ip(host[1:-1])
+    elif ":" in host:
+        raise ValueError(f"expected host:port; write an IPv6 address in brackets: [{host}]:{port}")
+    else:
+        valid = _is_host(host)
+    if not valid:
+        raise ValueError("expected host:port with a host name or IP address ([address] for IPv6)")
     return value
 
 
@@ -73,7 +151,14 @@ def _comma_list(value: Any) -> Any:
 def _http_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("expected an http:// or https:// URL")
+        example = f"http://{value}" if "://" not in value else "http://influxdb:8086"
+        raise ValueError(f"expected an http:// or https:// URL such as {example}")
+    if not _is_host(parts.hostname):
+        raise ValueError(f"expected a URL with a host name or IP address, not {parts.hostname!r}")
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number in range
+    except ValueError:
+        raise ValueError("expected a URL whose port is a number from 1 to 65535") from None
     return value.rstrip("/")
 
 
@@ -150,7 +235,7 @@ class MqttTls(Section):
 
 
 class MqttConfig(Section):
-    host: str = "localhost"
+    host: Annotated[str, _host("mqtt.port", "mqtt.tls")] = "localhost"
     port: Port = 1883
     keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
     username: str | None = None
@@ -380,9 +465,50 @@ class PublisherConfig(Section):
         return value
 
 
+def default_device_level(mqtt_filter: str) -> int | None:
+    """The topic level that names the device: the filter's only `+`, else a final `#` (None if neither)."""
+    levels = mqtt_filter.split("/")
+    plus = [i for i, level in enumerate(levels) if level == "+"]
+    if len(plus) == 1:
+        return plus[0]
+    return len(levels) - 1 if not plus and levels[-1] == "#" else None
+
+
 class Route(Section):
     mqtt_filter: str
     kafka_topic: str | None = None
+    device_level: Annotated[int, Field(ge=0)] | None = None
+    check_device: bool = True
+
+    def device_index(self) -> int | None:
+        """The topic level an envelope's device must equal, or None when this route does not check."""
+        if not self.check_device:
+            return None
+        return self.device_level if self.device_level is not None else default_device_level(self.mqtt_filter)
+
+    @model_validator(mode="after")
+    def _device_level_known(self) -> Route:
+        if not self.check_device:
+            return self
+        levels = self.mqtt_filter.split("/")
+        level = self.device_index()
+        if level is None:
+            raise ValueError(
+                f"cannot tell which level of {self.mqtt_filter!r} names the device (it has no single '+'): "
+                "set device_level (0 = first level) or check_device: false"
+            )
+        wildcards = {"+", "#"} & set(levels)
+        if wildcards and level < len(levels) and levels[level] not in wildcards:
+            # On a filter without wildcards (one device's topic) a fixed level is what names the device.
+            raise ValueError(
+                f"device_level {level} is the fixed level {levels[level]!r} of {self.mqtt_filter!r}: "
+                "point it at a '+' or '#' level, or set check_device: false"
+            )
+        if level >= len(levels) and levels[-1] != "#":
+            raise ValueError(
+                f"device_level {level} is beyond the {len(levels)} levels of {self.mqtt_filter!r}"
+            )
+        return self
 
     @field_validator("mqtt_filter")
     @classmethod
@@ -471,7 +597,7 @@ class LatencyProbeConfig(Section):
 
 
 class HealthConfig(Section):
-    host: str = "0.0.0.0"
+    host: Annotated[str, _host("health.port")] = "0.0.0.0"
     port: Annotated[int, Field(ge=0, lt=65536)] = 8080
 
 
@@ -563,6 +689,8 @@ def _describe(error: Any, sources: dict[tuple[str, ...], str]) -> str:
 
 
 def _redacted(loc: tuple[str, ...], value: Any) -> Any:
+    if isinstance(value, str) and "://" in value:  # a URL's user:password@ part
+        value = re.sub(r"(://)[^/@]*@", r"\1***@", value)
     return "***" if loc and loc[-1] in ("password", "token", "sasl_password") else value
 
 

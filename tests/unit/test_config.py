@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mqtt_kafka_bridge.producers import librdkafka_settings
 from twinpipe.__main__ import main as twinpipe_main
@@ -240,3 +242,217 @@ def test_a_producer_that_is_not_installed_is_a_config_error(monkeypatch: pytest.
     assert error.startswith(
         "bridge.producer: confluent-kafka is not installed (pip install 'twinpipe[confluent]')"
     )
+
+
+# --- hosts: a host where a host goes, host:port where Kafka wants it, a URL only for InfluxDB ---------
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        (
+            {"mqtt": {"host": "tcp://broker:1883"}},
+            "mqtt.host: expected a host name or IP address, not a URL: write host only: broker, "
+            "port 1883 in mqtt.port, got 'tcp://broker:1883'",
+        ),
+        (
+            {"mqtt": {"host": "mqtts://broker:8883"}},
+            "mqtt.host: expected a host name or IP address, not a URL: write host only: broker, "
+            "port 8883 in mqtt.port, TLS with mqtt.tls",
+        ),
+        (
+            {"mqtt": {"host": "mqtt://broker"}},
+            "mqtt.host: expected a host name or IP address, not a URL: "
+            "write host only: broker, port in mqtt.port",
+        ),
+        (
+            {"mqtt": {"host": "broker:1883"}},
+            "mqtt.host: expected a host name or IP address without a port: write host only: broker, "
+            "port 1883 in mqtt.port",
+        ),
+        ({"mqtt": {"host": "[::1]"}}, "mqtt.host: write the IPv6 address without brackets: ::1"),
+        ({"mqtt": {"host": "my broker"}}, "mqtt.host: expected a host name or IP address"),
+        ({"mqtt": {"host": ""}}, "mqtt.host: expected a host name or IP address"),
+        (
+            {"kafka": {"bootstrap_servers": "http://kafka:9092"}},
+            "kafka.bootstrap_servers.0: expected host:port, not a URL: write kafka:9092, got 'http://kafka:9092'",
+        ),
+        (
+            {"kafka": {"bootstrap_servers": ["k1:9092", "PLAINTEXT://kafka:9092"]}},
+            "kafka.bootstrap_servers.1: expected host:port, not a URL: write kafka:9092 "
+            "(the protocol goes in kafka.security_protocol)",
+        ),
+        (
+            {"kafka": {"bootstrap_servers": "kafka:9092/"}},
+            "kafka.bootstrap_servers.0: expected host:port, got 'kafka:9092/'",
+        ),
+        (
+            {"kafka": {"bootstrap_servers": "fe80::1:9092"}},
+            "kafka.bootstrap_servers.0: expected host:port; "
+            "write an IPv6 address in brackets: [fe80::1]:9092",
+        ),
+        (
+            {"kafka": {"bootstrap_servers": "ka fka:9092"}},
+            "kafka.bootstrap_servers.0: expected host:port with",
+        ),
+        (
+            {"health": {"host": "http://0.0.0.0:8080"}},
+            "health.host: expected a host name or IP address, not a URL: write host only: 0.0.0.0, "
+            "port 8080 in health.port",
+        ),
+        (
+            {"influxdb": {"url": "influxdb:8086"}},
+            "influxdb.url: expected an http:// or https:// URL such as http://influxdb:8086",
+        ),
+        ({"influxdb": {"url": "http://influx db:8086"}}, "influxdb.url: expected a URL with a host name"),
+        ({"influxdb": {"url": "http://influxdb:99999"}}, "influxdb.url: expected a URL whose port"),
+    ],
+)
+def test_hosts_written_as_urls_or_with_ports_are_refused_with_what_to_write(
+    document: object, expected: str
+) -> None:
+    errors = errors_of(document)
+    assert len(errors) == 1 and errors[0].startswith(expected), errors
+
+
+def test_a_url_host_from_the_environment_names_the_variable() -> None:
+    (error,) = errors_of({}, {"TWINPIPE__MQTT__HOST": "tcp://mosquitto:1883"})
+    assert error.startswith(
+        "mqtt.host: expected a host name or IP address, not a URL: write host only: mosquitto"
+    )
+    assert error.endswith("(from TWINPIPE__MQTT__HOST)")
+
+
+@pytest.mark.parametrize(
+    "host", ["localhost", "mosquitto", "broker.lab-1.example.org", "kafka_1", "10.0.0.7", "::1"]
+)
+def test_plain_hosts_pass(host: str) -> None:
+    kafka = f"[{host}]:9092" if ":" in host else f"{host}:9092"
+    config = parse_config(
+        {"mqtt": {"host": host}, "kafka": {"bootstrap_servers": kafka}, "health": {"host": host}}, {}
+    )
+    assert (config.mqtt.host, config.kafka.bootstrap_servers, config.health.host) == (host, [kafka], host)
+    assert parse_config(
+        {"influxdb": {"url": f"http://{kafka.replace('9092', '8086')}/"}}, {}
+    ).influxdb.url == (f"http://{kafka.replace('9092', '8086')}")
+
+
+_LABEL = st.from_regex(r"[a-z0-9][a-z0-9-]{0,20}", fullmatch=True)
+HOSTNAMES = st.lists(_LABEL, min_size=1, max_size=4).map(".".join)
+HOSTS = st.one_of(HOSTNAMES, st.ip_addresses(v=4).map(str))
+SCHEMES = st.sampled_from(["tcp", "mqtt", "mqtts", "ssl", "ws", "http", "https", "PLAINTEXT", "SASL_SSL"])
+
+
+@settings(max_examples=200)
+@given(host=HOSTS, port=st.integers(1, 65535), scheme=SCHEMES)
+def test_any_host_passes_alone_and_any_url_is_refused_naming_the_host_and_port(
+    host: str, port: int, scheme: str
+) -> None:
+    good = parse_config({"mqtt": {"host": host}, "kafka": {"bootstrap_servers": f"{host}:{port}"}}, {})
+    assert good.mqtt.host == host and good.kafka.bootstrap_servers == [f"{host}:{port}"]
+    url = f"{scheme}://{host}:{port}"
+    mqtt_error, kafka_error = errors_of({"mqtt": {"host": url}, "kafka": {"bootstrap_servers": url}})
+    assert f"write host only: {host}, port {port} in mqtt.port" in mqtt_error
+    assert f"not a URL: write {host}:{port}" in kafka_error
+    (with_port,) = errors_of({"mqtt": {"host": f"{host}:{port}"}})
+    assert f"write host only: {host}, port {port} in mqtt.port" in with_port
+
+
+# --- check-config -------------------------------------------------------------------------------------
+
+
+def test_check_config_without_a_file_says_the_defaults_apply(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: it printed "config OK" as if a file had been checked."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TWINPIPE_CONFIG", raising=False)
+    assert twinpipe_main(["check-config"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        f"no config file found ({tmp_path / 'config.yaml'} does not exist and $TWINPIPE_CONFIG is not set)"
+        in out
+    )
+    assert "the built-in defaults apply" in out
+    assert out.splitlines()[-1] == "config OK: built-in defaults"
+
+
+def test_check_config_fails_when_the_given_file_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nope.yaml"
+    assert twinpipe_main(["check-config", str(missing)]) == 1
+    assert capsys.readouterr().err == f"{missing}: config file not found (given on the command line)\n"
+    monkeypatch.setenv("TWINPIPE_CONFIG", str(missing))
+    assert twinpipe_main(["check-config"]) == 1
+    assert capsys.readouterr().err == f"{missing}: config file not found (given in $TWINPIPE_CONFIG)\n"
+
+
+def test_check_config_names_the_file_and_the_overrides_it_checked(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TWINPIPE__MQTT__HOST", "mosquitto")
+    assert twinpipe_main(["check-config", str(ROOT / "config.yaml")]) == 0
+    assert capsys.readouterr().out == (
+        f"config OK: {ROOT / 'config.yaml'} with environment overrides TWINPIPE__MQTT__HOST\n"
+    )
+    monkeypatch.setenv("TWINPIPE__KAFKA__BOOTSTRAP_SERVERS", "http://kafka:9092")
+    assert twinpipe_main(["check-config", str(ROOT / "config.yaml")]) == 1
+    assert (
+        "kafka.bootstrap_servers.0: expected host:port, not a URL: write kafka:9092"
+        in capsys.readouterr().err
+    )
+
+
+# --- bridge routes: which topic level names the device ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("route", "level"),
+    [
+        ({"mqtt_filter": "twin/+/telemetry"}, 1),
+        ({"mqtt_filter": "+/telemetry"}, 0),
+        ({"mqtt_filter": "twin/#"}, 1),
+        ({"mqtt_filter": "site/+/+/env", "device_level": 2}, 2),
+        ({"mqtt_filter": "site/#", "device_level": 3}, 3),
+        ({"mqtt_filter": "gateway/data", "check_device": False}, None),
+        ({"mqtt_filter": "lab/nucleo-7/env", "device_level": 1}, 1),  # one device's own topic
+        ({"mqtt_filter": "a/+/+", "check_device": False}, None),
+    ],
+)
+def test_route_device_level(route: dict, level: int | None) -> None:
+    (parsed,) = parse_config({"bridge": {"routes": [route]}}, {}).bridge.routes
+    assert parsed.device_index() == level
+
+
+@pytest.mark.parametrize(
+    ("route", "expected"),
+    [
+        (
+            {"mqtt_filter": "site/+/+/env"},
+            "bridge.routes.0: cannot tell which level of 'site/+/+/env' names the device "
+            "(it has no single '+'): set device_level (0 = first level) or check_device: false",
+        ),
+        ({"mqtt_filter": "gateway/data"}, "bridge.routes.0: cannot tell which level of 'gateway/data'"),
+        (
+            {"mqtt_filter": "twin/+/telemetry", "device_level": 2},
+            "bridge.routes.0: device_level 2 is the fixed level 'telemetry' of 'twin/+/telemetry'",
+        ),
+        (
+            {"mqtt_filter": "twin/+", "device_level": 5},
+            "bridge.routes.0: device_level 5 is beyond the 2 levels of 'twin/+'",
+        ),
+        (
+            {"mqtt_filter": "twin/+", "device_level": -1},
+            "bridge.routes.0.device_level: Input should be greater",
+        ),
+    ],
+)
+def test_route_without_a_device_level_is_an_error_naming_the_keys(route: dict, expected: str) -> None:
+    errors = errors_of({"bridge": {"routes": [route]}})
+    assert len(errors) == 1 and errors[0].startswith(expected), errors
+
+
+def test_credentials_in_a_url_written_as_a_host_are_not_echoed() -> None:
+    (error,) = errors_of({"mqtt": {"host": "mqtt://twin:s3cret@broker:1883"}})
+    assert "s3cret" not in error and "got 'mqtt://***@broker:1883'" in error

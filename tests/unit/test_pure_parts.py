@@ -75,7 +75,7 @@ def test_routing_templates_and_shared_subscriptions() -> None:
         shared_group="bridges",
     )
     assert router.subscriptions() == ["$share/bridges/lab/+/env", "$share/bridges/twin/#"]
-    assert router.kafka_topic("lab/room7/env", "d1") == "lab.room7"
+    assert router.kafka_topic("lab/room7/env", "room7") == "lab.room7"
     assert router.kafka_topic("twin/d1/telemetry", "d1") == "twin.telemetry"
     with pytest.raises(RoutingError, match="no route matches"):
         router.kafka_topic("other/x", "d1")
