@@ -22,15 +22,30 @@ Emit = Callable[[str, dict[str, float], int], None]  # device, values, read time
 OnFrameError = Callable[[str, FrameError], None]  # device, error
 
 
+class PortBusy(serial.SerialException):
+    """Another process holds the port: two readers would each get part of the byte stream."""
+
+
 def open_serial(config: SerialConfig) -> serial.Serial:
-    return serial.Serial(
-        port=config.port,
-        baudrate=config.baudrate,
-        bytesize=config.bytesize,
-        parity=config.parity,
-        stopbits=config.stopbits,
-        timeout=config.read_timeout_s,
-    )
+    """Opens the port exclusively (an advisory flock on POSIX; Windows ports are exclusive anyway), so a
+    second publisher, or any other program that locks it, cannot read half of the frames."""
+    try:
+        return serial.Serial(
+            port=config.port,
+            baudrate=config.baudrate,
+            bytesize=config.bytesize,
+            parity=config.parity,
+            stopbits=config.stopbits,
+            timeout=config.read_timeout_s,
+            exclusive=True,
+        )
+    except serial.SerialException as exc:
+        if "exclusively lock" in str(exc):
+            raise PortBusy(
+                f"{config.port} is already open in another process (another publisher?); "
+                "a serial port is read by one process only"
+            ) from None
+        raise
 
 
 class SerialSource:
