@@ -20,13 +20,19 @@ from devstack.stages import StageProcess
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack.demo", description=__doc__)
     parser.add_argument("--devices", type=int, default=3, help="simulated boards (default 3)")
-    parser.add_argument("--rate", type=float, default=2.0, help="readings per second per board (default 2)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        help="readings per second per board (default 2; with --serial 1, as a typical Nucleo sketch sends)",
+    )
     parser.add_argument(
         "--serial",
         action="store_true",
         help="one board writing Nucleo binary frames into a pseudo-terminal, read by the serial path",
     )
     args = parser.parse_args(argv)
+    if args.rate is None:
+        args.rate = 1.0 if args.serial else 2.0
 
     workdir = Path(tempfile.mkdtemp(prefix="twinpipe-demo-"))
     with LocalStack(workdir / "servers") as stack:

@@ -54,6 +54,8 @@ class Decoder(Protocol):
 
     def idle(self) -> list[Reading | FrameError]: ...
 
+    def close(self) -> list[FrameError]: ...
+
 
 def _number(name: str, text: object) -> float:
     if isinstance(text, bool) or not isinstance(text, str | int | float):
@@ -150,6 +152,14 @@ class LineDecoder:
 
     def idle(self) -> list[Reading | FrameError]:
         return []
+
+    def close(self) -> list[FrameError]:
+        """The port closed: a line without its newline is reported, not decoded."""
+        raw, skipping = bytes(self._buffer), self._skipping
+        self._buffer.clear()
+        if not raw.strip() or skipping:
+            return []
+        return [FrameError("line cut off when the port closed", raw[:256], "incomplete")]
 
     def _decode_line(self, raw: bytes) -> Reading | FrameError | None:
         if len(raw) > self._max:
@@ -287,6 +297,21 @@ class BinaryDecoder:
         self._buffer.clear()
         self._locked = True
         return out
+
+    def close(self) -> list[FrameError]:
+        """The port closed (stop, unplug): buffered bytes are not known to end at a frame boundary."""
+        out: list[Reading | FrameError] = []
+        self._report_noise(out)
+        if self._buffer:
+            out.append(
+                FrameError(
+                    f"{len(self._buffer)} bytes not confirmed as frames when the port closed",
+                    bytes(self._buffer[:256]),
+                    "unconfirmed",
+                )
+            )
+            self._buffer.clear()
+        return [item for item in out if isinstance(item, FrameError)]
 
     def _advance(self, out: list[Reading | FrameError]) -> None:
         while True:

@@ -80,18 +80,22 @@ class SerialSource:
     def _read(self, port: serial.Serial, stop: threading.Event) -> None:
         decoder = make_decoder(self._config.frame)
         device = self._config.device_id
+        read_ns = (
+            time.time_ns()
+        )  # when the last bytes arrived: the frames a quiet gap completes were read then
         try:
             while not stop.is_set():
                 data = port.read(max(1, port.in_waiting))
-                read_ns = time.time_ns()
+                if data:
+                    read_ns = time.time_ns()
                 for item in decoder.feed(data) if data else decoder.idle():
                     if isinstance(item, FrameError):
                         self._on_frame_error(device, item)
                     else:
                         self._emit(device, item, read_ns)
         finally:
-            for item in decoder.idle():
-                self._on_frame_error(device, item)
+            for error in decoder.close():
+                self._on_frame_error(device, error)
 
 
 class SimulatorSource:

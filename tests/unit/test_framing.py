@@ -188,7 +188,7 @@ def test_property_no_misaligned_value_and_every_frame_after_a_gap(
     first_whole = -(-offset // FRAME_LEN)
     first_gap = min((i for i in gaps if first_whole <= i < len(frames)), default=len(frames) - 1)
     assert start <= first_gap + 1, "a frame after the first gap was not decoded"
-    if offset % FRAME_LEN == 0 and first_gap - first_whole < BinaryDecoder.MAX_HOLD_FRAMES:
+    if offset % FRAME_LEN == 0 and first_whole <= first_gap < first_whole + BinaryDecoder.MAX_HOLD_FRAMES:
         assert start == first_whole, "the first frame after the port opened at a boundary"
     assert all(e.kind in ("noise", "ambiguous") for e in errors(out)), errors(out)
 
@@ -400,3 +400,14 @@ def test_locked_decoding_keeps_up_with_far_more_than_1000_frames_per_second() ->
     count = sum(len(decoder.feed(frames[p : p + 160])) for p in range(0, len(frames), 160))
     rate = count / (time.perf_counter() - began)
     assert count == 19_999 and rate > 5_000, rate
+
+
+def test_bytes_left_when_the_port_closes_are_reported_not_decoded() -> None:
+    decoder = make_decoder(NUCLEO)
+    frame = nucleo_frame(2000, 5000, 2100, 5100, 2200, 5200)
+    assert run(decoder, [GAP, frame]) == []  # not confirmed yet: no next sync, no quiet gap
+    closed = decoder.close()
+    assert [e.kind for e in closed] == ["unconfirmed"] and closed[0].raw == frame
+    line = make_decoder(FrameConfig(format="csv", fields=["t"]))
+    assert line.feed(b"1.5\n2.") == [{"t": 1.5}]
+    assert [(e.kind, e.raw) for e in line.close()] == [("incomplete", b"2.")]
