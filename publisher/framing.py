@@ -219,13 +219,14 @@ class BinaryDecoder:
     * when locked, every frame must start with the sync and be followed by the next frame's sync at
       exactly one frame length (or pass its checksum); otherwise it is dropped and the lock is lost.
     * when hunting without gaps (a fast board, joined mid-stream), a candidate alignment is proven when
-      the sync recurs at the frame period for LOCK_FRAMES frames and no other alignment is equally
-      consistent over the same bytes. Ambiguous bytes are held (up to MAX_HOLD_FRAMES frames), then
-      dropped one frame at a time and reported as "ambiguous".
+      the sync recurs at the frame period for PROOF_FRAMES frames and no other alignment fits any
+      LOCK_FRAMES consecutive frames of them. Ambiguous bytes are held (up to MAX_HOLD_FRAMES
+      frames), then dropped one frame at a time and reported as "ambiguous".
     * per-field ranges and a checksum: a frame failing them is dropped, and an alignment whose frames
       fail them is not consistent.
     """
 
+    PROOF_FRAMES = 7  # = 2 * LOCK_FRAMES + 1: one lost byte leaves the truth LOCK_FRAMES on one side
     LOCK_FRAMES = 3
     MAX_HOLD_FRAMES = 32
 
@@ -382,13 +383,12 @@ class BinaryDecoder:
             if start:
                 self._skip(start)
             count, consistent = self._run(0, len(buf))
-            if count < self.LOCK_FRAMES:
+            if count < self.PROOF_FRAMES:
                 if consistent:
                     return  # wait for more bytes
                 self._skip(1)
                 continue
-            end = count * length + self._needed - length
-            if self._ambiguous(end):
+            if self._ambiguous(count):
                 if consistent and count < self.MAX_HOLD_FRAMES:
                     return  # hold until more bytes (or a gap) tell the alignments apart
                 self._report_noise(out)
@@ -408,14 +408,26 @@ class BinaryDecoder:
             self._locked = True  # the buffer starts at the sync that confirmed the last frame
             return
 
-    def _ambiguous(self, end: int) -> bool:
-        """Whether an alignment other than the one at 0 is equally consistent over buffer[:end]."""
-        buf, sync = self._buffer, self._sync
-        other = buf.find(sync, 1, self._frame_len + self._sync_len - 1)
-        while 0 < other < self._frame_len:
-            if self._run(other, end)[1]:
-                return True
-            other = buf.find(sync, other + 1, self._frame_len + self._sync_len - 1)
+    def _ambiguous(self, count: int) -> bool:
+        """Whether another alignment fits LOCK_FRAMES consecutive frames anywhere among the candidate's
+        `count` frames. Not only over all of them: after a byte lost among them the true alignment fits
+        on one side of the loss only, while a false one inside a run of zeros may fit across it."""
+        buf, sync, s, length = self._buffer, self._sync, self._sync_len, self._frame_len
+        end = count * length + self._needed - length
+        for offset in range(1, length):
+            run, pos = 0, offset
+            while pos + self._needed <= end:
+                if (
+                    buf[pos : pos + s] == sync
+                    and (self._checksum is not None or buf[pos + length : pos + length + s] == sync)
+                    and not isinstance(self.check(bytes(buf[pos : pos + length])), FrameError)
+                ):
+                    run += 1
+                    if run >= self.LOCK_FRAMES:
+                        return True
+                else:
+                    run = 0
+                pos += length
         return False
 
     def _whole_frames_before_gap(self, out: list[Reading | FrameError]) -> None:
