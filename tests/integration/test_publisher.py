@@ -15,6 +15,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from devstack.mosquitto import Mosquitto
+from devstack.process import free_port, stage_metric
 from devstack.stages import StageProcess
 from tests.harness import Pipeline, poll
 from twinpipe.envelope import Envelope, decode
@@ -82,7 +83,8 @@ def test_board_on_a_pty_that_appears_late_is_read_through_noise(pipeline: Pipeli
         pipeline.stack.mosquitto.port, f"{pipeline.mqtt_prefix}/+/telemetry", f"c{pipeline.id}"
     )
     serial = {"source": "serial", "serial": {"port": str(link), "reconnect_max_s": 0.3}}
-    publisher = pipeline.stage("publisher", {"publisher": serial})
+    health_port = free_port()
+    publisher = pipeline.stage("publisher", {"publisher": serial, "health": {"port": health_port}})
     poll(publisher.log, lambda log: "cannot open" in log, 15, "publisher reporting the missing port")
 
     pipeline.board(link, "--rate", "200", "--count", "300", "--noise-every", "50", "--record", str(record))
@@ -110,6 +112,12 @@ def test_board_on_a_pty_that_appears_late_is_read_through_noise(pipeline: Pipeli
     assert publisher.log().count("cannot open") == 1, "a missing port is reported once, not per retry"
     assert "bad frame from nucleo-1: skipped" in publisher.log()
     assert "not followed by the next frame's sync" in publisher.log()
+    frame_errors = "twinpipe_publisher_frame_errors_total"
+    # Each of the 6 noise bursts: the frame before it (unconfirmed) and the burst itself (noise).
+    assert stage_metric(health_port, frame_errors, kind="unconfirmed") == 6
+    # The last burst ends the stream: it is reported at the quiet gap after it.
+    poll(lambda: stage_metric(health_port, frame_errors, kind="noise"), lambda n: n >= 6, 5, "6 noise runs")
+    assert stage_metric(health_port, frame_errors, kind="ambiguous") == 0
     assert publisher.stop() == 0
     collector.close()
 
@@ -304,8 +312,6 @@ def test_unplugged_board_is_reported_and_reading_resumes_when_it_returns(pipelin
 
 
 def test_buffer_overflow_is_counted_and_logged(pipeline: Pipeline) -> None:
-    from devstack.process import free_port
-
     nobody_listens = free_port()
     publisher = pipeline.stage(
         "publisher",
