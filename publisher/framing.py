@@ -255,6 +255,11 @@ class BinaryDecoder:
         self._needed = self._frame_len if self._checksum else self._frame_len + self._sync_len
         self._buffer = bytearray()
         self._locked = False  # the buffer starts at a frame boundary
+        # While hunting, what is already known about the buffer (reset whenever its start moves other
+        # than by whole frames): frames at its start consistent with the alignment there, and where
+        # another alignment's LOCK_FRAMES consecutive frames begin (-1: none known).
+        self._known_frames = 0
+        self._other_window = -1
         self._noise = bytearray()  # skipped bytes not yet reported: one error per run
         self._noise_size = 0
 
@@ -296,6 +301,7 @@ class BinaryDecoder:
             self._align_to_gap(out)
         self._report_noise(out)
         self._buffer.clear()
+        self._forget()
         self._locked = True
         return out
 
@@ -312,6 +318,7 @@ class BinaryDecoder:
                 )
             )
             self._buffer.clear()
+        self._forget()
         return [item for item in out if isinstance(item, FrameError)]
 
     def _advance(self, out: list[Reading | FrameError]) -> None:
@@ -382,7 +389,9 @@ class BinaryDecoder:
                 return
             if start:
                 self._skip(start)
-            count, consistent = self._run(0, len(buf))
+            count, consistent = self._run(self._known_frames * length, len(buf))
+            count += self._known_frames
+            self._known_frames = count if consistent else 0
             if count < self.PROOF_FRAMES:
                 if consistent:
                     return  # wait for more bytes
@@ -401,22 +410,32 @@ class BinaryDecoder:
                     )
                 )
                 del buf[:length]
+                self._known_frames = max(0, self._known_frames - 1)
+                self._other_window = max(-1, self._other_window - length)
                 continue
             self._report_noise(out)
             out.extend(self.check(bytes(buf[k * length : (k + 1) * length])) for k in range(count))
             del buf[: count * length]
+            self._forget()
             self._locked = True  # the buffer starts at the sync that confirmed the last frame
             return
+
+    def _forget(self) -> None:
+        self._known_frames = 0
+        self._other_window = -1
 
     def _ambiguous(self, count: int) -> bool:
         """Whether another alignment fits LOCK_FRAMES consecutive frames anywhere among the candidate's
         `count` frames. Not only over all of them: after a byte lost among them the true alignment fits
-        on one side of the loss only, while a false one inside a run of zeros may fit across it."""
+        on one side of the loss only, while a false one inside a run of zeros may fit across it.
+        Scans from the end, so that the window found stays in the buffer while frames are dropped."""
+        if self._other_window >= 0:
+            return True
         buf, sync, s, length = self._buffer, self._sync, self._sync_len, self._frame_len
         end = count * length + self._needed - length
         for offset in range(1, length):
-            run, pos = 0, offset
-            while pos + self._needed <= end:
+            run = 0
+            for pos in range(offset + (end - offset - self._needed) // length * length, -1, -length):
                 if (
                     buf[pos : pos + s] == sync
                     and (self._checksum is not None or buf[pos + length : pos + length + s] == sync)
@@ -424,10 +443,10 @@ class BinaryDecoder:
                 ):
                     run += 1
                     if run >= self.LOCK_FRAMES:
+                        self._other_window = pos
                         return True
                 else:
                     run = 0
-                pos += length
         return False
 
     def _whole_frames_before_gap(self, out: list[Reading | FrameError]) -> None:
@@ -468,6 +487,7 @@ class BinaryDecoder:
         """Bytes that are not part of an aligned frame: set aside, reported as one error per run."""
         if not count:
             return
+        self._forget()
         self._noise += self._buffer[: max(0, min(count, 256 - len(self._noise)))]
         self._noise_size += count
         del self._buffer[:count]
