@@ -196,6 +196,36 @@ def test_boards_at_one_frame_per_second_publish_every_frame_in_every_format(pipe
     collector.close()
 
 
+def test_a_board_at_1000_frames_per_second_publishes_every_frame_after_the_open(pipeline: Pipeline) -> None:
+    link = pipeline.workdir / "ttyFAST"
+    record = pipeline.workdir / "fast.jsonl"
+    collector = Collector(
+        pipeline.stack.mosquitto.port, f"{pipeline.mqtt_prefix}/+/telemetry", f"c{pipeline.id}"
+    )
+    serial = {"source": "serial", "serial": {"port": str(link), "reconnect_max_s": 0.3}}
+    publisher = pipeline.stage("publisher", {"publisher": serial})
+    poll(publisher.log, lambda log: "cannot open" in log, 15, "publisher waiting for the port")
+    pipeline.board(link, "--rate", "1000", "--count", "3000", "--record", str(record), "--seed", "3")
+    written = poll(
+        lambda: record.read_text().splitlines() if record.exists() else [],
+        lambda lines: len(lines) == 3000,
+        30,
+        "the board writing 3000 frames",
+    )
+    written = [json.loads(line) for line in written]
+    published = poll(
+        lambda: collector.values("nucleo-1"),
+        lambda values: bool(values) and values[-1] == pytest.approx(written[-1], abs=1e-9),
+        30,
+        "the last frame published",
+    )
+    first = len(written) - len(published)
+    assert first <= 1000, "only frames written before the port was opened (≤ 0.36 s + start-up) are missing"
+    assert published == [pytest.approx(frame, abs=1e-9) for frame in written[first:]]
+    assert publisher.stop() == 0
+    collector.close()
+
+
 def test_a_second_publisher_cannot_open_a_board_already_being_read(pipeline: Pipeline) -> None:
     """Two readers of one tty split its bytes and would publish spliced frames. The port is opened
     exclusively: the second publisher says why it cannot open it and retries like for an unplugged
