@@ -260,15 +260,6 @@ NUCLEO_RANGES: dict[str, tuple[float, float]] = {
 CHECKSUM_SIZES = {"crc16-xmodem": 2, "crc16-ccitt-false": 2, "crc32": 4, "sum8": 1, "xor8": 1}
 
 
-def _default_ranges(data: Any) -> Any:
-    """Without an explicit `ranges`, the Nucleo ranges apply to those of the fields that are Nucleo fields."""
-    if isinstance(data, dict) and "ranges" not in data:
-        fields = data.get("fields", NUCLEO_FIELDS)
-        if isinstance(fields, list):
-            data = {**data, "ranges": {k: v for k, v in NUCLEO_RANGES.items() if k in fields}}
-    return data
-
-
 class FrameConfig(Section):
     format: Literal["binary", "json", "csv", "kv"] = "binary"
     fields: list[ValueName] = NUCLEO_FIELDS
@@ -281,7 +272,15 @@ class FrameConfig(Section):
     checksum: Literal["crc16-xmodem", "crc16-ccitt-false", "crc32", "sum8", "xor8"] | None = None
     checksum_covers: Literal["values", "frame"] = "values"
 
-    _defaults = model_validator(mode="before")(_default_ranges)
+    @model_validator(mode="before")
+    @classmethod
+    def _default_ranges(cls, data: Any) -> Any:
+        """Without an explicit `ranges`, the Nucleo ranges apply to whichever Nucleo fields are configured."""
+        if isinstance(data, dict) and "ranges" not in data:
+            fields = data.get("fields", NUCLEO_FIELDS)
+            if isinstance(fields, list):
+                data = {**data, "ranges": {k: v for k, v in NUCLEO_RANGES.items() if k in fields}}
+        return data
 
     @field_validator("ranges")
     @classmethod
