@@ -27,7 +27,11 @@ READY_TIMEOUT_S = 90.0  # the bridge connects to Kafka and creates its topics fi
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m devstack.demo", description=__doc__)
     parser.add_argument("--devices", type=int, default=3, help="simulated boards (default 3)")
-    parser.add_argument("--rate", type=float, default=2.0, help="readings per second per board (default 2)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        help="readings per second per board (default 2; with --serial 1, as a typical Nucleo sketch sends)",
+    )
     parser.add_argument(
         "--serial",
         action="store_true",
@@ -43,7 +47,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--workdir", type=Path, help="where servers, config and logs go (default: a new temp dir)"
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.rate is None:
+        args.rate = 1.0 if args.serial else 2.0
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -125,13 +125,15 @@ class Publisher:
 
     def _on_frame_error(self, device: str, error: FrameError) -> None:
         metrics.ERRORS.labels("frame").inc()
+        metrics.FRAME_ERRORS.labels(error.kind).inc()
         self._throttled.warning(
-            "frame",
-            "bad frame from %s: %s (raw %s); %d so far",
+            f"frame-{error.kind}",
+            "bad frame from %s: %s (raw %s); %d %s so far",
             device,
             error.reason,
-            error.raw[:48].hex(),
-            sample("twinpipe_publisher_errors_total", kind="frame"),
+            error.raw[:64].hex(" "),
+            sample("twinpipe_publisher_frame_errors_total", kind=error.kind),
+            error.kind,
         )
 
     # --- network side (main thread) ---

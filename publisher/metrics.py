@@ -2,12 +2,19 @@
 
 from prometheus_client import Counter, Gauge
 
+from publisher.framing import FRAME_ERROR_KINDS
+
 READINGS = Counter("twinpipe_publisher_readings", "Readings taken from the board or the simulator")
 PUBLISHED = Counter("twinpipe_publisher_messages_published", "Messages the MQTT broker acknowledged")
 PUBLISHED_BYTES = Counter("twinpipe_publisher_bytes_published", "Payload bytes handed to MQTT")
 ERRORS = Counter(
     "twinpipe_publisher_errors",
     "Errors by kind: frame (bad serial frame), publish (client refused), broker (broker rejected)",
+    ["kind"],
+)
+FRAME_ERRORS = Counter(
+    "twinpipe_publisher_frame_errors",
+    "Serial frames dropped (and runs of skipped bytes) by kind; see publisher/README.md",
     ["kind"],
 )
 DROPPED = Counter("twinpipe_publisher_buffer_dropped", "Readings dropped because the buffer was full")
@@ -18,3 +25,5 @@ MQTT_CONNECTED = Gauge("twinpipe_publisher_mqtt_connected", "1 while connected t
 
 for kind in ("frame", "publish", "broker"):
     ERRORS.labels(kind)
+for kind in FRAME_ERROR_KINDS:
+    FRAME_ERRORS.labels(kind)

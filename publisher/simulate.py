@@ -30,7 +30,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--config", metavar="PATH", help="config.yaml (frame format from publisher.serial.frame)"
     )
-    parser.add_argument("--rate", type=float, default=10.0, help="frames per second (default 10)")
+    parser.add_argument(
+        "--rate", type=float, default=10.0, help="frames (or bursts) per second, e.g. 1 or 0.5 (default 10)"
+    )
+    parser.add_argument(
+        "--burst",
+        type=int,
+        default=1,
+        metavar="N",
+        help="write N frames back to back each time (a quiet gap follows each burst at low rates)",
+    )
+    parser.add_argument(
+        "--zero",
+        action="append",
+        default=[],
+        metavar="FIELD",
+        help="this field always reads 0.00 (an unplugged sensor; repeatable)",
+    )
     parser.add_argument("--count", type=int, help="stop writing after this many frames (keeps the pty open)")
     parser.add_argument(
         "--noise-every", type=int, metavar="N", help="write garbage bytes after every N frames"
@@ -38,8 +54,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--record", metavar="FILE", help="append each written reading as a JSON line")
     parser.add_argument("--seed", type=int, help="random seed for repeatable values")
     args = parser.parse_args(argv)
+    if args.rate <= 0 or args.burst < 1:
+        parser.error("--rate must be > 0 and --burst >= 1")
     config = load_or_exit(args.config)
     frame = config.publisher.serial.frame
+    if unknown := set(args.zero) - set(frame.fields):
+        parser.error(f"--zero {sorted(unknown)}: not in publisher.serial.frame.fields")
     try:
         models = models_for_fields(frame.fields, config.publisher.simulator.sensors)
     except ValueError as exc:
@@ -61,14 +81,20 @@ def main(argv: list[str] | None = None) -> None:
         while not stop.is_set() and (args.count is None or written < args.count):
             stop.wait(max(0.0, next_tick - time.monotonic()))
             next_tick += 1.0 / args.rate
-            reading = board.read()
-            os.write(master, encode_frame(frame, reading))
-            written += 1
+            data = b""
+            for _ in range(min(args.burst, args.count - written if args.count is not None else args.burst)):
+                reading = {**board.read(), **dict.fromkeys(args.zero, 0.0)}
+                data += encode_frame(frame, reading)
+                written += 1
+                if record:
+                    record.write(json.dumps(reading) + "\n")
+                if args.noise_every and written % args.noise_every == 0:
+                    data += NOISE
+            view = memoryview(data)  # the frames of a burst go out back to back
+            while view:
+                view = view[os.write(master, view) :]
             if record:
-                record.write(json.dumps(reading) + "\n")
                 record.flush()
-            if args.noise_every and written % args.noise_every == 0:
-                os.write(master, NOISE)
         print(f"wrote {written} frames", flush=True)
         stop.wait()
     finally:

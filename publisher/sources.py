@@ -22,15 +22,30 @@ Emit = Callable[[str, dict[str, float], int], None]  # device, values, read time
 OnFrameError = Callable[[str, FrameError], None]  # device, error
 
 
+class PortBusy(serial.SerialException):
+    """Another process holds the port: two readers would each get part of the byte stream."""
+
+
 def open_serial(config: SerialConfig) -> serial.Serial:
-    return serial.Serial(
-        port=config.port,
-        baudrate=config.baudrate,
-        bytesize=config.bytesize,
-        parity=config.parity,
-        stopbits=config.stopbits,
-        timeout=config.read_timeout_s,
-    )
+    """Opens the port exclusively (an advisory flock on POSIX; Windows ports are exclusive anyway), so a
+    second publisher, or any other program that locks it, cannot read half of the frames."""
+    try:
+        return serial.Serial(
+            port=config.port,
+            baudrate=config.baudrate,
+            bytesize=config.bytesize,
+            parity=config.parity,
+            stopbits=config.stopbits,
+            timeout=config.read_timeout_s,
+            exclusive=True,
+        )
+    except serial.SerialException as exc:
+        if "exclusively lock" in str(exc):
+            raise PortBusy(
+                f"{config.port} is already open in another process (another publisher?); "
+                "a serial port is read by one process only"
+            ) from None
+        raise
 
 
 class SerialSource:
@@ -65,18 +80,22 @@ class SerialSource:
     def _read(self, port: serial.Serial, stop: threading.Event) -> None:
         decoder = make_decoder(self._config.frame)
         device = self._config.device_id
+        read_ns = (
+            time.time_ns()
+        )  # when the last bytes arrived: the frames a quiet gap completes were read then
         try:
             while not stop.is_set():
                 data = port.read(max(1, port.in_waiting))
-                read_ns = time.time_ns()
+                if data:
+                    read_ns = time.time_ns()
                 for item in decoder.feed(data) if data else decoder.idle():
                     if isinstance(item, FrameError):
                         self._on_frame_error(device, item)
                     else:
                         self._emit(device, item, read_ns)
         finally:
-            for item in decoder.idle():
-                self._on_frame_error(device, item)
+            for error in decoder.close():
+                self._on_frame_error(device, error)
 
 
 class SimulatorSource:

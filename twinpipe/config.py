@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import ipaddress
+import math
 import os
 import re
 import string
@@ -350,6 +351,16 @@ NUCLEO_FIELDS = [
 ]
 
 
+# Plausible ranges of the Nucleo fields (°C for temperatures: the usual -40..125 °C sensor range; % for
+# relative humidity). A value outside is a misaligned frame or a faulty sensor, never stored.
+NUCLEO_RANGES: dict[str, tuple[float, float]] = {
+    name: (0.0, 100.0) if name.endswith("humidity") else (-40.0, 125.0) for name in NUCLEO_FIELDS
+}
+
+# frame.checksum → size in bytes (the layout's last item must be an unsigned integer of this size).
+CHECKSUM_SIZES = {"crc16-xmodem": 2, "crc16-ccitt-false": 2, "crc32": 4, "sum8": 1, "xor8": 1}
+
+
 class FrameConfig(Section):
     format: Literal["binary", "json", "csv", "kv"] = "binary"
     fields: list[ValueName] = NUCLEO_FIELDS
@@ -358,6 +369,27 @@ class FrameConfig(Section):
     sync_hex: str = "00000000"
     layout: str = ">6h"
     scale: Annotated[list[float], BeforeValidator(lambda v: v if isinstance(v, list) else [v])] = [0.01]
+    ranges: dict[str, tuple[float, float]] = Field(default_factory=lambda: dict(NUCLEO_RANGES))
+    checksum: Literal["crc16-xmodem", "crc16-ccitt-false", "crc32", "sum8", "xor8"] | None = None
+    checksum_covers: Literal["values", "frame"] = "values"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_ranges(cls, data: Any) -> Any:
+        """Without an explicit `ranges`, the Nucleo ranges apply to whichever Nucleo fields are configured."""
+        if isinstance(data, dict) and "ranges" not in data:
+            fields = data.get("fields", NUCLEO_FIELDS)
+            if isinstance(fields, list):
+                data = {**data, "ranges": {k: v for k, v in NUCLEO_RANGES.items() if k in fields}}
+        return data
+
+    @field_validator("ranges")
+    @classmethod
+    def _ranges(cls, value: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        for name, (low, high) in value.items():
+            if not (math.isfinite(low) and math.isfinite(high)) or low > high:
+                raise ValueError(f"{name}: expected [min, max] with finite min <= max, got [{low}, {high}]")
+        return value
 
     @field_validator("sync_hex")
     @classmethod
@@ -389,14 +421,29 @@ class FrameConfig(Section):
 
     @model_validator(mode="after")
     def _binary_shape(self) -> FrameConfig:
+        if self.fields and (unknown := sorted(set(self.ranges) - set(self.fields))):
+            raise ValueError(f"ranges: {unknown} not in fields {self.fields}")
         if self.format == "binary":
             count = len(struct.unpack(self.layout, bytes(struct.calcsize(self.layout))))
-            if count != len(self.fields):
+            values = count - (self.checksum is not None)
+            if values != len(self.fields):
                 raise ValueError(
-                    f"layout {self.layout!r} holds {count} values but fields lists {len(self.fields)}"
+                    f"layout {self.layout!r} holds {values} values"
+                    + (" and the checksum" if self.checksum else "")
+                    + f" but fields lists {len(self.fields)}"
                 )
-            if len(self.scale) not in (1, count):
-                raise ValueError(f"scale must be one number or {count} numbers")
+            if len(self.scale) not in (1, values):
+                raise ValueError(f"scale must be one number or {values} numbers")
+            if self.checksum is not None:
+                code, size = self.layout[-1], CHECKSUM_SIZES[self.checksum]
+                if code not in "BHIQL" or struct.calcsize(self.layout[0] + code) != size:
+                    wanted = {1: "B", 2: "H", 4: "I"}[size]
+                    raise ValueError(
+                        f"checksum: {self.checksum} is a {size}-byte unsigned value, so the layout must end "
+                        f"with {wanted!r} (got {self.layout!r})"
+                    )
+        elif self.checksum is not None:
+            raise ValueError("checksum: only binary frames carry a checksum")
         if self.format == "csv" and not self.fields:
             raise ValueError("csv frames need the fields list")
         return self

@@ -50,6 +50,9 @@ def test_every_reading_arrives_exactly_once_with_its_values_and_event_time(pipel
         30,
         "the board writing every frame",
     )
+    # Nothing confirms where a frame followed by noise ends (bytes lost inside it, or noise after it?):
+    # the publisher drops and counts it rather than guess (publisher/README.md, "Frames").
+    written = [frame for i, frame in enumerate(written) if (i + 1) % 100]
     rows = poll(
         lambda: pipeline.influx_rows('SELECT * FROM "telemetry" ORDER BY time'),
         lambda rows: (
@@ -72,7 +75,7 @@ def test_every_reading_arrives_exactly_once_with_its_values_and_event_time(pipel
     )
     # Frames the board sent before the publisher's next open attempt (≤ 0.36 s at 200/s) are gone, as
     # with a real UART; every frame after that must be stored.
-    assert len(rows) == FRAMES - first and first <= 150, (
+    assert len(rows) == len(written) - first and first <= 150, (
         "only frames sent before the port opened may be missing"
     )
     for row in rows:
