@@ -49,3 +49,12 @@ def test_help_explains_the_configuration(module: str) -> None:
     assert result.returncode == 0, result.stderr
     assert "TWINPIPE__" in result.stdout  # how to override any key from the environment
     assert ("check-config" if module == "twinpipe" else "--config PATH") in result.stdout
+
+
+def test_each_config_section_is_defined_in_its_own_module() -> None:
+    """`twinpipe/config/<section>.py` holds the keys of `<section>:` (logging's module is logs.py)."""
+    from twinpipe.config import Config
+
+    for section, field in Config.model_fields.items():
+        module = field.annotation.__module__.rsplit(".", 1)[-1]
+        assert module == {"logging": "logs"}.get(section, section), (section, field.annotation.__module__)

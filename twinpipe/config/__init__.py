@@ -1,0 +1,106 @@
+"""The one config.yaml every stage reads: schema, defaults, environment overrides, secrets.
+
+Validation collects every error before failing, and each message names the key path and the bad
+value, because a user editing YAML by hand needs to fix all typos in one go.
+
+The schema is split by section, one module each (`twinpipe/config/<section>.py`), so each stage's keys
+sit in one place; this package re-exports them so callers import from `twinpipe.config`.
+"""
+
+from twinpipe.config.bridge import BridgeConfig, Route, default_device_level
+from twinpipe.config.common import (
+    CONFIG_PATH_ENV,
+    DEFAULT_CONFIG_PATH,
+    ENV_PREFIX,
+    KAFKA_TOPIC_PATTERN,
+    ConfigError,
+    DeviceId,
+    HostPort,
+    HttpUrl,
+    KafkaTopic,
+    Measurement,
+    Port,
+    Positive,
+    ReadableFile,
+    Section,
+    TagKey,
+    TagValue,
+    ValueName,
+    host_rule,
+    one_source,
+    pattern_rule,
+    placeholders,
+    read_secret,
+)
+from twinpipe.config.display import DisplayConfig
+from twinpipe.config.health import HealthConfig
+from twinpipe.config.influxdb import InfluxConfig
+from twinpipe.config.ingestion import IngestionConfig
+from twinpipe.config.kafka import KafkaConfig
+from twinpipe.config.latency_probe import LatencyProbeConfig
+from twinpipe.config.loading import env_overrides, load_config, parse_config, resolve_path
+from twinpipe.config.logs import LoggingConfig
+from twinpipe.config.mqtt import MqttConfig, MqttTls
+from twinpipe.config.publisher import (
+    CHECKSUM_SIZES,
+    DEFAULT_SENSORS,
+    NUCLEO_FIELDS,
+    NUCLEO_RANGES,
+    FrameConfig,
+    PublisherConfig,
+    SensorModel,
+    SerialConfig,
+    SimulatorConfig,
+)
+from twinpipe.config.schema import Config
+
+__all__ = [
+    "BridgeConfig",
+    "CHECKSUM_SIZES",
+    "CONFIG_PATH_ENV",
+    "Config",
+    "ConfigError",
+    "DEFAULT_CONFIG_PATH",
+    "DEFAULT_SENSORS",
+    "DeviceId",
+    "DisplayConfig",
+    "ENV_PREFIX",
+    "FrameConfig",
+    "HealthConfig",
+    "HostPort",
+    "HttpUrl",
+    "InfluxConfig",
+    "IngestionConfig",
+    "KAFKA_TOPIC_PATTERN",
+    "KafkaConfig",
+    "KafkaTopic",
+    "LatencyProbeConfig",
+    "LoggingConfig",
+    "Measurement",
+    "MqttConfig",
+    "MqttTls",
+    "NUCLEO_FIELDS",
+    "NUCLEO_RANGES",
+    "Port",
+    "Positive",
+    "PublisherConfig",
+    "ReadableFile",
+    "Route",
+    "Section",
+    "SensorModel",
+    "SerialConfig",
+    "SimulatorConfig",
+    "TagKey",
+    "TagValue",
+    "ValueName",
+    "default_device_level",
+    "env_overrides",
+    "host_rule",
+    "load_config",
+    "one_source",
+    "parse_config",
+    "pattern_rule",
+    "placeholders",
+    "read_secret",
+    "resolve_path",
+]

@@ -1,0 +1,183 @@
+"""`publisher:` — the publisher stage: its board (serial port and frame format) or simulator, and sending."""
+
+from __future__ import annotations
+
+import math
+import struct
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, field_validator, model_validator
+
+from twinpipe.config.common import DeviceId, Positive, Section, ValueName, placeholders
+from twinpipe.names import device_problem
+
+NUCLEO_FIELDS = [
+    "ambient_temperature",
+    "ambient_humidity",
+    "wall1_temperature",
+    "wall1_humidity",
+    "wall2_temperature",
+    "wall2_humidity",
+]
+
+
+# Plausible ranges of the Nucleo fields (°C for temperatures: the usual -40..125 °C sensor range; % for
+# relative humidity). A value outside is a misaligned frame or a faulty sensor, never stored.
+NUCLEO_RANGES: dict[str, tuple[float, float]] = {
+    name: (0.0, 100.0) if name.endswith("humidity") else (-40.0, 125.0) for name in NUCLEO_FIELDS
+}
+
+# frame.checksum → size in bytes (the layout's last item must be an unsigned integer of this size).
+CHECKSUM_SIZES = {"crc16-xmodem": 2, "crc16-ccitt-false": 2, "crc32": 4, "sum8": 1, "xor8": 1}
+
+
+class FrameConfig(Section):
+    format: Literal["binary", "json", "csv", "kv"] = "binary"
+    fields: list[ValueName] = NUCLEO_FIELDS
+    csv_delimiter: Annotated[str, Field(min_length=1, max_length=1)] = ","
+    max_line_bytes: Annotated[int, Field(ge=16)] = 4096
+    sync_hex: str = "00000000"
+    layout: str = ">6h"
+    scale: Annotated[list[float], BeforeValidator(lambda v: v if isinstance(v, list) else [v])] = [0.01]
+    ranges: dict[str, tuple[float, float]] = Field(default_factory=lambda: dict(NUCLEO_RANGES))
+    checksum: Literal["crc16-xmodem", "crc16-ccitt-false", "crc32", "sum8", "xor8"] | None = None
+    checksum_covers: Literal["values", "frame"] = "values"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_ranges(cls, data: Any) -> Any:
+        """Without an explicit `ranges`, the Nucleo ranges apply to whichever Nucleo fields are configured."""
+        if isinstance(data, dict) and "ranges" not in data:
+            fields = data.get("fields", NUCLEO_FIELDS)
+            if isinstance(fields, list):
+                data = {**data, "ranges": {k: v for k, v in NUCLEO_RANGES.items() if k in fields}}
+        return data
+
+    @field_validator("ranges")
+    @classmethod
+    def _ranges(cls, value: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        for name, (low, high) in value.items():
+            if not (math.isfinite(low) and math.isfinite(high)) or low > high:
+                raise ValueError(f"{name}: expected [min, max] with finite min <= max, got [{low}, {high}]")
+        return value
+
+    @field_validator("sync_hex")
+    @classmethod
+    def _hex(cls, value: str) -> str:
+        try:
+            if not bytes.fromhex(value):
+                raise ValueError
+        except ValueError:
+            raise ValueError("expected a non-empty hex string such as '00000000'") from None
+        return value
+
+    @field_validator("layout")
+    @classmethod
+    def _struct(cls, value: str) -> str:
+        try:
+            struct.calcsize(value)
+        except struct.error as exc:
+            raise ValueError(f"not a struct layout ({exc})") from None
+        if value[:1] not in "<>!=":
+            raise ValueError("must start with a byte order: '>' (big-endian) or '<' (little-endian)")
+        return value
+
+    def sync(self) -> bytes:
+        return bytes.fromhex(self.sync_hex)
+
+    def scales(self) -> list[float]:
+        """One factor per field (a single configured factor applies to all)."""
+        return self.scale * len(self.fields) if len(self.scale) == 1 else self.scale
+
+    @model_validator(mode="after")
+    def _binary_shape(self) -> FrameConfig:
+        if self.fields and (unknown := sorted(set(self.ranges) - set(self.fields))):
+            raise ValueError(f"ranges: {unknown} not in fields {self.fields}")
+        if self.format == "binary":
+            count = len(struct.unpack(self.layout, bytes(struct.calcsize(self.layout))))
+            values = count - (self.checksum is not None)
+            if values != len(self.fields):
+                raise ValueError(
+                    f"layout {self.layout!r} holds {values} values"
+                    + (" and the checksum" if self.checksum else "")
+                    + f" but fields lists {len(self.fields)}"
+                )
+            if len(self.scale) not in (1, values):
+                raise ValueError(f"scale must be one number or {values} numbers")
+            if self.checksum is not None:
+                code, size = self.layout[-1], CHECKSUM_SIZES[self.checksum]
+                if code not in "BHIQL" or struct.calcsize(self.layout[0] + code) != size:
+                    wanted = {1: "B", 2: "H", 4: "I"}[size]
+                    raise ValueError(
+                        f"checksum: {self.checksum} is a {size}-byte unsigned value, so the layout must end "
+                        f"with {wanted!r} (got {self.layout!r})"
+                    )
+        elif self.checksum is not None:
+            raise ValueError("checksum: only binary frames carry a checksum")
+        if self.format == "csv" and not self.fields:
+            raise ValueError("csv frames need the fields list")
+        return self
+
+
+class SerialConfig(Section):
+    device_id: DeviceId = "nucleo-1"
+    port: str = "/dev/ttyACM0"
+    baudrate: Annotated[int, Field(gt=0)] = 38400
+    bytesize: Literal[5, 6, 7, 8] = 8
+    parity: Literal["N", "E", "O", "M", "S"] = "N"
+    stopbits: Literal[1, 1.5, 2] = 1
+    read_timeout_s: Positive = 0.2
+    reconnect_max_s: Positive = 10.0
+    frame: FrameConfig = FrameConfig()
+
+
+class SensorModel(Section):
+    mean: float
+    stddev: Annotated[float, Field(ge=0)]
+    drift: Annotated[float, Field(ge=0)] = 0.0
+
+
+DEFAULT_SENSORS = {
+    "temperature": SensorModel(mean=25.0, stddev=2.0, drift=0.05),
+    "humidity": SensorModel(mean=60.0, stddev=3.0, drift=0.05),
+    "pressure": SensorModel(mean=1013.0, stddev=2.0, drift=0.02),
+}
+
+
+class SimulatorConfig(Section):
+    devices: Annotated[int, Field(ge=1, le=10000)] = 1
+    device_prefix: DeviceId = "sim"
+    rate_hz: Annotated[float, Field(gt=0, le=100000)] = 1.0
+    outlier_probability: Annotated[float, Field(ge=0, le=1)] = 0.001
+    outlier_scale: Annotated[float, Field(ge=0)] = 6.0
+    seed: int | None = None
+    sensors: dict[ValueName, SensorModel] = Field(default_factory=lambda: dict(DEFAULT_SENSORS), min_length=1)
+
+    @model_validator(mode="after")
+    def _device_ids_valid(self) -> SimulatorConfig:
+        problem = device_problem(f"{self.device_prefix}-{self.devices}", allow_probe=False)
+        if problem:
+            raise ValueError(f"device_prefix makes device ids that are not allowed: {problem}")
+        return self
+
+
+class PublisherConfig(Section):
+    source: Literal["simulator", "serial"] = "simulator"
+    topic_template: str = "twin/{device}/telemetry"
+    client_id: str | None = None
+    buffer_size: Annotated[int, Field(ge=1)] = 100_000
+    max_inflight: Annotated[int, Field(ge=1, le=65535)] = 100
+    shutdown_timeout_s: Positive = 10.0
+    spool_dir: Path | None = None
+    serial: SerialConfig = SerialConfig()
+    simulator: SimulatorConfig = SimulatorConfig()
+
+    @field_validator("topic_template")
+    @classmethod
+    def _topic(cls, value: str) -> str:
+        if placeholders(value) - {"device"}:
+            raise ValueError("only the placeholder {device} is allowed")
+        if "+" in value or "#" in value or not value:
+            raise ValueError("an MQTT topic to publish to cannot be empty or contain wildcards")
+        return value
