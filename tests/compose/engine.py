@@ -46,7 +46,9 @@ class Engine:
     def docker(self, *args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(["docker", *args], env=self.env, capture_output=True, text=True, **kwargs)
         if check and result.returncode != 0:
-            raise RuntimeError(f"docker {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+            raise RuntimeError(
+                f"docker {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}"
+            )
         return result
 
     def version(self) -> str:
@@ -66,8 +68,13 @@ class Engine:
 
 def answers(env: dict[str, str]) -> bool:
     try:
-        result = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], env=env,
-                                capture_output=True, text=True, timeout=20)
+        result = subprocess.run(
+            ["docker", "info", "--format", "{{.ServerVersion}}"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
     return result.returncode == 0 and bool(result.stdout.strip())
@@ -93,10 +100,22 @@ def find_or_start() -> Engine:
     env["DOCKER_HOST"] = f"unix://{socket}"
     log = open(PRIVATE_ROOT / "dockerd.log", "ab")  # noqa: SIM115 - owned by the daemon
     process = subprocess.Popen(
-        [dockerd, "--config-file", str(config), "--data-root", str(PRIVATE_ROOT / "docker"),
-         "--exec-root", str(PRIVATE_RUN / "exec"), "--pidfile", str(PRIVATE_RUN / "docker.pid"),
-         "--host", env["DOCKER_HOST"]],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            dockerd,
+            "--config-file",
+            str(config),
+            "--data-root",
+            str(PRIVATE_ROOT / "docker"),
+            "--exec-root",
+            str(PRIVATE_RUN / "exec"),
+            "--pidfile",
+            str(PRIVATE_RUN / "docker.pid"),
+            "--host",
+            env["DOCKER_HOST"],
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     log.close()
     deadline = time.monotonic() + 60

