@@ -7,7 +7,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 COMPOSE ?= docker compose
 
 .DEFAULT_GOAL := help
-.PHONY: help env up up-serial down logs watch test bench lint format demo check-config compose-config system-deps venv clean grafana-schema
+.PHONY: help env up up-serial down logs watch test compose-deps bench lint format demo check-config compose-config system-deps venv clean grafana-schema
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -93,7 +93,17 @@ $(GRAFANA_SCHEMA): $(SCHEMA_TOOLS)/package-lock.json
 
 grafana-schema: $(GRAFANA_SCHEMA) ## generate Grafana's dashboard schema (needs node and npm)
 
-test: system-deps venv $(GRAFANA_SCHEMA) ## install what is needed, then lint and run every test on real servers
+# The compose test (tests/compose) needs a Docker engine: one that runs is used as it is; where none
+# is installed, Debian's docker.io is (the test starts and stops a dockerd of its own). debootstrap
+# makes the local base image the test's stand-in images are built on.
+compose-deps: ## install Debian's docker.io (only when no Docker engine is there) and debootstrap
+	@missing=""; \
+	if ! command -v dockerd >/dev/null 2>&1 && ! $(DOCKER) info >/dev/null 2>&1; then missing=" docker.io"; fi; \
+	dpkg -s debootstrap >/dev/null 2>&1 || missing="$$missing debootstrap"; \
+	if [ -n "$$missing" ]; then echo "installing$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
+
+test: system-deps compose-deps venv $(GRAFANA_SCHEMA) ## install what is needed, then lint and run every test on real servers
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 

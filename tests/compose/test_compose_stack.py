@@ -14,6 +14,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from devstack.process import poll
 from tests.compose.conftest import UPSTREAM, ComposeRun
 
@@ -21,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 STAGES = ("publisher", "mqtt_kafka_bridge", "influx_ingestion", "latency_probe")
 PROJECT_IMAGE = "twinpipe:0.1.0"
 STATE: dict[str, set[str]] = {}
+pytestmark = pytest.mark.timeout(900)  # the first test builds every image from nothing
 
 
 def lines(text: str) -> set[str]:
@@ -133,6 +136,25 @@ def test_mosquitto_logs_no_line_per_healthcheck_or_autosave(compose_run: Compose
         line for line in log.splitlines() if re.search(r"New (client|connection)|disconnected|Saving", line)
     ]
     assert not noise, noise[:5]
+
+
+def test_make_up_names_a_service_that_does_not_become_healthy_and_shows_its_log(
+    compose_run: ComposeRun, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken-probe.yml"
+    broken.write_text(
+        "services:\n  latency_probe:\n    environment:\n"
+        "      TWINPIPE__INFLUXDB__TOKEN_FILE: /run/secrets/not-given\n"
+    )
+    compose_run.environment["COMPOSE_FILE"] += f":{broken}"
+    try:
+        result = compose_run.make("up", "UP_TIMEOUT_S=120")
+    finally:
+        compose_run.environment["COMPOSE_FILE"] = compose_run.environment["COMPOSE_FILE"].rsplit(":", 1)[0]
+    assert result.returncode != 0
+    assert "--- latency_probe is" in result.stderr
+    assert "influxdb.token_file: cannot read file" in result.stderr, result.stderr[-3000:]
+    assert "--- publisher" not in result.stderr, "healthy services are not reported"
 
 
 def test_make_down_stops_everything_and_keeps_only_the_data_volumes(compose_run: ComposeRun) -> None:
