@@ -45,7 +45,8 @@ up: env ## build the image, start the whole stack and wait until every service i
 	  $(COMPOSE_CMD) ps -a --format '{{.Service}}|{{.State}}|{{.Health}}|{{.ExitCode}}' | \
 	  while IFS='|' read -r service state health code; do \
 	    case "$$state/$$health" in running/healthy|running/) continue;; exited/) [ "$$code" = 0 ] && continue;; esac; \
-	    echo "--- $$service is $$state $$health (exit code $$code); its last log lines:" >&2; \
+	    detail=$$( [ "$$state" = exited ] && echo ", exit code $$code" || echo "$${health:+, $$health}"); \
+	    echo "--- $$service is $$state$$detail; its last log lines:" >&2; \
 	    $(COMPOSE_CMD) logs --no-log-prefix --tail=20 $$service >&2; done; \
 	  exit $$status; }
 	@$(DOCKER) image prune --force --filter label=org.opencontainers.image.title=twinpipe >/dev/null
