@@ -27,10 +27,11 @@ INIT_ONCE_KEYS := INFLUXDB_TOKEN:influxdb-data INFLUXDB_ADMIN_PASSWORD:influxdb-
 
 env: ## create .env from .env.example, or complete it (missing keys, empty secrets)
 	@test -f $(ENV_FILE) || { cp .env.example $(ENV_FILE) && chmod 600 $(ENV_FILE) && echo "created $(ENV_FILE)"; }
-	@awk -F= 'NR == FNR { if (/^[A-Z_]+=/) have[$$1] = 1; next } /^[A-Z_]+=/ && !($$1 in have)' \
+	@awk -F= 'FILENAME == ARGV[1] { if (/^[A-Z_]+=/) have[$$1] = 1; next } /^[A-Z_]+=/ && !($$1 in have)' \
 	  $(ENV_FILE) .env.example > $(ENV_FILE).missing; \
 	if [ -s $(ENV_FILE).missing ]; then \
 	  echo "$(ENV_FILE): added the keys it lacked, with the defaults of .env.example:" $$(cut -d= -f1 $(ENV_FILE).missing); \
+	  [ -z "$$(tail -c 1 $(ENV_FILE))" ] || echo >> $(ENV_FILE); \
 	  cat $(ENV_FILE).missing >> $(ENV_FILE); fi; rm -f $(ENV_FILE).missing
 	@for entry in $(INIT_ONCE_KEYS); do key=$${entry%%:*}; volume=$(PROJECT)_$${entry#*:}; \
 	  if ! grep -q "^$$key=." $(ENV_FILE) && $(DOCKER) volume inspect $$volume >/dev/null 2>&1; then \

@@ -10,6 +10,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from devstack import compose
 from twinpipe.config import ConfigError, load_config
@@ -335,3 +337,40 @@ def test_make_refuses_a_new_influxdb_token_for_an_initialised_volume(tmp_path: P
     assert result.returncode != 0
     assert "INFLUXDB_TOKEN is empty" in result.stderr and "twinpipe-env-test_influxdb-data" in result.stderr
     assert re.search(r"(?m)^INFLUXDB_TOKEN=$", env.read_text()), "left as it was"
+
+
+EXAMPLE_KEYS = re.findall(r"(?m)^([A-Z_]+)=(.*)$", (ROOT / ".env.example").read_text())
+SECRET_KEYS = {"INFLUXDB_TOKEN", "INFLUXDB_ADMIN_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "MQTT_PASSWORD"}
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    given_values=st.lists(
+        st.tuples(
+            st.sampled_from([key for key, _ in EXAMPLE_KEYS]),
+            st.text(st.characters(blacklist_categories=["Cs", "Cc"]), max_size=20),
+        ),
+        unique_by=lambda pair: pair[0],
+    ),
+    final_newline=st.booleans(),
+)
+def test_make_env_completes_any_hand_made_env_without_changing_what_it_holds(
+    tmp_path: Path, given_values: list[tuple[str, str]], final_newline: bool
+) -> None:
+    env = tmp_path / "hand-made.env"
+    text = "\n".join(f"{key}={value}" for key, value in given_values)
+    env.write_text(text + "\n" if text and final_newline else text)
+    result = make_env(env, docker="false")
+    assert result.returncode == 0, result.stderr
+    lines = env.read_text().splitlines()
+    keys = [line.split("=", 1)[0] for line in lines]
+    assert sorted(keys) == sorted(key for key, _ in EXAMPLE_KEYS), "every key exactly once"
+    values = dict(line.split("=", 1) for line in lines)
+    given = dict(given_values)
+    for key, default in EXAMPLE_KEYS:
+        if given.get(key):
+            assert values[key] == given[key], key
+        elif key in SECRET_KEYS:
+            assert re.fullmatch(r"[0-9a-f]{48}", values[key]), key
+        else:
+            assert values[key] == given.get(key, default), key
