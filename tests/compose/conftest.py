@@ -62,11 +62,11 @@ class ComposeRun:
         TIMINGS[step] = time.monotonic() - started
         return result
 
-    def compose(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def compose(self, *args: str, **environment: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(compose.binary()), "--env-file", str(self.env_file), *args],
             cwd=ROOT,
-            env=self.environment,
+            env={**self.environment, **environment},
             capture_output=True,
             text=True,
             timeout=120,

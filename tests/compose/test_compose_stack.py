@@ -138,6 +138,12 @@ def test_mosquitto_logs_no_line_per_healthcheck_or_autosave(compose_run: Compose
     assert not noise, noise[:5]
 
 
+def test_the_password_file_step_refuses_an_empty_mqtt_password(compose_run: ComposeRun) -> None:
+    result = compose_run.compose("run", "--rm", "--no-deps", "mosquitto-passwd", MQTT_PASSWORD="")
+    assert result.returncode != 0
+    assert "MQTT_PASSWORD is empty" in result.stderr + result.stdout
+
+
 def test_make_up_names_a_service_that_does_not_become_healthy_and_shows_its_log(
     compose_run: ComposeRun, tmp_path: Path
 ) -> None:
