@@ -10,6 +10,7 @@ Where neither works, `EngineUnavailable` says why: the compose test fails, it ne
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -33,15 +34,16 @@ class EngineUnavailable(RuntimeError):
 
 
 class Engine:
-    """`env` is the environment for docker and compose commands (DOCKER_HOST set when private)."""
+    """`env` is the environment for docker and compose commands (DOCKER_HOST set when private);
+    `pid` the dockerd this run started (or took over from a run that was killed), else None."""
 
-    def __init__(self, env: dict[str, str], process: subprocess.Popen[bytes] | None = None) -> None:
+    def __init__(self, env: dict[str, str], pid: int | None = None) -> None:
         self.env = env
-        self.process = process
+        self.pid = pid
 
     @property
     def private(self) -> bool:
-        return self.process is not None
+        return self.pid is not None
 
     def docker(self, *args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(["docker", *args], env=self.env, capture_output=True, text=True, **kwargs)
@@ -54,16 +56,27 @@ class Engine:
     def version(self) -> str:
         return self.docker("version", "--format", "{{.Server.Version}}").stdout.strip()
 
-    def stop(self) -> None:
-        if self.process is None:
+    def stop(self, timeout_s: float = 60) -> None:
+        """Stop the private dockerd (SIGTERM, then SIGKILL after `timeout_s`); a shared one is left alone."""
+        if self.pid is None:
             return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
+        os.kill(self.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while alive(self.pid):
+            if time.monotonic() > deadline:
+                os.kill(self.pid, signal.SIGKILL)
+            time.sleep(0.2)
+        self.pid = None
+
+
+def alive(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reaps it when it is our child
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def answers(env: dict[str, str]) -> bool:
@@ -92,12 +105,14 @@ def find_or_start() -> Engine:
             "no Docker engine answers (DOCKER_HOST or the default socket), and none can be started here "
             f"({'not root' if dockerd else 'no dockerd'}): start Docker, or run make test as root on Debian"
         )
+    env["DOCKER_HOST"] = f"unix://{PRIVATE_RUN / 'docker.sock'}"
+    pidfile = PRIVATE_RUN / "docker.pid"
+    if answers(env) and pidfile.is_file():  # left running by a run that was killed: take it over
+        return Engine(env, int(pidfile.read_text()))
     PRIVATE_RUN.mkdir(parents=True, exist_ok=True)
     (PRIVATE_ROOT / "docker").mkdir(parents=True, exist_ok=True)
     config = PRIVATE_RUN / "daemon.json"
     config.write_text(json.dumps(DAEMON_CONFIG))
-    socket = PRIVATE_RUN / "docker.sock"
-    env["DOCKER_HOST"] = f"unix://{socket}"
     log = open(PRIVATE_ROOT / "dockerd.log", "ab")  # noqa: SIM115 - owned by the daemon
     process = subprocess.Popen(
         [
@@ -109,7 +124,7 @@ def find_or_start() -> Engine:
             "--exec-root",
             str(PRIVATE_RUN / "exec"),
             "--pidfile",
-            str(PRIVATE_RUN / "docker.pid"),
+            str(pidfile),
             "--host",
             env["DOCKER_HOST"],
         ],
@@ -125,4 +140,4 @@ def find_or_start() -> Engine:
             tail = (PRIVATE_ROOT / "dockerd.log").read_text(errors="replace")[-2000:]
             raise EngineUnavailable(f"dockerd did not start (exit {process.poll()}):\n{tail}")
         time.sleep(0.2)
-    return Engine(env, process)
+    return Engine(env, process.pid)
