@@ -3,18 +3,23 @@
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
+# The label lets `make up` prune this project's untagged images (older builds) and nothing else.
+LABEL org.opencontainers.image.title=twinpipe
 WORKDIR /src
 RUN python -m venv /opt/twinpipe
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md image-constraints.txt ./
 COPY twinpipe twinpipe
 COPY publisher publisher
 COPY mqtt_kafka_bridge mqtt_kafka_bridge
 COPY consumer_display consumer_display
 COPY influx_ingestion influx_ingestion
 COPY latency_probe latency_probe
-RUN /opt/twinpipe/bin/pip install --no-cache-dir --disable-pip-version-check '.[confluent]'
+# Versions pinned by image-constraints.txt (pyproject.toml only gives ranges).
+RUN /opt/twinpipe/bin/pip install --no-cache-dir --disable-pip-version-check \
+        --constraint image-constraints.txt '.[confluent]'
 
 FROM ${PYTHON_IMAGE}
+LABEL org.opencontainers.image.title=twinpipe
 # dialout: the group that owns USB serial devices (/dev/ttyACM*, /dev/ttyUSB*) on Debian/Ubuntu hosts.
 RUN test "$(getent group dialout | cut -d: -f3)" = 20 \
     && useradd --system --uid 10001 --gid dialout --no-create-home --shell /usr/sbin/nologin twinpipe \

@@ -7,35 +7,67 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 COMPOSE ?= docker compose
 
 .DEFAULT_GOAL := help
-.PHONY: help up up-serial down logs watch test bench lint format demo check-config compose-config system-deps venv clean grafana-schema
+.PHONY: help env up up-serial down logs watch test compose-deps bench lint format demo check-config compose-config system-deps venv clean grafana-schema
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
-.env: .env.example
-	@test -f .env || { cp .env.example .env; \
-	  sed -i "s/^INFLUXDB_TOKEN=.*/INFLUXDB_TOKEN=$$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')/; \
-	          s/^INFLUXDB_ADMIN_PASSWORD=.*/INFLUXDB_ADMIN_PASSWORD=$$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')/; \
-	          s/^GRAFANA_ADMIN_PASSWORD=.*/GRAFANA_ADMIN_PASSWORD=$$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')/; \
-	          s/^MQTT_PASSWORD=.*/MQTT_PASSWORD=$$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')/" .env; \
-	  echo "created .env with fresh random secrets"; }
+# Compose settings. ENV_FILE, COMPOSE_PROJECT_NAME and COMPOSE_FILE let tests/compose run the same
+# targets on a stack of its own without touching a user's .env or `make up` stack.
+ENV_FILE ?= .env
+DOCKER   ?= docker
+PROJECT   = $(or $(COMPOSE_PROJECT_NAME),twinpipe)
+COMPOSE_FILES ?=
+COMPOSE_CMD = $(COMPOSE) --env-file $(ENV_FILE) $(COMPOSE_FILES)
+# Secrets `make up` fills when empty in $(ENV_FILE).
+SECRET_KEYS := INFLUXDB_TOKEN INFLUXDB_ADMIN_PASSWORD GRAFANA_ADMIN_PASSWORD MQTT_PASSWORD
+# Used by InfluxDB and Grafana only when their volume is first initialised: a new value later would
+# not match what they stored, so an empty one is refused while that volume exists.
+INIT_ONCE_KEYS := INFLUXDB_TOKEN:influxdb-data INFLUXDB_ADMIN_PASSWORD:influxdb-data GRAFANA_ADMIN_PASSWORD:grafana-data
 
-up: .env ## start Mosquitto, Kafka, InfluxDB, every stage, Prometheus and Grafana with docker compose
-	$(COMPOSE) up -d --build
-	@echo "running: Grafana on http://localhost:$${GRAFANA_PORT:-3000} (user and password in .env);"
-	@echo "'make logs' follows the stages, 'make down' stops everything"
+env: ## create .env from .env.example, or complete it (missing keys, empty secrets)
+	@test -f $(ENV_FILE) || { cp .env.example $(ENV_FILE) && chmod 600 $(ENV_FILE) && echo "created $(ENV_FILE)"; }
+	@awk -F= 'FILENAME == ARGV[1] { if (/^[A-Z_]+=/) have[$$1] = 1; next } /^[A-Z_]+=/ && !($$1 in have)' \
+	  $(ENV_FILE) .env.example > $(ENV_FILE).missing; \
+	if [ -s $(ENV_FILE).missing ]; then \
+	  echo "$(ENV_FILE): added the keys it lacked, with the defaults of .env.example:" $$(cut -d= -f1 $(ENV_FILE).missing); \
+	  [ -z "$$(tail -c 1 $(ENV_FILE))" ] || echo >> $(ENV_FILE); \
+	  cat $(ENV_FILE).missing >> $(ENV_FILE); fi; rm -f $(ENV_FILE).missing
+	@for entry in $(INIT_ONCE_KEYS); do key=$${entry%%:*}; volume=$(PROJECT)_$${entry#*:}; \
+	  if ! grep -q "^$$key=." $(ENV_FILE) && $(DOCKER) volume inspect $$volume >/dev/null 2>&1; then \
+	    echo "$(ENV_FILE): $$key is empty, but the volume $$volume was initialised with a value:" \
+	         "put that value back, or remove the volume (its data is lost) to start afresh" >&2; exit 1; fi; done
+	@for key in $(SECRET_KEYS); do grep -q "^$$key=." $(ENV_FILE) && continue; \
+	  value=$$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'); \
+	  sed -i "s/^$$key=.*/$$key=$$value/" $(ENV_FILE); echo "$(ENV_FILE): filled the empty $$key with a random value"; done
 
-up-serial: .env ## like up, with the real board at SERIAL_DEVICE (.env) instead of the simulator
-	$(COMPOSE) -f docker-compose.yml -f docker-compose.serial.yml up -d --build
+up: env ## build the image, start the whole stack and wait until every service is healthy
+	@$(COMPOSE_CMD) up -d --build --wait --wait-timeout $(UP_TIMEOUT_S) || { status=$$?; \
+	  $(COMPOSE_CMD) ps -a --format '{{.Service}}|{{.State}}|{{.Health}}|{{.ExitCode}}' | \
+	  while IFS='|' read -r service state health code; do \
+	    case "$$state/$$health" in running/healthy|running/) continue;; exited/) [ "$$code" = 0 ] && continue;; esac; \
+	    detail=$$( [ "$$state" = exited ] && echo ", exit code $$code" || echo "$${health:+, $$health}"); \
+	    echo "--- $$service is $$state$$detail; its last log lines:" >&2; \
+	    $(COMPOSE_CMD) logs --no-log-prefix --tail=20 $$service >&2; done; \
+	  exit $$status; }
+	@$(DOCKER) image prune --force --filter label=org.opencontainers.image.title=twinpipe >/dev/null
+	@echo "healthy: Grafana on port GRAFANA_PORT (3000) of BIND_ADDRESS (127.0.0.1), login in $(ENV_FILE);"
+	@echo "'make watch' shows the stream, 'make logs' follows the services, 'make down' stops everything"
+UP_TIMEOUT_S ?= 300
 
-watch: ## show the live stream of the compose stack (Ctrl-C stops)
-	$(COMPOSE) --profile tools run --rm consumer_display
+up-serial: ## like up, with the real board at SERIAL_DEVICE (.env) instead of the simulator
+	$(MAKE) up COMPOSE_FILES="-f docker-compose.yml -f docker-compose.serial.yml"
 
-down: ## stop the compose stack (data volumes are kept)
-	$(COMPOSE) down
+watch: ## show the live stream of the compose stack (Ctrl-C stops; WATCH_ARGS="--count 5" etc.)
+	$(COMPOSE_CMD) --profile tools run --rm consumer_display python -m consumer_display $(WATCH_ARGS)
+
+down: ## stop the compose stack; data volumes are kept, anonymous volumes and containers removed
+	$(COMPOSE_CMD) --profile tools stop
+	$(COMPOSE_CMD) --profile tools rm --force --volumes
+	$(COMPOSE_CMD) --profile tools down --remove-orphans
 
 logs: ## follow the logs of the compose stack
-	$(COMPOSE) logs -f --tail=50
+	$(COMPOSE_CMD) logs -f --tail=50
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,7 +95,17 @@ $(GRAFANA_SCHEMA): $(SCHEMA_TOOLS)/package-lock.json
 
 grafana-schema: $(GRAFANA_SCHEMA) ## generate Grafana's dashboard schema (needs node and npm)
 
-test: system-deps venv $(GRAFANA_SCHEMA) ## install what is needed, then lint and run every test on real servers
+# The compose test (tests/compose) needs a Docker engine: one that runs is used as it is; where none
+# is installed, Debian's docker.io is (the test starts and stops a dockerd of its own). debootstrap
+# makes the local base image the test's stand-in images are built on.
+compose-deps: ## install Debian's docker.io (only when no Docker engine is there) and debootstrap
+	@missing=""; \
+	if ! command -v dockerd >/dev/null 2>&1 && ! $(DOCKER) info >/dev/null 2>&1; then missing=" docker.io"; fi; \
+	dpkg -s debootstrap >/dev/null 2>&1 || missing="$$missing debootstrap"; \
+	if [ -n "$$missing" ]; then echo "installing$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
+
+test: system-deps compose-deps venv $(GRAFANA_SCHEMA) ## install what is needed, then lint and run every test on real servers
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
@@ -86,8 +128,8 @@ demo: system-deps venv ## run the pipeline as local processes on local servers, 
 check-config: venv ## validate config.yaml (with TWINPIPE__ environment overrides)
 	$(BIN)/python -m twinpipe check-config config.yaml
 
-compose-config: venv .env ## validate docker-compose.yml without a Docker engine
-	$(BIN)/python -m devstack.compose config --quiet
+compose-config: venv env ## validate docker-compose.yml without a Docker engine
+	$(BIN)/python -m devstack.compose --env-file $(ENV_FILE) config --quiet
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info build $(SCHEMA_TOOLS)/node_modules

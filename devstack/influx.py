@@ -88,13 +88,15 @@ class Influxd(ServerProcess):
 class InfluxV2Shim:
     """An InfluxDB 2 write endpoint (token, org, buckets) in front of an influxd 1.x."""
 
-    def __init__(self, influxd: Influxd, org: str, token: str, port: int | None = None):
+    def __init__(
+        self, influxd: Influxd, org: str, token: str, port: int | None = None, host: str = "127.0.0.1"
+    ):
         self.influxd = influxd
         self.org = org
         self.token = token
         self.buckets: set[str] = set()
         self.port = port or free_port()
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
+        self._server = ThreadingHTTPServer((host, self.port), self._handler())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import tomllib
 from pathlib import Path
 
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from devstack import compose
+from twinpipe.config import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = {"publisher", "mqtt_kafka_bridge", "influx_ingestion", "latency_probe", "consumer_display"}
@@ -173,3 +181,196 @@ def test_compose_mosquitto_sets_queue_limits_deliberately() -> None:
     conf = (ROOT / "mosquitto" / "common" / "twinpipe.conf").read_text()
     for key in ("max_queued_messages", "max_queued_bytes", "max_inflight_messages", "persistence true"):
         assert re.search(rf"(?m)^{key}", conf), key
+
+
+# --- Each stage's configuration, checked against exactly what its compose service provides ---------
+
+INFLUX_WRITERS = {"influx_ingestion", "latency_probe"}  # build an InfluxWriter at start: token required
+MQTT_CLIENTS = {"publisher", "mqtt_kafka_bridge", "latency_probe"}  # Mosquitto refuses anonymous clients
+
+
+def compose_model(tmp_path: Path) -> dict:
+    return compose.model("--env-file", str(env_file(tmp_path)), "--profile", "tools", cwd=ROOT)
+
+
+def env_values(tmp_path: Path) -> dict[str, str]:
+    lines = (tmp_path / ".env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if re.match(r"^[A-Z_]+=", line))
+
+
+def start_stage(name: str, service: dict, model: dict, root: Path, environ: dict[str, str]) -> None:
+    """Raise ConfigError where the stage would exit at start in the container `service` describes."""
+    view = compose.ContainerView(root, service, model.get("secrets", {}), environ, ROOT)
+    config = load_config(None, view.environment)  # the stage's own start: TWINPIPE_CONFIG from the image
+    if name in INFLUX_WRITERS:
+        config.influxdb.secret_token()
+    if name in MQTT_CLIENTS and not config.mqtt.secret_password():
+        raise ConfigError([f"{name}: mqtt password empty, Mosquitto would refuse it"])
+
+
+def test_every_stage_starts_with_exactly_what_its_service_provides(tmp_path: Path) -> None:
+    model = compose_model(tmp_path)
+    environ = env_values(tmp_path)
+    for name in STAGES:
+        start_stage(name, model["services"][name], model, tmp_path / name, environ)
+
+
+def test_each_secret_a_stage_gets_is_one_it_cannot_start_without(tmp_path: Path) -> None:
+    """Least privilege, and proof that the check above sees a missing secret (issue 16, item 1)."""
+    model = compose_model(tmp_path)
+    environ = env_values(tmp_path)
+    for name in STAGES:
+        service = model["services"][name]
+        for index in range(len(service.get("secrets", []))):
+            without = {**service, "secrets": [s for i, s in enumerate(service["secrets"]) if i != index]}
+            with pytest.raises(ConfigError, match=r"_file: cannot read file"):
+                start_stage(name, without, model, tmp_path / f"{name}-{index}", environ)
+        file_variables = {
+            Path(value).name
+            for key, value in service["environment"].items()
+            if key.endswith("_FILE") and value.startswith("/run/secrets/")
+        }
+        assert file_variables == {s["target"] for s in service.get("secrets", [])}, name
+    assert {s["source"] for s in model["services"]["influx_ingestion"]["secrets"]} == {"influxdb_token"}
+    assert not model["services"]["consumer_display"].get("secrets")
+
+
+def test_a_stage_whose_service_lacks_a_mounted_file_does_not_start(tmp_path: Path) -> None:
+    model = compose_model(tmp_path)
+    service = model["services"]["publisher"]
+    service = {
+        **service,
+        "environment": {**service["environment"], "TWINPIPE__MQTT__TLS__CA_FILE": "/etc/twinpipe/ca.pem"},
+    }
+    with pytest.raises(ConfigError, match=r"mqtt\.tls\.ca_file: cannot read file"):
+        start_stage("publisher", service, model, tmp_path / "view", env_values(tmp_path))
+
+
+def test_secrets_work_on_engines_older_than_24(tmp_path: Path) -> None:
+    """uid/gid on a secret make Engine < 24 look the user up on the host (moby#34142): none set;
+    the mode lets the image's non-root user read the root-owned file."""
+    for name, service in compose_model(tmp_path)["services"].items():
+        for secret in service.get("secrets", []):
+            assert "uid" not in secret and "gid" not in secret, (name, secret)
+            mode = secret["mode"]
+            mode = int(mode, 8) if isinstance(mode, str) else mode
+            assert mode & 0o004 and not mode & 0o222, (name, secret)
+
+
+def test_ports_are_published_on_loopback_unless_bind_address_says_otherwise(tmp_path: Path) -> None:
+    published = [p for s in resolved(tmp_path).values() for p in s.get("ports", [])]
+    assert published and all(p["host_ip"] == "127.0.0.1" for p in published)
+    with (tmp_path / ".env").open("a") as env:
+        env.write("BIND_ADDRESS=0.0.0.0\n")
+    result = compose.run("--env-file", str(tmp_path / ".env"), "config", "--format", "json", cwd=ROOT)
+    services = json.loads(result.stdout)["services"]
+    assert {p["host_ip"] for s in services.values() for p in s.get("ports", [])} == {"0.0.0.0"}
+    example = (ROOT / ".env.example").read_text()
+    assert re.search(r"(?m)^BIND_ADDRESS=127\.0\.0\.1$", example)
+
+
+def test_one_service_builds_the_image_every_stage_runs(tmp_path: Path) -> None:
+    services = resolved(tmp_path)
+    builders = [name for name, service in services.items() if "build" in service]
+    assert builders == ["publisher"]
+    assert {services[name]["image"] for name in STAGES} == {services["publisher"]["image"]}
+    for name in STAGES - {"publisher"}:
+        assert services[name]["pull_policy"] == "never", name
+
+
+def test_image_dependencies_are_pinned_by_the_constraints_file() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = pyproject["dependencies"] + pyproject["optional-dependencies"]["confluent"]
+    pins = {}
+    for line in (ROOT / "image-constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert re.fullmatch(r"[\w.]+", version), line
+            pins[canonical(name)] = version
+    for requirement in wanted:
+        assert canonical(re.match(r"[\w.-]+", requirement).group()) in pins, requirement
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "--constraint image-constraints.txt" in dockerfile
+    assert "image-constraints.txt" not in (ROOT / ".dockerignore").read_text()
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_env_example_holds_every_variable_the_compose_files_read() -> None:
+    keys = set(re.findall(r"(?m)^([A-Z_]+)=", (ROOT / ".env.example").read_text()))
+    for name in ("docker-compose.yml", "docker-compose.serial.yml"):
+        used = set(re.findall(r"\$\{([A-Z_]+)", (ROOT / name).read_text()))
+        assert used <= keys, (name, used - keys)
+
+
+def make_env(env: Path, docker: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["make", "--no-print-directory", "env", f"ENV_FILE={env}", f"DOCKER={docker}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COMPOSE_PROJECT_NAME": "twinpipe-env-test"},
+    )
+
+
+def test_make_completes_a_hand_copied_env_and_fills_empty_secrets(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text("MQTT_USERNAME=board\nMQTT_PASSWORD=\nINFLUXDB_TOKEN=kept-token\n")
+    result = make_env(env, docker="false")  # `false volume inspect`: no volume exists yet
+    assert result.returncode == 0, result.stderr
+    values = dict(line.split("=", 1) for line in env.read_text().splitlines())
+    assert set(values) >= set(re.findall(r"(?m)^([A-Z_]+)=", (ROOT / ".env.example").read_text()))
+    assert values["MQTT_USERNAME"] == "board" and values["INFLUXDB_TOKEN"] == "kept-token"
+    for key in ("MQTT_PASSWORD", "INFLUXDB_ADMIN_PASSWORD", "GRAFANA_ADMIN_PASSWORD"):
+        assert re.fullmatch(r"[0-9a-f]{48}", values[key]), key
+    assert "MQTT_PASSWORD" in result.stdout
+    assert make_env(env, docker="false").stdout == "", "a complete .env is left alone"
+    assert dict(line.split("=", 1) for line in env.read_text().splitlines()) == values
+
+
+def test_make_refuses_a_new_influxdb_token_for_an_initialised_volume(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text((ROOT / ".env.example").read_text())
+    result = make_env(env, docker="true")  # `true volume inspect`: the volume exists
+    assert result.returncode != 0
+    assert "INFLUXDB_TOKEN is empty" in result.stderr and "twinpipe-env-test_influxdb-data" in result.stderr
+    assert re.search(r"(?m)^INFLUXDB_TOKEN=$", env.read_text()), "left as it was"
+
+
+EXAMPLE_KEYS = re.findall(r"(?m)^([A-Z_]+)=(.*)$", (ROOT / ".env.example").read_text())
+SECRET_KEYS = {"INFLUXDB_TOKEN", "INFLUXDB_ADMIN_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "MQTT_PASSWORD"}
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    given_values=st.lists(
+        st.tuples(
+            st.sampled_from([key for key, _ in EXAMPLE_KEYS]),
+            st.text(st.characters(blacklist_categories=["Cs", "Cc"]), max_size=20),
+        ),
+        unique_by=lambda pair: pair[0],
+    ),
+    final_newline=st.booleans(),
+)
+def test_make_env_completes_any_hand_made_env_without_changing_what_it_holds(
+    tmp_path: Path, given_values: list[tuple[str, str]], final_newline: bool
+) -> None:
+    env = tmp_path / "hand-made.env"
+    text = "\n".join(f"{key}={value}" for key, value in given_values)
+    env.write_text(text + "\n" if text and final_newline else text)
+    result = make_env(env, docker="false")
+    assert result.returncode == 0, result.stderr
+    lines = env.read_text().splitlines()
+    keys = [line.split("=", 1)[0] for line in lines]
+    assert sorted(keys) == sorted(key for key, _ in EXAMPLE_KEYS), "every key exactly once"
+    values = dict(line.split("=", 1) for line in lines)
+    given = dict(given_values)
+    for key, default in EXAMPLE_KEYS:
+        if given.get(key):
+            assert values[key] == given[key], key
+        elif key in SECRET_KEYS:
+            assert re.fullmatch(r"[0-9a-f]{48}", values[key]), key
+        else:
+            assert values[key] == given.get(key, default), key

@@ -1,0 +1,178 @@
+"""The compose stack for real: `make up`, data through every stage, `make watch`, `make down`.
+
+The project's docker-compose.yml and Dockerfile run unchanged on a real Docker engine; where images
+cannot be pulled (CI), docker-compose.standins.yml swaps the upstream services' images for stand-ins
+built from Debian packages. The tests run in file order on one compose project of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from devstack.process import poll
+from tests.compose.conftest import UPSTREAM, ComposeRun
+
+ROOT = Path(__file__).resolve().parents[2]
+STAGES = ("publisher", "mqtt_kafka_bridge", "influx_ingestion", "latency_probe")
+PROJECT_IMAGE = "twinpipe:0.1.0"
+STATE: dict[str, set[str]] = {}
+pytestmark = pytest.mark.timeout(900)  # the first test builds every image from nothing
+
+
+def lines(text: str) -> set[str]:
+    return {line for line in text.splitlines() if line.strip()}
+
+
+def test_make_up_completes_the_env_and_waits_until_every_service_is_healthy(compose_run: ComposeRun) -> None:
+    docker = compose_run.engine.docker
+    STATE["volumes"] = lines(docker("volume", "ls", "--quiet").stdout)
+    STATE["dangling"] = lines(docker("images", "--quiet", "--filter", "dangling=true").stdout)
+    result = compose_run.make("up")
+    assert result.returncode == 0, f"make up failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    assert "filled the empty MQTT_PASSWORD" in result.stdout and "added the keys" in result.stdout
+    assert re.fullmatch(r"[0-9a-f]{48}", compose_run.env_value("MQTT_PASSWORD"))
+    services = compose_run.services()
+    for name in STAGES:
+        assert services[name]["State"] == "running" and services[name]["Health"] == "healthy", services[name]
+    for name in ("mosquitto", "kafka", "influxdb", "prometheus"):
+        assert services[name]["Health"] == "healthy", services[name]
+    assert services["mosquitto-passwd"]["State"] == "exited" and services["mosquitto-passwd"]["ExitCode"] == 0
+    assert ("grafana" in services) == UPSTREAM, "no Grafana stand-in: left out of the stand-in run"
+
+
+def test_the_image_is_built_once_with_pinned_dependencies_and_no_untagged_leftovers(
+    compose_run: ComposeRun,
+) -> None:
+    docker = compose_run.engine.docker
+    assert lines(docker("images", "--quiet", "--filter", "dangling=true").stdout) <= STATE["dangling"]
+    frozen = docker("run", "--rm", "--entrypoint", "pip", PROJECT_IMAGE, "freeze").stdout
+    installed = {line.lower() for line in lines(frozen) if not line.startswith("twinpipe")}
+    pinned = {
+        line.lower()
+        for line in lines((ROOT / "image-constraints.txt").read_text())
+        if not line.startswith("#")
+    }
+    assert installed == pinned
+
+
+def test_published_ports_listen_on_loopback_only(compose_run: ComposeRun) -> None:
+    published = [
+        publisher
+        for record in compose_run.services().values()
+        for publisher in record.get("Publishers") or []
+        if publisher.get("PublishedPort")
+    ]
+    assert {p["PublishedPort"] for p in published} >= {
+        compose_run.ports[key] for key in ("MQTT_PORT", "INFLUXDB_PORT", "PROMETHEUS_PORT")
+    }
+    assert {p["URL"] for p in published} == {"127.0.0.1"}
+
+
+def influx_rows(compose_run: ComposeRun, influxql: str) -> list[dict]:
+    """InfluxQL through the published InfluxDB port with the stack's token, as Grafana asks."""
+    query = urllib.parse.urlencode({"db": compose_run.env_value("INFLUXDB_BUCKET"), "q": influxql})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{compose_run.ports['INFLUXDB_PORT']}/query?{query}",
+        headers={"Authorization": f"Token {compose_run.env_value('INFLUXDB_TOKEN')}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        result = json.load(response)["results"][0]
+    return [
+        dict(zip(series["columns"], values, strict=True))
+        for series in result.get("series", [])
+        for values in series["values"]
+    ]
+
+
+def test_simulated_readings_reach_influxdb_without_gaps(compose_run: ComposeRun) -> None:
+    rows = poll(
+        lambda: influx_rows(
+            compose_run, """SELECT "seq", "boot" FROM "telemetry" WHERE "device" = 'sim-1'"""
+        ),
+        lambda found: len(found) >= 15,
+        timeout_s=90,
+        what="15 readings of the simulated board sim-1 in InfluxDB",
+        interval_s=1,
+    )
+    by_boot: dict[str, list[int]] = {}
+    for row in rows:
+        by_boot.setdefault(row["boot"], []).append(int(row["seq"]))
+    for boot, seqs in by_boot.items():
+        assert sorted(seqs) == list(range(len(seqs))), f"boot {boot}: gaps or duplicates in {sorted(seqs)}"
+
+
+def test_make_watch_shows_the_stream(compose_run: ComposeRun) -> None:
+    result = compose_run.make("watch", "WATCH_ARGS=--device sim-1 --from-beginning --count 5", timeout_s=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    shown = [line for line in result.stdout.splitlines() if " sim-1 #" in line]
+    assert len(shown) == 5, result.stdout[-3000:]
+    assert [int(re.search(r"#(\d+)", line).group(1)) for line in shown] == list(range(5))
+
+
+def test_mosquitto_logs_no_line_per_healthcheck_or_autosave(compose_run: ComposeRun) -> None:
+    docker = compose_run.engine.docker
+    container = f"{compose_run.project}-mosquitto-1"
+
+    def healthchecks() -> int:
+        state = json.loads(docker("inspect", "--format", "{{json .State.Health}}", container).stdout)
+        return sum(1 for check in state["Log"] if check["ExitCode"] == 0)
+
+    poll(
+        healthchecks,
+        lambda count: count >= 3,
+        timeout_s=60,
+        what="three Mosquitto healthchecks",
+        interval_s=1,
+    )
+    log = compose_run.compose("logs", "--no-log-prefix", "mosquitto").stdout
+    noise = [
+        line for line in log.splitlines() if re.search(r"New (client|connection)|disconnected|Saving", line)
+    ]
+    assert not noise, noise[:5]
+
+
+def test_the_password_file_step_refuses_an_empty_mqtt_password(compose_run: ComposeRun) -> None:
+    result = compose_run.compose("run", "--rm", "--no-deps", "mosquitto-passwd", MQTT_PASSWORD="")
+    assert result.returncode != 0
+    assert "MQTT_PASSWORD is empty" in result.stderr + result.stdout
+
+
+def test_make_up_names_a_service_that_does_not_become_healthy_and_shows_its_log(
+    compose_run: ComposeRun, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken-probe.yml"
+    broken.write_text(
+        "services:\n  latency_probe:\n    environment:\n"
+        "      TWINPIPE__INFLUXDB__TOKEN_FILE: /run/secrets/not-given\n"
+    )
+    compose_run.environment["COMPOSE_FILE"] += f":{broken}"
+    try:
+        result = compose_run.make("up", "UP_TIMEOUT_S=120")
+    finally:
+        compose_run.environment["COMPOSE_FILE"] = compose_run.environment["COMPOSE_FILE"].rsplit(":", 1)[0]
+    assert result.returncode != 0
+    assert "--- latency_probe is" in result.stderr
+    assert "influxdb.token_file: cannot read file" in result.stderr, result.stderr[-3000:]
+    assert "--- publisher" not in result.stderr, "healthy services are not reported"
+
+
+def test_make_down_stops_everything_and_keeps_only_the_data_volumes(compose_run: ComposeRun) -> None:
+    docker = compose_run.engine.docker
+    started = time.monotonic()
+    result = compose_run.make("down", timeout_s=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert time.monotonic() - started < 120
+    label = f"label=com.docker.compose.project={compose_run.project}"
+    assert not lines(docker("ps", "--all", "--quiet", "--filter", label).stdout), "containers left"
+    assert not lines(docker("network", "ls", "--quiet", "--filter", label).stdout), "network left"
+    new_volumes = lines(docker("volume", "ls", "--quiet").stdout) - STATE["volumes"]
+    anonymous = {v for v in new_volumes if not v.startswith(f"{compose_run.project}_")}
+    assert not anonymous, f"anonymous volumes left by make down: {anonymous}"
+    assert {f"{compose_run.project}_influxdb-data", f"{compose_run.project}_publisher-spool"} <= new_volumes
