@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import socket
@@ -17,8 +18,32 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A loopback port nothing listens on, chosen below the kernel's ephemeral range.
+
+    A port the OS hands out for `bind(0)` lies in the ephemeral range, from which every outgoing
+    connection also takes its local port; between this check and the server's own bind, one of the
+    many Kafka/MQTT client connections of a test run can take it (seen: a stage failing with
+    EADDRINUSE on its health port). Below that range only listeners compete.
+    """
+    low = max(_ephemeral_low() - 12000, 1024)
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(low, _ephemeral_low())
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # a crowded range: let the OS choose
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
