@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     if clients is None:
         return 0
     consumer, dead_letters = clients
-    ingestion = Ingestion(config, consumer, writer.write, dead_letters)
+    ingestion = Ingestion(config, consumer, writer.write, dead_letters, writer.bucket_retention_s)
     try:
         with HealthServer(
             config.health.host,
