@@ -120,6 +120,14 @@ class InfluxV2Shim:
             self.influxd.create_database(name)
         self.buckets[name] = retention_s
 
+    def set_retention(self, name: str, retention_s: int) -> None:
+        """Give an existing bucket a retention period (≥ 3600 s), as `influx bucket update --retention`:
+        a new default retention policy of that duration, which later writes and queries use."""
+        self.influxd.query(
+            f'CREATE RETENTION POLICY "retention" ON "{name}" DURATION {retention_s}s REPLICATION 1 DEFAULT'
+        )
+        self.buckets[name] = retention_s
+
     def _bucket(self, name: str) -> dict[str, Any]:
         """A bucket as InfluxDB 2's API shows it (the fields influxdb-client reads)."""
         every = self.buckets[name]
