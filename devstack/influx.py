@@ -3,7 +3,13 @@
 Production runs InfluxDB 2, and the ingestion writes with influxdb-client's v2 API. Debian has only
 1.x, which lacks /api/v2/write, so `InfluxV2Shim` accepts v2 writes, checks the token, org and bucket
 like InfluxDB 2 does (401/404), forwards the line protocol to influxd's /write, and maps the answer to
-InfluxDB 2's status codes (422 for a rejected point such as a field type conflict). It also serves
+InfluxDB 2's status codes and bodies: a partial write (a field type conflict, points beyond retention)
+is 422 `{"code": "unprocessable entity", "message": "failure writing points to database: partial
+write: ... dropped=N"}`, and the rest of the request is stored, as influxd 1.x does too. A bucket may
+have a retention period (an influxd retention policy of that duration, the database's default), which
+`GET /api/v2/buckets?name=` reports as InfluxDB 2 does (`retentionRules[].everySeconds`); influxd
+drops older points exactly as InfluxDB 2 does (the same coordinator code). Write requests are counted
+per bucket (`write_requests`) so tests can measure how many a client made. It also serves
 InfluxDB 2's v1-compatible /query (InfluxQL, token auth, database = bucket), which the latency probe
 and the Grafana datasource use. Tests read with InfluxQL on influxd directly: the query language
 that works on InfluxDB 1.x, 2.x and 3.x alike.
@@ -17,6 +23,7 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -94,7 +101,8 @@ class InfluxV2Shim:
         self.influxd = influxd
         self.org = org
         self.token = token
-        self.buckets: set[str] = set()
+        self.buckets: dict[str, int] = {}  # name → retention in seconds (0: forever)
+        self.write_requests: Counter[str] = Counter()  # bucket → POST /api/v2/write requests
         self.port = port or free_port()
         self._server = ThreadingHTTPServer((host, self.port), self._handler())
         self._server.daemon_threads = True
@@ -104,10 +112,31 @@ class InfluxV2Shim:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def add_bucket(self, name: str) -> None:
-        """A bucket that writes may name: the influxd database behind it, and the shim accepting it."""
-        self.influxd.create_database(name)
-        self.buckets.add(name)
+    def add_bucket(self, name: str, retention_s: int = 0) -> None:
+        """A bucket that writes may name: the influxd database behind it, and the shim accepting it.
+        `retention_s` (0: forever; else at least 3600, influxd's and InfluxDB 2's minimum) becomes the
+        database's default retention policy, which drops older points on write."""
+        if retention_s:
+            self.influxd.query(f'CREATE DATABASE "{name}" WITH DURATION {retention_s}s NAME "retention"')
+        else:
+            self.influxd.create_database(name)
+        self.buckets[name] = retention_s
+
+    def set_retention(self, name: str, retention_s: int) -> None:
+        """Give an existing bucket a retention period (≥ 3600 s), as `influx bucket update --retention`:
+        a new default retention policy of that duration, which later writes and queries use."""
+        self.influxd.query(
+            f'CREATE RETENTION POLICY "retention" ON "{name}" DURATION {retention_s}s REPLICATION 1 DEFAULT'
+        )
+        self.buckets[name] = retention_s
+
+    def _bucket(self, name: str) -> dict[str, Any]:
+        """A bucket as InfluxDB 2's API shows it (the fields influxdb-client reads)."""
+        every = self.buckets[name]
+        rules = (
+            [{"type": "expire", "everySeconds": every, "shardGroupDurationSeconds": 3600}] if every else []
+        )
+        return {"id": name, "orgID": self.org, "type": "user", "name": name, "retentionRules": rules}
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._server.serve_forever, name="influx-v2-shim", daemon=True)
@@ -146,8 +175,21 @@ class InfluxV2Shim:
                     self._reply(204)
                 elif self.path.startswith("/query"):
                     self._query(urllib.parse.urlsplit(self.path).query)
+                elif urllib.parse.urlsplit(self.path).path == "/api/v2/buckets":
+                    self._buckets(dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query)))
                 else:
                     self._reply(404, {"code": "not found", "message": "path not found"})
+
+            def _buckets(self, params: dict[str, str]) -> None:
+                """InfluxDB 2's bucket list, filtered by name and org as it does."""
+                if self.headers.get("Authorization") != f"Token {shim.token}":
+                    return self._reply(401, {"code": "unauthorized", "message": "unauthorized access"})
+                if params.get("org", shim.org) != shim.org:
+                    message = f'organization name "{params["org"]}" not found'
+                    return self._reply(404, {"code": "not found", "message": message})
+                names = [params["name"]] if "name" in params else sorted(shim.buckets)
+                found = [shim._bucket(name) for name in names if name in shim.buckets]
+                return self._reply(200, {"links": {"self": "/api/v2/buckets"}, "buckets": found})
 
             def _query(self, query: str) -> None:
                 """InfluxDB 2's v1-compatible InfluxQL endpoint: token auth, database = bucket name."""
@@ -180,6 +222,7 @@ class InfluxV2Shim:
                 bucket = query.get("bucket")
                 if bucket not in shim.buckets:
                     return self._reply(404, {"code": "not found", "message": f'bucket "{bucket}" not found'})
+                shim.write_requests[bucket] += 1
                 precision = V2_PRECISION.get(query.get("precision", "ns"))
                 if precision is None:
                     return self._reply(400, {"code": "invalid", "message": "invalid precision"})
@@ -195,9 +238,14 @@ class InfluxV2Shim:
                         return self._reply(response.status)
                 except urllib.error.HTTPError as exc:
                     message = json.loads(exc.read() or b"{}").get("error", exc.reason)
-                    # InfluxDB 2 answers 422 when points are rejected for their content (schema conflicts).
-                    status = 422 if exc.code == 400 and "partial write" in message else exc.code
-                    return self._reply(status, {"code": "invalid", "message": message})
+                    if exc.code == 400 and "partial write" in message:
+                        # InfluxDB 2's answer when it dropped some points and stored the rest.
+                        body = {
+                            "code": "unprocessable entity",
+                            "message": f"failure writing points to database: {message}",
+                        }
+                        return self._reply(422, body)
+                    return self._reply(exc.code, {"code": "invalid", "message": message})
                 except (urllib.error.URLError, OSError) as exc:
                     return self._reply(503, {"code": "unavailable", "message": str(exc)})
 

@@ -23,7 +23,9 @@ InfluxDB 2 API, and offsets are committed only afterwards. InfluxDB down: retry 
 nothing meanwhile. Records InfluxDB rejects for their content, records that are not envelopes, and
 envelopes whose event time is implausible (ingestion.earliest_event_time, max_event_age_s,
 max_event_future_s) or whose value names would hide a tag go to kafka.dead_letter_topic with the
-reason. /readyz fails, naming the reason, while every recent point is refused.
+reason, and so do points older than the bucket's retention (ingestion.retention_s, or read from the
+bucket), set aside before writing or named by InfluxDB's partial write. /readyz fails, naming the reason,
+while every recent point is refused.
 """
 
 
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     if clients is None:
         return 0
     consumer, dead_letters = clients
-    ingestion = Ingestion(config, consumer, writer.write, dead_letters)
+    ingestion = Ingestion(config, consumer, writer.write, dead_letters, writer.bucket_retention_s)
     try:
         with HealthServer(
             config.health.host,

@@ -9,6 +9,10 @@ are not envelopes, event times outside the plausibility window (twinpipe.eventti
 the record's Kafka timestamp so a re-delivery gets the same verdict) and value names that would hide
 one of the series' tags. It counts, without refusing, envelope keys it does not know and points
 that overwrite a different recent reading.
+
+Flushing first sets aside, as dead letters, points older than the bucket's retention (read from the
+bucket, or `ingestion.retention_s`): InfluxDB would drop them. What InfluxDB still refuses is found
+by `isolate.write_isolating` in a few requests, not one request per point.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from influx_ingestion import metrics
+from influx_ingestion.isolate import BEYOND_RETENTION, write_isolating
 from influx_ingestion.points import PointMapper, RecentPoints, Unstorable
 from twinpipe import deadletter
 from twinpipe.backoff import Backoff
@@ -33,7 +38,7 @@ from twinpipe.config import Config
 from twinpipe.envelope import EnvelopeError, decode
 from twinpipe.eventtime import implausible_time
 from twinpipe.health import Check, Heartbeat
-from twinpipe.influx import Rejected, Unavailable
+from twinpipe.influx import Unavailable
 from twinpipe.metrics import consumer_lag, sample
 from twinpipe.ratelog import ThrottledLog
 from twinpipe.trace import judge
@@ -45,12 +50,21 @@ STAGE = "influx_ingestion"
 # hide a tag) with none accepted: the stage runs but stores nothing, e.g. a configured tag InfluxDB
 # rejects or a field type conflict every reading hits.
 REJECTED_STREAK_NOT_READY = 10
+# Write requests per batch after which a refused group is no longer split (isolate.write_isolating):
+# one bad point among 5,000 takes about 2·log2(5000) ≈ 26, so this isolates several.
+MAX_ISOLATION_REQUESTS = 100
+# Points are set aside before writing only when older than the retention by this much more: the
+# clock skew between this host and InfluxDB allowed elsewhere (ingestion.max_event_future_s's
+# default). Points closer to the boundary are left to InfluxDB, whose partial write names them.
+RETENTION_SLACK_S = 300.0
+RETENTION_REFRESH_S = 300.0  # how often the bucket's retention is read again
+RETENTION_RECHECK_S = 10.0  # at the soonest after InfluxDB dropped points for retention
 
 
 class DeadLetter(NamedTuple):
     record: ConsumerRecord
     reason: str
-    kind: str  # for metrics: invalid, implausible_time or rejected (metrics.DEAD_LETTER_KINDS)
+    kind: str  # for metrics: one of metrics.DEAD_LETTER_KINDS
 
 
 @dataclass
@@ -70,7 +84,10 @@ class Ingestion:
         consumer: KafkaConsumer,
         write: Callable[[list[str]], None],
         dead_letters: KafkaProducer,
+        read_retention_s: Callable[[], float] | None = None,
     ) -> None:
+        """`read_retention_s`: the bucket's retention in seconds (0: forever), may raise Unavailable;
+        used unless `ingestion.retention_s` is set."""
         self._config = config
         self._settings = config.ingestion
         self._consumer = consumer
@@ -89,6 +106,10 @@ class Ingestion:
         self._max_future_ns = int(settings.max_event_future_s * 1e9)
         self._rejected_streak = 0  # points refused by storage in a row, none accepted since
         self._rejected_reason = ""  # the latest refusal's reason
+        self._read_retention_s = read_retention_s
+        self._retention_s: float | None = settings.retention_s  # None: not known (yet)
+        self._retention_read_at = -float("inf")
+        self._retention_stale = False  # InfluxDB dropped points for retention since the last read
 
     def ready_checks(self) -> dict[str, Check]:
         """Not ready while InfluxDB writes or dead-letter deliveries are failing, or while every
@@ -205,11 +226,15 @@ class Ingestion:
         """Write, deliver dead letters, commit. Retries until done; once stopping, until the shutdown
         deadline, after which nothing is committed and Kafka re-delivers the batch later."""
 
+        self._set_aside_beyond_retention(batch)
+
         def write() -> None:
-            rejected = self._write_isolating_rejects(batch.lines, batch.sources)
+            rejected = self._write_isolating_rejects(batch)
             batch.dead_letters += rejected  # only once the whole write attempt succeeded
             metrics.WRITTEN.inc(len(batch.lines) - len(rejected))
-            self._note_stored(len(batch.lines) - len(rejected), rejected)
+            self._note_stored(
+                len(batch.lines) - len(rejected), [r for r in rejected if r.kind != BEYOND_RETENTION]
+            )
             observe_write_delays(batch, time.time_ns(), self._settings.max_plausible_delay_s)
 
         if not self._retry(write, "write", "InfluxDB write", stop):
@@ -220,24 +245,72 @@ class Ingestion:
             return False
         return self._commit(batch)
 
-    def _write_isolating_rejects(self, lines: list[str], sources: list[ConsumerRecord]) -> list[DeadLetter]:
-        """Write; if InfluxDB rejects the content, split until the bad points are isolated.
+    def _write_isolating_rejects(self, batch: Batch) -> list[DeadLetter]:
+        """Write; what InfluxDB refuses comes back as dead letters with its reason (isolate.py)."""
+        outcome = write_isolating(batch.lines, batch.event_times, self._write_one, MAX_ISOLATION_REQUESTS)
+        if any(refused.kind == BEYOND_RETENTION for refused in outcome.refused):
+            self._retention_stale = True
+        return [self._rejected(batch.sources[r.index], r.reason, r.kind) for r in outcome.refused]
 
-        Writes are idempotent, so rewriting the good half of a partly accepted batch is harmless.
-        """
-        if not lines:
-            return []
+    def _write_one(self, lines: list[str]) -> None:
+        """One write request, counted and timed."""
+        metrics.WRITE_REQUESTS.inc()
+        with metrics.WRITE_DURATION.time():
+            self._write(lines)
+        metrics.BATCH_SIZE.observe(len(lines))
+
+    # --- retention ---
+
+    def _current_retention_s(self) -> float | None:
+        """`ingestion.retention_s` if set, else the bucket's, read again every RETENTION_REFRESH_S
+        (sooner after InfluxDB dropped points for retention); None while it cannot be read."""
+        if self._settings.retention_s is not None or self._read_retention_s is None:
+            return self._retention_s
+        since = time.monotonic() - self._retention_read_at
+        if since < RETENTION_REFRESH_S and not (self._retention_stale and since >= RETENTION_RECHECK_S):
+            return self._retention_s
+        self._retention_read_at = time.monotonic()
+        self._retention_stale = False
         try:
-            with metrics.WRITE_DURATION.time():
-                self._write(lines)
-            metrics.BATCH_SIZE.observe(len(lines))
-            return []
-        except Rejected as exc:
-            if len(lines) == 1:
-                return [self._rejected(sources[0], f"rejected by InfluxDB: {exc}", "rejected")]
-            middle = len(lines) // 2
-            first_half = self._write_isolating_rejects(lines[:middle], sources[:middle])
-            return first_half + self._write_isolating_rejects(lines[middle:], sources[middle:])
+            retention_s = self._read_retention_s()
+        except Unavailable as exc:
+            self._throttled.warning(
+                "retention",
+                "bucket retention unknown (%s); points beyond it are found by InfluxDB's partial write"
+                " instead of before writing (set ingestion.retention_s to skip the lookup)",
+                exc,
+            )
+            return self._retention_s
+        if retention_s != self._retention_s:
+            log.info("bucket retention: %s", f"{retention_s:g} s" if retention_s else "forever")
+        self._retention_s = retention_s
+        return retention_s
+
+    def _set_aside_beyond_retention(self, batch: Batch) -> None:
+        """Move points InfluxDB would drop for retention out of the write, into the dead letters."""
+        retention_s = self._current_retention_s()
+        if not retention_s:
+            return
+        now_ns = time.time_ns()
+        cutoff_ns = now_ns - int((retention_s + RETENTION_SLACK_S) * 1e9)
+        if not batch.event_times or min(batch.event_times) >= cutoff_ns:
+            return  # the usual batch: one pass, nothing to move
+        keep = [i for i, event_ns in enumerate(batch.event_times) if event_ns >= cutoff_ns]
+        kept = set(keep)
+        source = (
+            "ingestion.retention_s" if self._settings.retention_s is not None else "the bucket's retention"
+        )
+        for i, event_ns in enumerate(batch.event_times):
+            if i not in kept:
+                age_s = (now_ns - event_ns) / 1e9
+                reason = (
+                    f"beyond retention: event time {event_ns} is {age_s:.0f} s old, older than {source}"
+                    f" ({retention_s:g} s); InfluxDB would drop it (points beyond retention policy)"
+                )
+                batch.dead_letters.append(self._rejected(batch.sources[i], reason, BEYOND_RETENTION))
+        batch.lines = [batch.lines[i] for i in keep]
+        batch.sources = [batch.sources[i] for i in keep]
+        batch.event_times = [batch.event_times[i] for i in keep]
 
     def _rejected(self, record: ConsumerRecord, reason: str, kind: str) -> DeadLetter:
         self._throttled.warning(

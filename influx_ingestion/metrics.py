@@ -10,7 +10,8 @@ WRITTEN = Counter("twinpipe_ingestion_points_written", "Points InfluxDB acknowle
 DEAD_LETTERS = Counter(
     "twinpipe_ingestion_dead_letters",
     "Records sent to the dead-letter topic, by kind: invalid (not an envelope, or names that cannot be"
-    " stored), implausible_time (event time outside the window), rejected (by InfluxDB)",
+    " stored), implausible_time (event time outside the window), beyond_retention (older than the"
+    " bucket's retention: set aside before writing, or dropped by InfluxDB), rejected (by InfluxDB)",
     ["kind"],
 )
 UNKNOWN_KEYS = Counter(
@@ -32,6 +33,10 @@ BATCH_SIZE = Histogram(
     "twinpipe_ingestion_batch_size_points",
     "Points per InfluxDB write",
     buckets=(1, 10, 50, 100, 500, 1000, 2000, 5000, 10000, 20000),
+)
+WRITE_REQUESTS = Counter(
+    "twinpipe_ingestion_write_requests",
+    "InfluxDB write requests made, including those that isolate refused points",
 )
 WRITE_DURATION = Histogram(
     "twinpipe_ingestion_write_duration_seconds",
@@ -61,7 +66,7 @@ LAG = Gauge(
     "Records behind: the fetch high watermark minus the committed offset, summed over partitions",
 )
 
-DEAD_LETTER_KINDS = ("invalid", "implausible_time", "rejected")
+DEAD_LETTER_KINDS = ("invalid", "implausible_time", "beyond_retention", "rejected")
 for kind in DEAD_LETTER_KINDS:
     DEAD_LETTERS.labels(kind)
 for delay in ("write", "end_to_end"):

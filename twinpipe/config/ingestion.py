@@ -25,6 +25,8 @@ class IngestionConfig(Section):
     max_event_age_s: Annotated[float, Field(ge=0)] = 10 * 366 * 86400.0
     max_event_future_s: Annotated[float, Field(ge=0)] = 300.0
     max_plausible_delay_s: Positive = 3600.0
+    # None: read the bucket's retention from InfluxDB; 0: keep forever (set nothing aside).
+    retention_s: Annotated[float, Field(ge=0)] | None = None
 
     def earliest_event_ns(self) -> int:
         return int(self.earliest_event_time.timestamp()) * 1_000_000_000
