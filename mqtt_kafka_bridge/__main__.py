@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 
 from kafka.errors import KafkaError
 
@@ -36,19 +37,23 @@ def main(argv: list[str] | None = None) -> int:
         route.kafka_topic for route in settings.routes if route.kafka_topic and "{" not in route.kafka_topic
     ]
 
+    kafka = f"Kafka {','.join(config.kafka.bootstrap_servers)}"
+
     def connect() -> Producer:
         ensure_topics(
             config.kafka, [config.kafka.telemetry_topic, config.kafka.dead_letter_topic, *fixed_topics]
         )
         return PRODUCERS[settings.producer](config)
 
-    producer = until_connected(
-        connect, f"Kafka {','.join(config.kafka.bootstrap_servers)}", stop, (KafkaError,)
-    )
+    def replacement(stopped: threading.Event) -> Producer | None:
+        make = PRODUCERS[settings.producer]
+        return until_connected(lambda: make(config), kafka, stopped, (KafkaError,), action="reconnect to")
+
+    producer = until_connected(connect, kafka, stop, (KafkaError,))
     if producer is None:
         return 0
     with (
-        Bridge(config, producer) as bridge,
+        Bridge(config, producer, replacement) as bridge,
         HealthServer(config.health.host, config.health.port, bridge.health_checks(), bridge.ready_checks()),
     ):
         bridge.run(stop)
