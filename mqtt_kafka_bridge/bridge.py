@@ -31,6 +31,7 @@ from twinpipe.envelope import PROBE_DEVICE, TRACE_BRIDGE, EnvelopeError, decode,
 from twinpipe.health import Check
 from twinpipe.metrics import sample
 from twinpipe.ratelog import ThrottledLog
+from twinpipe.takeover import SessionGuard
 
 log = logging.getLogger("mqtt_kafka_bridge")
 
@@ -73,6 +74,14 @@ class Bridge:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
+        self._session = SessionGuard(
+            self._client,
+            settings.client_id,
+            "give each bridge replica its own bridge.client_id (TWINPIPE__BRIDGE__CLIENT_ID) and set "
+            "bridge.shared_group to split the messages between them",
+            "bridge",
+            (config.mqtt.reconnect_min_s, config.mqtt.reconnect_max_s),
+        )
         self._acks = InOrderAcks(lambda mid: self._client.ack(mid, 1))
         self._inbox: queue.SimpleQueue[Incoming | object] = queue.SimpleQueue()
         self._kafka = Delivery(
@@ -131,6 +140,7 @@ class Bridge:
         return {
             "mqtt": self._connected.is_set,
             "subscribed": self._subscribed.is_set,
+            "session": self._session.ready,
             "kafka": self._kafka.ready,
         }
 
@@ -158,6 +168,7 @@ class Bridge:
             log.error("MQTT broker %s refused the connection: %s", where, reason)
             return
         self._connected.set()
+        self._session.connected()
         log.info(
             "connected to MQTT broker %s (session %s)", where, "resumed" if flags.session_present else "new"
         )
@@ -169,12 +180,13 @@ class Bridge:
         client.subscribe([(topic, options) for topic in self._router.subscriptions()])
 
     def _on_disconnect(
-        self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
+        self, client: mqtt.Client, _userdata: Any, flags: Any, reason: Any, _props: Any
     ) -> None:
         self._connected.clear()
         self._subscribed.clear()
         self._acks.reset()
-        if reason.is_failure:
+        taken_over = self._session.disconnected(reason, flags)  # counted, and logged once per episode
+        if reason.is_failure and not taken_over:
             log.warning("disconnected from MQTT broker (%s); reconnecting", reason)
         self._disconnected.set()
 

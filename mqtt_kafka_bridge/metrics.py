@@ -40,10 +40,6 @@ KAFKA_DELIVERING = Gauge(
     "twinpipe_bridge_kafka_delivering", "1 unless the last record handed to Kafka failed (0 until one lands)"
 )
 RESEND_PENDING = Gauge("twinpipe_bridge_resend_pending_records", "Failed records waiting to be re-sent")
-SESSION_TAKEOVERS = Counter(
-    "twinpipe_bridge_session_takeovers",
-    "Times another client with the same bridge.client_id took the MQTT session over",
-)
 
 for kind in DEAD_LETTER_KINDS:
     DEAD_LETTERS.labels(kind)
