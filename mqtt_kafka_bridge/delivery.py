@@ -63,6 +63,7 @@ class Delivery:
         delivery_timeout_s: float,
         *,
         resend_backoff: Callable[[], Backoff] = lambda: Backoff(RESEND_INITIAL_S, RESEND_MAX_S),
+        no_report_margin_s: float = NO_REPORT_MARGIN_S,
     ) -> None:
         """`replacement(stop)`: a new producer, retried until it connects; None once `stop` is set.
         `wake`: make the forwarding thread call `recover` soon (it may be waiting for messages)."""
@@ -70,7 +71,7 @@ class Delivery:
         self._replacement = replacement
         self._on_delivered = on_delivered
         self._wake = wake
-        self._no_report_s = delivery_timeout_s + NO_REPORT_MARGIN_S
+        self._no_report_s = delivery_timeout_s + no_report_margin_s
         self._resend_backoff = resend_backoff
         self.stop = threading.Event()
         self._lock = threading.Condition()
