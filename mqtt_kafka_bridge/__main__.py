@@ -24,7 +24,10 @@ its topic names (bridge.routes[].device_level / check_device) or that claims the
 device "_probe" off the probe's topic. Retained messages replayed on subscribing are acknowledged,
 counted and logged, not forwarded. Set bridge.shared_group to split the load between
 replicas (each replica needs its own bridge.client_id). bridge.producer picks the Kafka client:
-kafka-python (default) or confluent-kafka (librdkafka, faster). SIGTERM: deliver, acknowledge, exit 0.
+kafka-python (default) or confluent-kafka (librdkafka, faster). A record that fails (after
+bridge.delivery_timeout_s) is re-sent after a backoff, oldest first; a producer left in a fatal state
+is replaced; two clients on one bridge.client_id are named in the log. SIGTERM: deliver, acknowledge,
+exit 0.
 """
 
 
