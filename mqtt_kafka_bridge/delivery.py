@@ -92,6 +92,8 @@ class Delivery:
         """Hand a new record over; while older records wait for a re-send, those go first."""
         if self._recovering:
             self.recover()
+            if self._recovering:
+                return  # stopping with older records undelivered: this one stays in MQTT behind them
         with self._lock:
             self._numbers += 1
             number = self._numbers
@@ -134,7 +136,7 @@ class Delivery:
         """Give the record to the producer; False when it was not (stop, or the producer is fatal:
         then it waits among the failed ones)."""
         backoff = Backoff(0.2, SEND_RETRY_MAX_S)
-        while not self.stop.is_set():
+        while True:  # tried at least once: on stop the forwarding thread still hands over what it took
             with self._lock:
                 producer = self._producer
                 sent = _Sent(number, self._generation, record)
@@ -155,8 +157,8 @@ class Delivery:
                     self._failing = f"Kafka refuses records ({exc})"
                 metrics.ERRORS.labels("send").inc()
                 self._throttled.warning("send", "cannot hand record to Kafka (%s); retrying", exc)
-                self.stop.wait(backoff.next_delay())
-        return False
+                if self.stop.wait(backoff.next_delay()):
+                    return False
 
     def _settle(self) -> None:
         """Wait until every record sent with the current producer has an outcome, or the producer
