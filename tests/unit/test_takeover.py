@@ -4,14 +4,19 @@ and its wiring to a paho client (a stand-in that records the reconnect delays it
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
+from devstack.process import poll
 from twinpipe.metrics import sample
 from twinpipe.takeover import (
     BACKOFF_MAX_S,
@@ -135,3 +140,40 @@ def test_the_guard_logs_once_per_episode_counts_each_takeover_and_fails_readines
     assert sample("twinpipe_unit_session_takeovers_total") - before == 4
     assert [d for d, _ in client.delays[:4]] == sorted(d for d, _ in client.delays[:4])
     assert client.delays[-1] == (0.5, 10.0), "the usual reconnect delays once the session is held again"
+
+
+def test_paho_hands_a_brokers_session_taken_over_to_the_guard(caplog: pytest.LogCaptureFixture) -> None:
+    """No broker installable here sends 0x8E (Debian's Mosquitto 2.0.11 does not; 2.0.15+ does), so a
+    socket plays the broker for one exchange: CONNACK, then DISCONNECT with reason code 0x8E
+    (MQTT 5 §3.14). Checks what paho 2 reports (reason 0x8E, packet from the server)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def broker() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(1024)  # CONNECT
+            connection.sendall(bytes([0x20, 3, 0, 0, 0]))  # CONNACK: no session, success, no properties
+            connection.sendall(bytes([0xE0, 2, SESSION_TAKEN_OVER, 0]))  # DISCONNECT 0x8E, no properties
+            connection.recv(1024)  # until paho closes
+
+    threading.Thread(target=broker, daemon=True).start()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="dup", protocol=MQTTProtocolVersion.MQTTv5)
+    client.reconnect_delay_set(30, 30)  # the one exchange is all this test needs
+    guard = SessionGuard(client, "dup", "give each one its own client id", "unit_paho", (30.0, 30.0))
+    verdicts: list[bool] = []
+    client.on_connect = lambda *_args: guard.connected()
+    client.on_disconnect = lambda _c, _u, flags, reason, _p: verdicts.append(
+        guard.disconnected(reason, flags)
+    )
+    with caplog.at_level(logging.ERROR, logger="twinpipe.mqtt"):
+        client.connect("127.0.0.1", port)
+        client.loop_start()
+        try:
+            poll(lambda: verdicts, bool, 10, "the disconnect")
+        finally:
+            client.loop_stop()
+            listener.close()
+    assert verdicts == [True]
+    assert "Session taken over (MQTT 5 reason code 0x8E)" in caplog.text and "'dup'" in caplog.text
+    assert sample("twinpipe_unit_paho_session_takeovers_total") == 1
