@@ -33,7 +33,7 @@ log = logging.getLogger("mqtt_kafka_bridge")
 RESEND_INITIAL_S = 0.5  # the first re-send waits this long, doubling while re-sends keep failing ...
 RESEND_MAX_S = 10.0  # ... up to this
 SEND_RETRY_MAX_S = 5.0  # the producer refused a record (buffer full, no metadata): retry up to this
-NO_REPORT_MARGIN_S = 30.0  # a record without an outcome this long past the delivery timeout: stuck
+NO_REPORT_MARGIN_S = 5.0  # a record without an outcome this long past the delivery timeout: stuck
 FATAL_CHECK_S = 0.5  # how often the producer's own fatal state is looked at while waiting
 
 
