@@ -6,13 +6,23 @@ from __future__ import annotations
 
 import threading
 import time
+from types import SimpleNamespace
 from typing import Any
 
+from confluent_kafka import KafkaError, KafkaException
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kafka import errors
 
 from mqtt_kafka_bridge.delivery import Delivery, Record
-from mqtt_kafka_bridge.producers import Fatal, NotAccepted
+from mqtt_kafka_bridge.producers import (
+    ConfluentProducer,
+    DeliveryFailed,
+    Fatal,
+    KafkaPythonProducer,
+    NotAccepted,
+    confluent_fatal_kind,
+)
 from twinpipe.backoff import Backoff
 
 
@@ -180,3 +190,28 @@ def test_readiness_names_the_failure_until_a_record_lands() -> None:
     assert isinstance(reason, str) and "Timeout" in reason and wakes
     delivery.recover()
     assert delivery.ready() is True
+
+
+def test_which_client_errors_mean_the_producer_must_be_replaced() -> None:
+    assert confluent_fatal_kind(KafkaError.PRODUCER_FENCED, False) == "producer_fenced"
+    assert confluent_fatal_kind(KafkaError.UNKNOWN_PRODUCER_ID, False) == "unknown_producer_id"
+    assert confluent_fatal_kind(KafkaError._MSG_TIMED_OUT, False) is None  # re-sent, not replaced
+    assert confluent_fatal_kind(KafkaError._TRANSPORT, True) == "fatal"
+    confluent: Any = SimpleNamespace(_fatal=None)
+    fenced = ConfluentProducer.fatal_cause(confluent, DeliveryFailed(KafkaError(KafkaError.PRODUCER_FENCED)))
+    assert fenced is not None and fenced.kind == "producer_fenced" and "PRODUCER_FENCED" in fenced.detail
+    refused = KafkaException(KafkaError(KafkaError._FATAL))  # produce() after a fatal error
+    assert ConfluentProducer.fatal_cause(confluent, refused) == Fatal("fatal", "_FATAL: Local: Fatal error")
+    assert ConfluentProducer.fatal_cause(confluent, BufferError("queue full")) is None
+    timed_out = DeliveryFailed(KafkaError(KafkaError._MSG_TIMED_OUT))
+    assert ConfluentProducer.fatal_cause(confluent, timed_out) is None
+
+    manager = SimpleNamespace(has_fatal_error=lambda: False, last_error=None)
+    python: Any = SimpleNamespace(_producer=SimpleNamespace(_transaction_manager=manager))
+    assert KafkaPythonProducer.fatal_cause(python, errors.KafkaTimeoutError("expired")) is None
+    fatal = KafkaPythonProducer.fatal_cause(python, errors.ProducerFencedError())
+    assert fatal is not None and fatal.kind == "producer_fenced"
+    manager.has_fatal_error = lambda: True
+    manager.last_error = errors.OutOfOrderSequenceNumberError()
+    state = KafkaPythonProducer.fatal_cause(python, None)
+    assert state is not None and state.kind == "out_of_order_sequence"
