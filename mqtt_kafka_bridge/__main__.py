@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 
 from kafka.errors import KafkaError
 
@@ -23,7 +24,10 @@ its topic names (bridge.routes[].device_level / check_device) or that claims the
 device "_probe" off the probe's topic. Retained messages replayed on subscribing are acknowledged,
 counted and logged, not forwarded. Set bridge.shared_group to split the load between
 replicas (each replica needs its own bridge.client_id). bridge.producer picks the Kafka client:
-kafka-python (default) or confluent-kafka (librdkafka, faster). SIGTERM: deliver, acknowledge, exit 0.
+kafka-python (default) or confluent-kafka (librdkafka, faster). A record that fails (after
+bridge.delivery_timeout_s) is re-sent after a backoff, oldest first; a producer left in a fatal state
+is replaced; two clients on one bridge.client_id are named in the log. SIGTERM: deliver, acknowledge,
+exit 0.
 """
 
 
@@ -36,19 +40,23 @@ def main(argv: list[str] | None = None) -> int:
         route.kafka_topic for route in settings.routes if route.kafka_topic and "{" not in route.kafka_topic
     ]
 
+    kafka = f"Kafka {','.join(config.kafka.bootstrap_servers)}"
+
     def connect() -> Producer:
         ensure_topics(
             config.kafka, [config.kafka.telemetry_topic, config.kafka.dead_letter_topic, *fixed_topics]
         )
         return PRODUCERS[settings.producer](config)
 
-    producer = until_connected(
-        connect, f"Kafka {','.join(config.kafka.bootstrap_servers)}", stop, (KafkaError,)
-    )
+    def replacement(stopped: threading.Event) -> Producer | None:
+        make = PRODUCERS[settings.producer]
+        return until_connected(lambda: make(config), kafka, stopped, (KafkaError,), action="reconnect to")
+
+    producer = until_connected(connect, kafka, stop, (KafkaError,))
     if producer is None:
         return 0
     with (
-        Bridge(config, producer) as bridge,
+        Bridge(config, producer, replacement) as bridge,
         HealthServer(config.health.host, config.health.port, bridge.health_checks(), bridge.ready_checks()),
     ):
         bridge.run(stop)

@@ -12,6 +12,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,29 +21,21 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from mqtt_kafka_bridge import metrics
 from mqtt_kafka_bridge.acks import InOrderAcks, Pending
-from mqtt_kafka_bridge.producers import NotAccepted, Producer
+from mqtt_kafka_bridge.delivery import Delivery, Record
+from mqtt_kafka_bridge.producers import Producer
 from mqtt_kafka_bridge.routing import Router, RoutingError
 from twinpipe import deadletter
-from twinpipe.backoff import Backoff
 from twinpipe.clients import connect_properties, mqtt_client
 from twinpipe.config import Config
 from twinpipe.envelope import PROBE_DEVICE, TRACE_BRIDGE, EnvelopeError, decode, encode
 from twinpipe.health import Check
 from twinpipe.metrics import sample
 from twinpipe.ratelog import ThrottledLog
+from twinpipe.takeover import SessionGuard
 
 log = logging.getLogger("mqtt_kafka_bridge")
 
 STAGE = "mqtt_kafka_bridge"
-
-
-@dataclass(slots=True)
-class Record:
-    topic: str
-    key: bytes | None
-    value: bytes
-    headers: list[tuple[str, bytes]] | None
-    pending: Pending | None  # None for QoS 0 messages, which are never acknowledged
 
 
 @dataclass(slots=True)
@@ -55,14 +48,20 @@ class Incoming:
 
 
 _STOP = object()
+_RECOVER = object()  # a delivery failed: re-send (Delivery.recover) before anything new
 RETAINED_TOPICS_LOGGED = 1000  # topics whose retained message is logged by name; further ones throttled
 
 
 class Bridge:
-    def __init__(self, config: Config, producer: Producer) -> None:
+    def __init__(
+        self,
+        config: Config,
+        producer: Producer,
+        replacement: Callable[[threading.Event], Producer | None],
+    ) -> None:
+        """`replacement(stop)`: a new producer for one found in a fatal state (see delivery.py)."""
         self._config = config
         settings = config.bridge
-        self._producer = producer
         self._router = Router(
             settings.routes,
             config.kafka.telemetry_topic,
@@ -75,8 +74,23 @@ class Bridge:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
+        self._session = SessionGuard(
+            self._client,
+            settings.client_id,
+            "give each bridge replica its own bridge.client_id (TWINPIPE__BRIDGE__CLIENT_ID) and set "
+            "bridge.shared_group to split the messages between them",
+            "bridge",
+            (config.mqtt.reconnect_min_s, config.mqtt.reconnect_max_s),
+        )
         self._acks = InOrderAcks(lambda mid: self._client.ack(mid, 1))
-        self._inbox: queue.SimpleQueue[Incoming | Record | object] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[Incoming | object] = queue.SimpleQueue()
+        self._kafka = Delivery(
+            producer,
+            replacement,
+            self._delivered,
+            lambda: self._inbox.put(_RECOVER),
+            settings.delivery_timeout_s,
+        )
         self._intake = threading.Lock()
         self._stopping = False
         self._disconnected = threading.Event()
@@ -105,7 +119,7 @@ class Bridge:
         self._client.disconnect()
         self._disconnected.wait(5)
         self._client.loop_stop()
-        self._producer.close(5)
+        self._kafka.close(5)
         log.info(
             "stopped: %d delivered to Kafka (%d of them dead letters), %d failed deliveries retried, "
             "%d unacknowledged",
@@ -123,7 +137,12 @@ class Bridge:
     def ready_checks(self) -> dict[str, Check]:
         """Ready once subscribed: until then the broker has no session to queue messages in for us,
         so readings published on a first start would be dropped. Compose starts the publisher after."""
-        return {"mqtt": self._connected.is_set, "subscribed": self._subscribed.is_set}
+        return {
+            "mqtt": self._connected.is_set,
+            "subscribed": self._subscribed.is_set,
+            "session": self._session.ready,
+            "kafka": self._kafka.ready,
+        }
 
     def run(self, stop: threading.Event) -> None:
         self._forwarder.start()
@@ -136,8 +155,9 @@ class Bridge:
         with self._intake:
             self._stopping = True
             self._inbox.put(_STOP)
+        self._kafka.stop.set()  # no more re-sends: what failed stays in the MQTT session
         forwarder.join(max(0.0, deadline - time.monotonic()))
-        if not self._producer.flush(max(0.1, deadline - time.monotonic())):
+        if not self._kafka.flush(max(0.1, deadline - time.monotonic())):
             log.warning("shutdown: flush to Kafka incomplete; unacknowledged messages stay queued in MQTT")
 
     # --- paho network thread ---
@@ -148,6 +168,7 @@ class Bridge:
             log.error("MQTT broker %s refused the connection: %s", where, reason)
             return
         self._connected.set()
+        self._session.connected()
         log.info(
             "connected to MQTT broker %s (session %s)", where, "resumed" if flags.session_present else "new"
         )
@@ -159,12 +180,13 @@ class Bridge:
         client.subscribe([(topic, options) for topic in self._router.subscriptions()])
 
     def _on_disconnect(
-        self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
+        self, client: mqtt.Client, _userdata: Any, flags: Any, reason: Any, _props: Any
     ) -> None:
         self._connected.clear()
         self._subscribed.clear()
         self._acks.reset()
-        if reason.is_failure:
+        taken_over = self._session.disconnected(reason, flags)  # counted, and logged once per episode
+        if reason.is_failure and not taken_over:
             log.warning("disconnected from MQTT broker (%s); reconnecting", reason)
         self._disconnected.set()
 
@@ -197,11 +219,12 @@ class Bridge:
 
     def _forward_loop(self) -> None:
         while (item := self._inbox.get()) is not _STOP:
-            if isinstance(item, Incoming) and item.retained:
+            if item is _RECOVER:
+                self._kafka.recover()
+            elif isinstance(item, Incoming) and item.retained:
                 self._ignore_retained(item)
-                continue
-            record = self.to_record(item) if isinstance(item, Incoming) else item
-            self._send(record)
+            elif isinstance(item, Incoming):
+                self._kafka.send(self.to_record(item))
 
     def _ignore_retained(self, incoming: Incoming) -> None:
         """A retained message replayed on (re)subscribing is the broker's last-value copy, not a new
@@ -255,29 +278,10 @@ class Bridge:
             incoming.pending,
         )
 
-    def _send(self, record: Record) -> None:
-        backoff = Backoff(0.2, 5.0)
-        while True:
-            try:
-                self._producer.send(
-                    record.topic, record.key, record.value, record.headers, self._on_delivery, record
-                )
-                return
-            except NotAccepted as exc:  # buffer full or no metadata: Kafka is unreachable
-                metrics.ERRORS.labels("send").inc()
-                self._throttled.warning("send", "cannot hand record to Kafka (%s); retrying", exc)
-                time.sleep(backoff.next_delay())
-
     # --- the producer's delivery thread ---
 
-    def _on_delivery(self, record: Record, error: BaseException | None) -> None:
-        """Delivered: count it and release its acknowledgement. Failed (timed out): send it again;
-        the MQTT message stays unacknowledged until it lands."""
-        if error is not None:
-            metrics.ERRORS.labels("delivery").inc()
-            self._throttled.warning("failed", "delivery to %s failed (%s); retrying", record.topic, error)
-            self._inbox.put(record)
-            return
+    def _delivered(self, record: Record) -> None:
+        """Kafka has it: count it and release its acknowledgement."""
         metrics.DELIVERED.inc()
         metrics.DELIVERED_BYTES.inc(len(record.value))
         if record.pending is not None:

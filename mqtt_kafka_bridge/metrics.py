@@ -2,6 +2,8 @@
 
 from prometheus_client import Counter, Gauge
 
+from mqtt_kafka_bridge.producers import FATAL_KINDS
+
 DEAD_LETTER_KINDS = (
     "not_json", "version", "invalid", "too_large", "unroutable", "device_mismatch", "reserved_device",
 )  # fmt: skip
@@ -23,12 +25,21 @@ IGNORED = Counter(
 )
 ERRORS = Counter(
     "twinpipe_bridge_errors",
-    "Errors by kind: send (Kafka refused the record, retried), delivery (delivery timed out, re-sent)",
+    "Errors by kind: send (Kafka refused the record, retried), delivery (delivery failed, re-sent)",
     ["kind"],
 )
 UNACKED = Gauge("twinpipe_bridge_unacked_messages", "MQTT messages received and not yet acknowledged")
 QUEUED = Gauge("twinpipe_bridge_queue_depth_messages", "Messages waiting for the forwarding thread")
 MQTT_CONNECTED = Gauge("twinpipe_bridge_mqtt_connected", "1 while connected to the MQTT broker")
+PRODUCER_RECREATIONS = Counter(
+    "twinpipe_bridge_producer_recreations",
+    "Kafka producers replaced because they were in a fatal state, by cause",
+    ["cause"],
+)
+KAFKA_DELIVERING = Gauge(
+    "twinpipe_bridge_kafka_delivering", "1 unless the last record handed to Kafka failed (0 until one lands)"
+)
+RESEND_PENDING = Gauge("twinpipe_bridge_resend_pending_records", "Failed records waiting to be re-sent")
 
 for kind in DEAD_LETTER_KINDS:
     DEAD_LETTERS.labels(kind)
@@ -36,3 +47,5 @@ for kind in IGNORED_KINDS:
     IGNORED.labels(kind)
 for kind in ("send", "delivery"):
     ERRORS.labels(kind)
+for kind in FATAL_KINDS:
+    PRODUCER_RECREATIONS.labels(kind)

@@ -28,6 +28,7 @@ from twinpipe.envelope import TRACE_PUBLISH, Envelope, encode, new_boot_id
 from twinpipe.health import Check, Heartbeat
 from twinpipe.metrics import sample
 from twinpipe.ratelog import ThrottledLog
+from twinpipe.takeover import SessionGuard
 
 log = logging.getLogger("publisher")
 
@@ -53,6 +54,13 @@ class Publisher:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
+        self._session = SessionGuard(
+            self._client,
+            client_id,
+            "give each publisher its own publisher.client_id, or leave it null for one made per start",
+            "publisher",
+            (config.mqtt.reconnect_min_s, config.mqtt.reconnect_max_s),
+        )
         if settings.source == "serial":
             self._source: SerialSource | SimulatorSource = SerialSource(
                 settings.serial, self.accept, self._on_frame_error
@@ -77,7 +85,7 @@ class Publisher:
         return {"source": self._source_thread.is_alive, "sender": self._sender_heartbeat.alive}
 
     def ready_checks(self) -> dict[str, Check]:
-        return {"mqtt": self._connected.is_set}
+        return {"mqtt": self._connected.is_set, "session": self._session.ready}
 
     def __enter__(self) -> Publisher:
         mqtt_config = self._config.mqtt
@@ -227,13 +235,15 @@ class Publisher:
             )
         else:
             self._connected.set()
+            self._session.connected()
             log.info("connected to MQTT broker %s:%d", self._config.mqtt.host, self._config.mqtt.port)
 
     def _on_disconnect(
-        self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
+        self, client: mqtt.Client, _userdata: Any, flags: Any, reason: Any, _props: Any
     ) -> None:
         self._connected.clear()
-        if reason.is_failure:
+        taken_over = self._session.disconnected(reason, flags)  # counted, and logged once per episode
+        if reason.is_failure and not taken_over:
             log.warning("disconnected from MQTT broker (%s); buffering and reconnecting", reason)
 
     def _on_publish(self, client: mqtt.Client, _userdata: Any, mid: int, reason: Any, _props: Any) -> None:

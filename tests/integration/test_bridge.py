@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -13,10 +14,11 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from devstack.mosquitto import Mosquitto
-from devstack.process import free_port, stage_metric, stage_ready
+from devstack.process import free_port, http_get, stage_metric, stage_ready
 from devstack.stages import StageProcess
 from tests.harness import Pipeline, poll
 from twinpipe.envelope import PROBE_DEVICE, Envelope, decode, encode
+from twinpipe.takeover import STRIKES
 
 
 def envelope(device: str, seq: int) -> bytes:
@@ -315,3 +317,65 @@ def test_the_documented_acl_lets_each_user_publish_only_as_itself(tmp_path: Path
         poll(lambda: sorted(received), lambda r: len(r) >= 3, 10, "the allowed messages")
         assert sorted(received) == sorted(topic for _user, topic in allowed)
         reader.loop_stop()
+
+
+def test_two_bridges_on_one_client_id_name_the_stolen_session_once_back_off_and_lose_nothing(
+    pipeline: Pipeline,
+) -> None:
+    """Mosquitto 2.0.11 (Debian's) closes the old connection without MQTT 5's 'Session taken over'
+    (0x8E; sent from 2.0.15 on), so this exercises the flap rule of twinpipe/takeover.py; the 0x8E
+    rule is in tests/unit/test_takeover.py. Each bridge logs to its own file."""
+    takeover_line = "taken over by another client with the same id"
+    metric = "twinpipe_bridge_session_takeovers_total"
+    first, first_port = ready_bridge(pipeline)
+    publisher = pipeline.stage("publisher", {"publisher": {"simulator": {"rate_hz": 50, "devices": 2}}})
+    poll(lambda: stage_metric(first_port, "twinpipe_bridge_records_delivered_total"), bool, 30, "records")
+    second_port = free_port()
+    (pipeline.workdir / "second").mkdir()
+    second = StageProcess(
+        "mqtt_kafka_bridge",
+        pipeline.write_config({"health": {"port": second_port}}, name="second-bridge.yaml"),
+        pipeline.workdir / "second",
+        env=pipeline.stack.env(),
+    ).start()
+    pipeline.stages.append(second)
+    overlap_started = time.monotonic()
+    ports = {"first": first_port, "second": second_port}
+    for name, port in ports.items():
+        poll(lambda port=port: stage_metric(port, metric), bool, 30, f"the {name} bridge's takeover counted")
+    # Both are losers in turn; each fails readiness naming the cause while this goes on.
+    for name, port in ports.items():
+        status, body = poll(
+            lambda port=port: http_get(f"http://127.0.0.1:{port}/readyz"),
+            lambda answer: answer[0] == 503 and "taken over" in answer[1],
+            30,
+            f"the {name} bridge not ready, naming the takeover",
+        )
+        assert "bridge.client_id" in json.loads(body)["reasons"]["session"]
+    poll(
+        lambda: sum(stage_metric(port, metric) for port in ports.values()),
+        lambda n: n >= 5,
+        60,
+        "5 takeovers",
+    )
+    overlap_s = time.monotonic() - overlap_started
+    takeovers = {name: stage_metric(port, metric) for name, port in ports.items()}
+    assert second.stop() == 0, second.log()
+    logs = {"first": first.log(), "second": second.log()}
+    for name, text in logs.items():
+        assert text.count(takeover_line) == 1, f"{name}: logged once, not per flap\n{text[-3000:]}"
+        assert f"client id 'bridge-{pipeline.id}'" in text and "bridge.shared_group" in text
+    connects = sum(text.count("connected to MQTT broker") for text in logs.values())
+    # Without the backoff the two reconnect every 0.5 s: about 4 connections per second between them.
+    assert connects <= 2 * STRIKES + overlap_s, (connects, overlap_s)
+
+    assert publisher.stop() == 0
+    published = int(publisher.log().rsplit("stopped: ", 1)[1].split()[0])
+    records = pipeline.kafka_records(pipeline.telemetry_topic, published, timeout_s=90)
+    keys = {(e.device, e.seq) for e in map(decode, (r.value for r in records))}
+    assert len(keys) == published, "every reading reached Kafka"
+    print(
+        f"\ntwo bridges on one client id for {overlap_s:.0f} s: takeovers {takeovers}, {connects} connects, "
+        f"{published} published, {len(records)} records ({len(records) - published} duplicates), 0 lost"
+    )
+    assert first.stop() == 0, first.log()

@@ -93,6 +93,7 @@ class BridgeConfig(Section):
     batch_size: Annotated[int, Field(ge=1024)] = 65536
     compression: Literal["none", "gzip"] = "none"
     producer: Literal["kafka-python", "confluent-kafka"] = "kafka-python"
+    delivery_timeout_s: Annotated[float, Field(ge=1, le=86400)] = 120.0
     shutdown_timeout_s: Positive = 10.0
 
     @field_validator("producer")
