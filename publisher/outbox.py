@@ -25,9 +25,13 @@ from dataclasses import dataclass
 from twinpipe.envelope import Envelope
 
 # A reading lost with the connection this many times while it was in flight alone is set aside:
-# the broker closes the connection on it (or the network dies exactly then, three times in a row).
+# the broker closes the connection on it (or the network died exactly then, three times in a row).
 LONE_LOSSES_TO_SET_ASIDE = 3
 PACKET_TOO_LARGE = 0x95  # MQTT 5 reason code (PUBACK or DISCONNECT)
+# A broker DISCONNECT with one of these reasons while a reading was alone in flight names that reading
+# at once: Malformed Packet, Protocol Error (Mosquitto's message_size_limit), Topic Name invalid,
+# Packet too large (Mosquitto's max_packet_size), Payload format invalid.
+BLAMES_THE_PACKET = frozenset({0x81, 0x82, 0x90, PACKET_TOO_LARGE, 0x99})
 
 
 def varint_size(value: int) -> int:
@@ -55,6 +59,7 @@ class Pending:
     segment: int | None
     packet_bytes: int = 0  # of the last PUBLISH sent
     losses: int = 0  # connections lost while it was in flight
+    lone_losses: int = 0  # ... while it was in flight alone
     suspect: bool = False  # sent alone until acknowledged
     alone: bool = False  # the last send was alone in flight
     on_wire: bool = False  # the last send went to a live connection (not queued by paho meanwhile)
@@ -179,16 +184,18 @@ class Outbox:
             on_wire = [p for p in lost if p.on_wire]
             for pending in on_wire:
                 pending.losses += 1
+                pending.lone_losses += pending.alone
             if on_wire:
                 max(on_wire, key=lambda p: p.packet_bytes).suspect = True  # the likeliest poison first
             requeue = []
             for pending in lost:
                 lone_loss = pending.alone and pending.on_wire
-                if lone_loss and (pending.losses >= LONE_LOSSES_TO_SET_ASIDE or server_reason is not None):
-                    kind = "too_large" if server_reason == PACKET_TOO_LARGE else "connection_lost"
+                blamed = lone_loss and server_reason in BLAMES_THE_PACKET
+                if blamed or pending.lone_losses >= LONE_LOSSES_TO_SET_ASIDE:
+                    kind = "too_large" if blamed and server_reason == PACKET_TOO_LARGE else "connection_lost"
                     reason = (
-                        f"the broker closed the connection each time it was sent alone "
-                        f"({pending.losses} times, last: {lost_reason}; {pending.packet_bytes} bytes)"
+                        f"the broker closed the connection when it was sent alone ({pending.lone_losses} "
+                        f"times, last: {lost_reason}; {pending.packet_bytes} bytes)"
                     )
                     self._set_aside(pending, kind, reason)
                     continue
