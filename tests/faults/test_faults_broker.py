@@ -8,8 +8,10 @@ everything that waits for an effect polls with a deadline.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import threading
 import time
 import tty
@@ -149,3 +151,53 @@ def test_readings_over_message_size_limit_are_found_and_set_aside(
     """message_size_limit is not announced: Mosquitto closes the connection (Protocol error) on the
     message, and the publisher finds it by sending the suspect alone."""
     oversized_board_run(pipeline, broker, "message_size_limit 2000\n", rate_hz=20, count=250)
+
+
+AUTOSAVE_S = 5  # the broker's autosave_interval in these tests (compose: 10)
+RESEND_WINDOW_S = 8  # publisher.resend_window_s: the autosave interval plus margin
+
+
+@pytest.mark.parametrize(
+    ("bridge_running", "window_s"),
+    [(False, RESEND_WINDOW_S), (True, RESEND_WINDOW_S), (False, 0)],
+    ids=["bridge-stopped", "bridge-running", "bridge-stopped-without-window"],
+)
+def test_mosquitto_killed_with_sigkill_loses_nothing_the_publisher_let_go(
+    pipeline: Pipeline, broker: Mosquitto, bridge_running: bool, window_s: float
+) -> None:
+    """PUBACK is not tied to Mosquitto's disk write (mosquitto #1855, #1883): a SIGKILL loses what it
+    acknowledged since its last autosave. The publisher keeps acknowledged readings for
+    resend_window_s and re-sends them when the connection is lost; without the window (the control
+    case) readings are lost, which shows the scenario bites."""
+    broker.reconfigure(f"autosave_interval {AUTOSAVE_S}\n")
+    database = broker.workdir / "data" / "mosquitto.db"
+    flow = Flow(pipeline, {"spool_dir": str(pipeline.workdir / "spool"), "resend_window_s": window_s})
+    flow.start_all()
+    streaming = time.time()
+    # As in any long run, the bridge's session is in the broker's last save before the crash.
+    poll(lambda: database.exists() and database.stat().st_mtime > streaming, bool, 2 * AUTOSAVE_S, "a save")
+    if not bridge_running:
+        assert flow.stages["mqtt_kafka_bridge"].stop() == 0
+    time.sleep(3)  # the broker queues readings for the stopped bridge, or streams them to it
+    broker.stop(signal.SIGKILL)
+    time.sleep(1)  # the broker is down
+    broker.start()
+    if not bridge_running:
+        flow.start("mqtt_kafka_bridge")
+    restored = time.monotonic()
+    produced_before = flow.readings()
+    with contextlib.suppress(TimeoutError):  # the control case never gets there; `finish` counts
+        flow.wait_recovered(produced_before, restored, timeout_s=30 if window_s else 10)
+    recovery = time.monotonic() - restored
+    resent = stage_metric(flow.ports["publisher"], "twinpipe_publisher_readings_resent_total")
+    scenario = f"Mosquitto SIGKILL, bridge {'running' if bridge_running else 'stopped'}"
+    missing = sum(len(seqs) for seqs in gaps(pipeline).values())  # 0 with the window, as asserted below
+    observed = flow.finish(f"{scenario}, resend_window_s {window_s:g}", recovery, allowed_loss=missing)
+    observed.notes.append(f"{resent:.0f} re-sent from the window, autosave_interval {AUTOSAVE_S}")
+    report(observed, flow, pipeline)
+    if window_s:
+        assert observed.lost == 0 and not any(gaps(pipeline).values())
+        assert resent > 0
+        assert recovery < RECOVERY_BOUND_S
+    else:
+        assert observed.lost > 0, "without the window a SIGKILL loses acknowledged readings"
