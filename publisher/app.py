@@ -99,7 +99,8 @@ class Publisher:
         self._client.loop_stop()
         log.info(
             "stopped: %d readings, %d published, %d dropped on overflow, %d rejected, %d set aside, "
-            "%d re-sent after a lost connection, %d left in the buffer",
+            "%d re-sent after a lost connection (%d left the re-send window early: buffer_size), "
+            "%d left in the buffer",
             sample("twinpipe_publisher_readings_total"),
             sample("twinpipe_publisher_messages_published_total"),
             self.buffer.dropped,
@@ -109,6 +110,7 @@ class Publisher:
                 sample("twinpipe_publisher_readings_set_aside_total", kind=k) for k in metrics.SET_ASIDE_KINDS
             ),
             sample("twinpipe_publisher_readings_resent_total"),
+            self._outbox.window_evicted,
             len(self.buffer),
         )
 
