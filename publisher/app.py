@@ -282,6 +282,9 @@ class Publisher:
         if broker_max != self._broker_max_packet and broker_max is not None:
             log.info("the broker takes packets of up to %d bytes (MQTT 5 Maximum Packet Size)", broker_max)
         self._broker_max_packet = broker_max
+        # Sending more unacknowledged messages than the broker's Receive Maximum is a protocol error.
+        receive_maximum = getattr(props, "ReceiveMaximum", None) or 65535
+        self._outbox.max_inflight = min(self._config.publisher.max_inflight, receive_maximum)
         dropped = [message.mid for message in client.drop_out_messages()]
         lost_reason, server_reason = self._lost
         resent = self._outbox.connected(dropped, lost_reason, server_reason)
