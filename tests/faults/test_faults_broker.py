@@ -202,3 +202,37 @@ def test_mosquitto_killed_with_sigkill_loses_nothing_the_publisher_let_go(
         assert recovery < RECOVERY_BOUND_S
     else:
         assert observed.lost > 0, "without the window a SIGKILL loses acknowledged readings"
+
+
+def test_publisher_and_mosquitto_killed_together_lose_at_most_the_spools_last_flush(
+    pipeline: Pipeline, broker: Mosquitto
+) -> None:
+    """Both killed with SIGKILL while the bridge is stopped: the publisher's spool keeps acknowledged
+    readings until they left the re-send window, so its next start sends what the broker forgot. What
+    can be lost is the killed publisher's last spool flush interval (≤ 5 readings at 100/s, at the
+    tail), as for a publisher killed alone."""
+    broker.reconfigure(f"autosave_interval {AUTOSAVE_S}\n")
+    database = broker.workdir / "data" / "mosquitto.db"
+    flow = Flow(pipeline, {"spool_dir": str(pipeline.workdir / "spool"), "resend_window_s": RESEND_WINDOW_S})
+    flow.start_all()
+    streaming = time.time()
+    poll(lambda: database.exists() and database.stat().st_mtime > streaming, bool, 2 * AUTOSAVE_S, "a save")
+    assert flow.stages["mqtt_kafka_bridge"].stop() == 0
+    time.sleep(3)  # the broker queues readings for the stopped bridge
+    counted_before_kill = flow.readings()
+    flow.stages["publisher"].kill()
+    broker.stop(signal.SIGKILL)
+    broker.start()
+    flow.start("publisher")
+    flow.start("mqtt_kafka_bridge")
+    restarted = time.monotonic()
+    recovery = flow.wait_recovered(counted_before_kill - 5, restarted, timeout_s=60)
+    observed = flow.finish("Mosquitto and publisher SIGKILL, bridge stopped", recovery)
+    killed_boot_stored = observed.stored - observed.produced  # `produced` counts only the clean stop
+    observed.lost = max(0, counted_before_kill - killed_boot_stored)
+    observed.produced += counted_before_kill
+    observed.notes.append(f"killed boot: {killed_boot_stored} stored of ≥{counted_before_kill} counted")
+    report(observed, flow, pipeline)
+    assert not any(gaps(pipeline).values()), "loss only at the killed boot's tail"
+    assert observed.lost <= 5
+    assert recovery < RECOVERY_BOUND_S
