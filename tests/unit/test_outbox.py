@@ -195,3 +195,48 @@ def test_varint_size_is_the_length_of_the_mqtt_variable_byte_integer(value: int)
 def test_publish_packet_size_counts_the_whole_packet() -> None:
     # Remaining length 2 + 17 + 2 + 1 + 2000 = 2022 (two bytes as a varint), plus the first byte.
     assert publish_packet_size(b"twin/d1/telemetry", 2000) == 1 + 2 + 2022
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    count=st.integers(1, 150),
+    autosave_s=st.sampled_from([0.3, 1.0, 2.0]),
+    crashes=st.lists(st.integers(0, 300), max_size=4),
+    max_inflight=st.integers(1, 10),
+)
+def test_a_window_longer_than_the_brokers_autosave_interval_survives_any_crash(
+    count: int, autosave_s: float, crashes: list[int], max_inflight: int
+) -> None:
+    """A model Mosquitto that acknowledges at once, saves every `autosave_s` and forgets everything
+    unsaved when killed: with resend_window_s above its interval, every reading ends up saved."""
+    now = [0.0]
+    books = Books()
+    outbox = books.outbox(max_inflight, window_s=autosave_s + 0.2, clock=lambda: now[0])
+    broker = ModelBroker(outbox, limit=2048, server_reason=None)
+    memory: set[int] = set()
+    saved: set[int] = set()
+    last_save = 0.0
+    new = deque(reading(seq) for seq in range(count))
+    step = 0
+    quiet_until = None  # once everything is acknowledged: two more save intervals
+    while quiet_until is None or now[0] < quiet_until:
+        if new or broker.queue or outbox.waiting():
+            quiet_until = None
+        elif quiet_until is None:
+            quiet_until = now[0] + 2 * autosave_s
+        broker.send_what_may_go(new)
+        if step in crashes:
+            memory = set(saved)
+            broker.reconnect("Unspecified error", None)
+        elif broker.queue:
+            broker.step()
+            memory.add(broker.acked[-1])
+        now[0] += 0.05
+        if now[0] - last_save >= autosave_s:
+            saved |= memory
+            last_save = now[0]
+        outbox.expire()
+        step += 1
+        assert step < 100 * count + 1000, "stalled"
+    assert saved == set(range(count))
+    assert books.set_aside == []
