@@ -44,6 +44,14 @@ class Mosquitto(ServerProcess):
         )
         return [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(self.config_path)]
 
+    def reconfigure(self, extra_config: str) -> None:
+        """Restart on the same port and data with `extra_config` lines instead of the current ones
+        (e.g. "max_packet_size 2048\n"); later lines override earlier ones, so "autosave_interval 5"
+        replaces the default. "" restores the standard configuration."""
+        self.stop()
+        self.extra_config = extra_config
+        self.start()
+
     def ready(self) -> bool:
         login = ["-u", self.credentials[0], "-P", self.credentials[1]] if self.credentials else []
         command = ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(self.port), *login]

@@ -13,6 +13,10 @@ it to MQTT at QoS 1 on publisher.topic_template (default twin/{device}/telemetry
 
 While the broker is unreachable, readings wait in a buffer of publisher.buffer_size; overflow drops
 the oldest and is counted and logged. A missing or unplugged port is retried until it reappears.
+A reading the broker will never take (over publisher.max_payload_bytes or the broker's Maximum
+Packet Size, or one it closes the connection on) is set aside, counted and logged, and does not
+block the rest. Acknowledged readings of the last publisher.resend_window_s are sent again after the
+connection to the broker was lost, since a crashed broker may not have saved them.
 """
 
 

@@ -1,9 +1,11 @@
 """The publisher: a source thread fills a bounded buffer, the main thread sends it to MQTT at QoS 1.
 
 The source never waits for the network. At most `max_inflight` messages are handed to the MQTT
-client and not yet acknowledged (paho keeps and resends those across reconnects); everything else
-waits in the buffer, whose overflow is counted and logged. With `spool_dir` set, every reading is
-also spooled to disk until the broker acknowledged it, so a killed publisher's successor sends it.
+client and not yet acknowledged; everything else waits in the buffer, whose overflow is counted and
+logged. What is in flight, what must be re-sent after a reconnect, the window of acknowledged
+readings kept against a broker crash and the readings set aside are the `Outbox`'s
+(publisher/outbox.py); this module feeds it paho's events. With `spool_dir` set, every reading is
+also spooled to disk until it left that window, so a killed publisher's successor sends it.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ import paho.mqtt.client as mqtt
 from publisher import metrics
 from publisher.buffer import DropOldestBuffer
 from publisher.framing import FrameError
+from publisher.outbox import Outbox, Pending, publish_packet_size
 from publisher.sequencer import Sequencer
 from publisher.sources import SerialSource, SimulatorSource
 from publisher.spool import FLUSH_INTERVAL_S as SPOOL_FLUSH_INTERVAL_S
 from publisher.spool import Spool
 from twinpipe.clients import mqtt_client
 from twinpipe.config import Config
-from twinpipe.envelope import TRACE_PUBLISH, Envelope, encode, new_boot_id
+from twinpipe.envelope import TRACE_PUBLISH, encode, new_boot_id
 from twinpipe.health import Check, Heartbeat
 from twinpipe.metrics import sample
 from twinpipe.ratelog import ThrottledLog
@@ -39,20 +42,25 @@ class Publisher:
         settings = config.publisher
         self.boot = new_boot_id()
         # Each reading with its spool segment (None without a spool), which is told when it is done.
-        self.buffer: DropOldestBuffer[tuple[Envelope, int | None]] = DropOldestBuffer(settings.buffer_size)
+        self.buffer: DropOldestBuffer[Pending] = DropOldestBuffer(settings.buffer_size)
         self._sequencers: dict[str, Sequencer] = {}
-        self._unacked = 0
-        self._acks = threading.Condition()
         self._spool = Spool(settings.spool_dir) if settings.spool_dir else None
-        self._segment_of: dict[int, int | None] = {}  # MQTT message id → spool segment, until acked
-        self._early_acks: set[int] = set()  # acknowledged before publish() returned its id
+        self._outbox = Outbox(
+            settings.max_inflight,
+            settings.resend_window_s,
+            window_max=settings.buffer_size,
+            set_aside=self._set_aside,
+            finished=self._finish,
+        )
+        self._broker_max_packet: int | None = None  # MQTT 5 CONNACK Maximum Packet Size
+        self._lost: tuple[str, int | None] = ("", None)  # why the last connection ended (see _disconnected)
         self._throttled = ThrottledLog(log)
         name = settings.serial.device_id if settings.source == "serial" else settings.simulator.device_prefix
         client_id = settings.client_id or f"twinpipe-publisher-{name}-{self.boot[-6:]}"
         self._client = mqtt_client(config.mqtt, client_id)
-        self._client.max_inflight_messages_set(settings.max_inflight)
+        self._client.max_inflight_messages_set(0)  # the Outbox keeps max_inflight; paho must not queue
         self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
+        self._client.on_disconnect = self._disconnected
         self._client.on_publish = self._on_publish
         self._session = SessionGuard(
             self._client,
@@ -75,11 +83,12 @@ class Publisher:
         self._connected = threading.Event()
         metrics.BUFFER_CAPACITY.set(settings.buffer_size)
         metrics.BUFFER_DEPTH.set_function(lambda: len(self.buffer))
-        metrics.INFLIGHT.set_function(lambda: self._unacked)
+        metrics.INFLIGHT.set_function(self._outbox.inflight)
+        metrics.RESEND_WINDOW.set_function(self._outbox.window)
         metrics.MQTT_CONNECTED.set_function(self._connected.is_set)
         if self._spool:
-            for item in self._spool.recover():
-                self._buffer_put(item)
+            for envelope, segment in self._spool.recover():
+                self._buffer_put(Pending(envelope, segment))
 
     def health_checks(self) -> dict[str, Check]:
         return {"source": self._source_thread.is_alive, "sender": self._sender_heartbeat.alive}
@@ -97,12 +106,19 @@ class Publisher:
         self._client.disconnect()
         self._client.loop_stop()
         log.info(
-            "stopped: %d readings, %d published, %d dropped on overflow, %d rejected, %d left in the buffer",
+            "stopped: %d readings, %d published, %d dropped on overflow, %d rejected, %d set aside, "
+            "%d re-sent after a lost connection (%d left the re-send window early: buffer_size), "
+            "%d left in the buffer",
             sample("twinpipe_publisher_readings_total"),
             sample("twinpipe_publisher_messages_published_total"),
             self.buffer.dropped,
             sample("twinpipe_publisher_errors_total", kind="publish")
             + sample("twinpipe_publisher_errors_total", kind="broker"),
+            sum(
+                sample("twinpipe_publisher_readings_set_aside_total", kind=k) for k in metrics.SET_ASIDE_KINDS
+            ),
+            sample("twinpipe_publisher_readings_resent_total"),
+            self._outbox.window_evicted,
             len(self.buffer),
         )
 
@@ -114,13 +130,13 @@ class Publisher:
             sequencer = self._sequencers[device] = Sequencer(device, self.boot)
         metrics.READINGS.inc()
         envelope = sequencer.stamp(values, read_ns)
-        self._buffer_put((envelope, self._spool.append(envelope) if self._spool else None))
+        self._buffer_put(Pending(envelope, self._spool.append(envelope) if self._spool else None))
 
-    def _buffer_put(self, item: tuple[Envelope, int | None]) -> None:
+    def _buffer_put(self, item: Pending) -> None:
         dropped = self.buffer.put(item)
         if dropped is not None:
-            evicted, segment = dropped
-            self._finish(segment)
+            evicted = dropped.envelope
+            self._finish(dropped)
             metrics.DROPPED.inc()
             self._throttled.warning(
                 "overflow",
@@ -162,28 +178,31 @@ class Publisher:
     def _send_one(self, timeout: float) -> bool:
         if self._spool:
             self._spool.flush_due()
-        with self._acks:
-            if self._unacked >= self._config.publisher.max_inflight and not self._acks.wait(timeout):
-                return False
-        item = self.buffer.get(timeout)
-        if item is None:
+        if self._connected.is_set():
+            self._outbox.expire()
+        pending = self._outbox.take()
+        if pending is False:
+            self._outbox.wait(timeout)
             return False
-        envelope, segment = item
+        if pending is None:
+            pending = self.buffer.get(timeout)
+            if pending is None:
+                return False
+        envelope = pending.envelope
         envelope.trace[TRACE_PUBLISH] = time.time_ns()
         topic = self._config.publisher.topic_template.format(device=envelope.device)
-        with self._acks:
-            self._unacked += 1
         payload = encode(envelope)
+        too_large = self._too_large(topic, payload, pending)
+        if too_large:
+            self._set_aside(pending, "too_large", too_large)
+            return True
         metrics.PUBLISHED_BYTES.inc(len(payload))
         info = self._client.publish(topic, payload, qos=1)
-        # NO_CONN means queued by the client and sent after the reconnect.
+        # NO_CONN means queued by the client; the Outbox takes it back and re-sends it on connect.
         if info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-            if self._spool:
-                self._remember_segment(info.mid, segment)
+            self._outbox.sent(info.mid, pending, on_connection=info.rc == mqtt.MQTT_ERR_SUCCESS)
         else:
-            with self._acks:
-                self._unacked -= 1
-            self._finish(segment)
+            self._finish(pending)
             metrics.ERRORS.labels("publish").inc()
             log.error(
                 "cannot publish %s seq %d to %s: %s",
@@ -194,38 +213,65 @@ class Publisher:
             )
         return True
 
-    def _remember_segment(self, mid: int, segment: int | None) -> None:
-        """Which spool segment to tell when message `mid` is acknowledged (the acknowledgement may
-        already have come: paho's network thread can run before publish() returns)."""
-        with self._acks:
-            if mid in self._early_acks:
-                self._early_acks.discard(mid)
-                self._finish(segment)
-            else:
-                self._segment_of[mid] = segment
+    def _too_large(self, topic: str, payload: bytes, pending: Pending) -> str | None:
+        """Why this PUBLISH can never be delivered, or None: over publisher.max_payload_bytes, or over
+        the Maximum Packet Size the broker announced in CONNACK."""
+        limit = self._config.publisher.max_payload_bytes
+        if len(payload) > limit:
+            return f"payload of {len(payload)} bytes exceeds publisher.max_payload_bytes ({limit})"
+        pending.packet_bytes = publish_packet_size(topic.encode(), len(payload))
+        broker_max = self._broker_max_packet
+        if broker_max is not None and pending.packet_bytes > broker_max:
+            return (
+                f"PUBLISH of {pending.packet_bytes} bytes exceeds the broker's Maximum Packet Size "
+                f"({broker_max} bytes, from its CONNACK)"
+            )
+        return None
 
-    def _finish(self, segment: int | None) -> None:
-        """A reading is done (acknowledged, or given up and counted): its spool entry can go."""
-        if self._spool and segment is not None:
-            self._spool.done(segment)
+    def _set_aside(self, pending: Pending, kind: str, reason: str) -> None:
+        """A reading the broker will never take: counted, logged with its device and seq, kept in
+        the spool's rejected/ file when there is a spool, and out of the way of those behind it."""
+        envelope = pending.envelope
+        metrics.SET_ASIDE.labels(kind).inc()
+        if self._spool:
+            where = self._spool.set_aside(envelope, kind, reason)
+        else:
+            where = "not kept (no publisher.spool_dir)"
+        log.warning(
+            "set aside %s seq %d (boot %s, %d values): %s; %s",
+            envelope.device,
+            envelope.seq,
+            envelope.boot,
+            len(envelope.values),
+            reason,
+            where,
+        )
+        self._finish(pending)
+
+    def _finish(self, pending: Pending) -> None:
+        """A reading is done (past the re-send window, or given up and counted): its spool entry can go."""
+        if self._spool and pending.segment is not None:
+            self._spool.done(pending.segment)
 
     def _drain(self, deadline: float) -> None:
         """On shutdown: send what is buffered and wait for its acknowledgements, until the deadline."""
-        while len(self.buffer) and time.monotonic() < deadline:
+        outbox = self._outbox
+        while (len(self.buffer) or outbox.waiting()) and time.monotonic() < deadline:
             self._send_one(timeout=min(0.2, max(0.0, deadline - time.monotonic())))
-        with self._acks:
-            while self._unacked and time.monotonic() < deadline:
-                self._acks.wait(max(0.0, deadline - time.monotonic()))
-            if self._unacked or len(self.buffer):
-                log.warning(
-                    "shutdown timeout: %d unacknowledged and %d buffered readings not delivered",
-                    self._unacked,
-                    len(self.buffer),
-                )
+        while outbox.inflight() and time.monotonic() < deadline:
+            outbox.wait(min(0.2, max(0.0, deadline - time.monotonic())))
+        if outbox.inflight() or outbox.waiting() or len(self.buffer):
+            log.warning(
+                "shutdown timeout: %d unacknowledged and %d buffered readings not delivered",
+                outbox.inflight() + outbox.waiting(),
+                len(self.buffer),
+            )
 
     # --- paho callbacks (network thread) ---
 
-    def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+    def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, props: Any) -> None:
+        if not reason.is_failure:
+            self._take_back_inflight(client, props)
         if reason.is_failure:
             log.error(
                 "MQTT broker %s:%d refused the connection: %s",
@@ -238,6 +284,37 @@ class Publisher:
             self._session.connected()
             log.info("connected to MQTT broker %s:%d", self._config.mqtt.host, self._config.mqtt.port)
 
+    def _take_back_inflight(self, client: mqtt.Client, props: Any) -> None:
+        """Runs before paho would re-send its unacknowledged messages oldest first (which would send
+        a message the broker closes the connection on again, forever: paho.mqtt.python #640): take
+        them back and let the Outbox re-send them after its checks, with the acknowledged window
+        when the broker was lost."""
+        broker_max = getattr(props, "MaximumPacketSize", None)
+        if broker_max != self._broker_max_packet and broker_max is not None:
+            log.info("the broker takes packets of up to %d bytes (MQTT 5 Maximum Packet Size)", broker_max)
+        self._broker_max_packet = broker_max
+        # Sending more unacknowledged messages than the broker's Receive Maximum is a protocol error.
+        receive_maximum = getattr(props, "ReceiveMaximum", None) or 65535
+        self._outbox.max_inflight = min(self._config.publisher.max_inflight, receive_maximum)
+        dropped = [message.mid for message in client.drop_out_messages()]
+        lost_reason, server_reason = self._lost
+        resent = self._outbox.connected(dropped, lost_reason, server_reason)
+        if resent:
+            metrics.RESENT.inc(resent)
+            log.info(
+                "re-sending the %d readings acknowledged in the last %.0f s (publisher.resend_window_s): "
+                "the connection was lost (%s), and a broker that crashed may not have saved them",
+                resent,
+                self._config.publisher.resend_window_s,
+                lost_reason,
+            )
+
+    def _disconnected(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        """Remembers why the connection ended (did the broker say so in a DISCONNECT?) for the next
+        connect, then the usual handling."""
+        self._lost = (str(reason), reason.value if flags.is_disconnect_packet_from_server else None)
+        self._on_disconnect(client, userdata, flags, reason, props)
+
     def _on_disconnect(
         self, client: mqtt.Client, _userdata: Any, flags: Any, reason: Any, _props: Any
     ) -> None:
@@ -247,16 +324,8 @@ class Publisher:
             log.warning("disconnected from MQTT broker (%s); buffering and reconnecting", reason)
 
     def _on_publish(self, client: mqtt.Client, _userdata: Any, mid: int, reason: Any, _props: Any) -> None:
-        with self._acks:
-            self._unacked -= 1
-            self._acks.notify()
-            if self._spool:
-                if mid in self._segment_of:
-                    self._finish(self._segment_of.pop(mid))
-                else:
-                    self._early_acks.add(mid)
         if reason.is_failure:
             metrics.ERRORS.labels("broker").inc()
-            log.error("broker rejected message %d: %s", mid, reason)
         else:
             metrics.PUBLISHED.inc()
+        self._outbox.acked(mid, str(reason) if reason.is_failure else None)

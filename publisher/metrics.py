@@ -21,9 +21,27 @@ DROPPED = Counter("twinpipe_publisher_buffer_dropped", "Readings dropped because
 BUFFER_DEPTH = Gauge("twinpipe_publisher_buffer_depth_readings", "Readings waiting in the buffer")
 BUFFER_CAPACITY = Gauge("twinpipe_publisher_buffer_capacity_readings", "publisher.buffer_size")
 INFLIGHT = Gauge("twinpipe_publisher_inflight_messages", "Messages sent to MQTT and not yet acknowledged")
+SET_ASIDE_KINDS = ("too_large", "refused", "connection_lost")
+SET_ASIDE = Counter(
+    "twinpipe_publisher_readings_set_aside",
+    "Readings the broker will never take, set aside (logged, kept in the spool's rejected/ file): "
+    "too_large (over publisher.max_payload_bytes or the broker's Maximum Packet Size), refused "
+    "(PUBACK with a failure reason), connection_lost (the broker closed the connection on it)",
+    ["kind"],
+)
+RESENT = Counter(
+    "twinpipe_publisher_readings_resent",
+    "Acknowledged readings re-sent from the window (publisher.resend_window_s) after the broker was lost",
+)
+RESEND_WINDOW = Gauge(
+    "twinpipe_publisher_resend_window_readings",
+    "Acknowledged readings kept for a re-send after a broker crash",
+)
 MQTT_CONNECTED = Gauge("twinpipe_publisher_mqtt_connected", "1 while connected to the MQTT broker")
 
 for kind in ("frame", "publish", "broker"):
     ERRORS.labels(kind)
 for kind in FRAME_ERROR_KINDS:
     FRAME_ERRORS.labels(kind)
+for kind in SET_ASIDE_KINDS:
+    SET_ASIDE.labels(kind)

@@ -6,8 +6,12 @@ Readings are appended in memory and written to the current segment file once per
 sender thread is scheduled), or by the sender's `flush_due` when readings stop coming. One write
 per interval, never one per reading, so a kill loses at most the readings of the last interval.
 Written data sits in the page cache, which survives the process; surviving a power cut would need
-fsync, which this does not do. A segment is deleted once each of its readings is done:
-acknowledged by the broker, or dropped on buffer overflow (counted).
+fsync, which this does not do. A segment is deleted once each of its readings is done: past the
+publisher's re-send window after the broker acknowledged it (publisher.resend_window_s, so a broker
+crash after a publisher kill is covered too), set aside, or dropped on buffer overflow (counted).
+
+Readings the broker will never take are appended to `rejected/set-aside.jsonl`, one JSON object per
+line: {"kind": ..., "reason": ..., "envelope": {the envelope}}, written with the next flush.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import logging
 import threading
 import time
 from pathlib import Path
+
+import orjson
 
 from twinpipe.envelope import Envelope, EnvelopeError, decode, encode
 
@@ -32,6 +38,8 @@ class Spool:
         self._flush_interval_s = flush_interval_s
         self._lock = threading.Lock()
         self._unwritten: list[tuple[int, bytes]] = []  # (segment, line) not yet written
+        self._rejected: list[bytes] = []  # set-aside lines not yet written
+        self.rejected_path = directory / "rejected" / "set-aside.jsonl"
         self._open: dict[int, int] = {}  # segment → readings not yet done
         self._last_flush = time.monotonic()
         existing = self._segments()
@@ -74,6 +82,14 @@ class Spool:
                 self._write()
             return self._segment
 
+    def set_aside(self, envelope: Envelope, kind: str, reason: str) -> str:
+        """Keep a reading the broker will never take in the rejected file (written with the next
+        flush); returns where, for the log."""
+        line = orjson.dumps({"kind": kind, "reason": reason, "envelope": envelope.to_dict()}) + b"\n"
+        with self._lock:
+            self._rejected.append(line)
+        return f"kept in {self.rejected_path}"
+
     def flush_due(self) -> None:
         """For the quiet times when no append comes to write what is waiting."""
         if time.monotonic() - self._last_flush >= self._flush_interval_s:
@@ -92,12 +108,18 @@ class Spool:
             if segment in self._open:
                 by_segment.setdefault(segment, []).append(line)
         self._unwritten = []
+        if self._rejected:
+            self.rejected_path.parent.mkdir(exist_ok=True)
+            with open(self.rejected_path, "ab") as handle:
+                handle.write(b"".join(self._rejected))
+            self._rejected = []
         for segment, lines in by_segment.items():
             with open(self._path(segment), "ab") as handle:
                 handle.write(b"".join(lines))
 
     def done(self, segment: int) -> None:
-        """A reading of `segment` was acknowledged or dropped; the file goes once all of them are."""
+        """A reading of `segment` is done (past the re-send window, set aside or dropped); the file
+        goes once all of them are."""
         with self._lock:
             left = self._open.get(segment, 0) - 1
             if left > 0:

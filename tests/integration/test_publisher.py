@@ -359,3 +359,30 @@ def test_buffer_overflow_is_counted_and_logged(pipeline: Pipeline) -> None:
     dropped = int(summary.split(" dropped on overflow")[0].rsplit(", ", 1)[1])
     assert dropped > 0 and "0 published" in summary
     assert f"cannot connect to MQTT broker 127.0.0.1:{nobody_listens}; retrying" in publisher.log()
+
+
+def test_a_publish_of_exactly_the_announced_maximum_packet_size_is_accepted(tmp_path: Path) -> None:
+    """The publisher's packet size (publisher.outbox.publish_packet_size) never under-counts: a
+    PUBLISH it sizes at exactly the broker's announced Maximum Packet Size is acknowledged."""
+    from publisher.outbox import publish_packet_size
+
+    broker = Mosquitto(tmp_path / "limited-broker", extra_config="max_packet_size 2048\n")
+    broker.start()
+    acks: list[int] = []
+    limits: list[int] = []
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+    client.on_connect = lambda _c, _u, _f, _r, props: limits.append(props.MaximumPacketSize)
+    client.on_publish = lambda _c, _u, _mid, reason, _p: acks.append(reason.value)
+    try:
+        client.connect("127.0.0.1", broker.port)
+        client.loop_start()
+        (limit,) = poll(lambda: limits, bool, 10, "CONNACK")
+        topic = "twin/d1/telemetry"
+        payload = max(n for n in range(limit) if publish_packet_size(topic.encode(), n) <= limit)
+        assert publish_packet_size(topic.encode(), payload) == limit == 2048
+        client.publish(topic, b"x" * payload, qos=1)
+        assert poll(lambda: acks, bool, 10, "the PUBACK") == [0x10]  # success: no matching subscribers
+    finally:
+        client.loop_stop()
+        client.disconnect()
+        broker.stop()

@@ -170,6 +170,10 @@ class PublisherConfig(Section):
     max_inflight: Annotated[int, Field(ge=1, le=65535)] = 100
     shutdown_timeout_s: Positive = 10.0
     spool_dir: Path | None = None
+    # MQTT caps a packet at 268,435,455 bytes; 65536 matches bridge.max_payload_bytes' default.
+    max_payload_bytes: Annotated[int, Field(ge=256, le=268_435_455)] = 65536
+    # ≥ the broker's autosave_interval plus margin (compose: 10 s); 0 = keep nothing once acknowledged.
+    resend_window_s: Annotated[float, Field(ge=0)] = 15.0
     serial: SerialConfig = SerialConfig()
     simulator: SimulatorConfig = SimulatorConfig()
 
