@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
@@ -87,8 +88,15 @@ class Pipeline:
         client.loop_start()
         return client
 
-    def kafka_records(self, topic: str, expected: int, timeout_s: float = 30) -> list[ConsumerRecord]:
-        """Every record of `topic` from the beginning, once at least `expected` have arrived."""
+    def kafka_records(
+        self,
+        topic: str,
+        expected: int,
+        timeout_s: float = 30,
+        distinct: Callable[[ConsumerRecord], Hashable] | None = None,
+    ) -> list[ConsumerRecord]:
+        """Every record of `topic` from the beginning, once at least `expected` have arrived (or, with
+        `distinct`, `expected` different keys: re-sent duplicates do not count)."""
         consumer = KafkaConsumer(
             bootstrap_servers=[self.stack.kafka.bootstrap], group_id=None, enable_auto_commit=False
         )
@@ -99,10 +107,14 @@ class Pipeline:
             consumer.assign(assigned)
             consumer.seek_to_beginning(*assigned)
 
+            seen: set[Hashable] = set()
+
             def read() -> int:
                 for batch in consumer.poll(timeout_ms=200).values():
                     records.extend(batch)
-                return len(records)
+                    if distinct is not None:
+                        seen.update(map(distinct, batch))
+                return len(records) if distinct is None else len(seen)
 
             poll(read, lambda n: n >= expected, timeout_s, f"{expected} records in {topic}")
             # Catch any extra (duplicate) records that are already there.

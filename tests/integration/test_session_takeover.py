@@ -6,10 +6,17 @@ from __future__ import annotations
 
 import json
 
+from kafka.consumer.fetcher import ConsumerRecord
+
 from devstack.process import free_port, http_get, stage_metric, stage_ready
 from devstack.stages import StageProcess
 from tests.harness import Pipeline, poll
 from twinpipe.envelope import decode
+
+
+def reading(record: ConsumerRecord) -> tuple[str, str, int]:
+    envelope = decode(record.value)
+    return envelope.device, envelope.boot, envelope.seq
 
 
 def own_stage(pipeline: Pipeline, name: str, override: dict) -> tuple[StageProcess, int]:
@@ -59,7 +66,7 @@ def test_two_publishers_on_one_client_id_name_the_stolen_session_once_and_lose_n
         assert text.count("taken over by another client with the same id") == 1, text[-3000:]
         assert f"client id 'pub-{pipeline.id}'" in text
         published += int(text.rsplit("stopped: ", 1)[1].split()[0])
-    records = pipeline.kafka_records(pipeline.telemetry_topic, published, timeout_s=60)
-    keys = {(e.device, e.boot, e.seq) for e in map(decode, (r.value for r in records))}
+    records = pipeline.kafka_records(pipeline.telemetry_topic, published, timeout_s=60, distinct=reading)
+    keys = set(map(reading, records))
     assert len(keys) == published, "every reading of both publishers reached Kafka"
     assert bridge.stop() == 0
