@@ -9,7 +9,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from publisher.framing import CHECKSUMS, BinaryDecoder, FrameError, encode_frame, make_decoder
+from publisher.framing import CHECKSUMS, BinaryDecoder, FrameError, LineDecoder, encode_frame, make_decoder
 from twinpipe.config import NUCLEO_FIELDS, ConfigError, FrameConfig, parse_config
 
 NUCLEO = FrameConfig()  # the shipped default is the original Nucleo frame
@@ -562,3 +562,186 @@ def test_a_byte_lost_while_hunting_does_not_let_a_false_alignment_in_a_run_of_ze
         out = run(make_decoder(NUCLEO), list(chunked(damaged, [64])))
         for reading in readings(out):
             assert reading in sent, (offset, lost, reading)
+
+
+# --- F2: firmware that pauses inside a frame ------------------------------------------------------
+
+
+def pausing_inside(raw: list[tuple[int, ...]]) -> list[bytes | None]:
+    """`loop { send(sync); read sensors (a pause); send(values) }`: a quiet gap after every sync."""
+    events: list[bytes | None] = []
+    for values in raw:
+        frame = nucleo_frame(*values)
+        events += [frame[:4], GAP, frame[4:]]
+    return [*events, GAP]
+
+
+def test_f2_a_board_pausing_after_the_sync_with_an_unplugged_ambient_sensor_stores_nothing_shifted() -> None:
+    """The reported run: ambient sensor unplugged (0.00, 0.00), wall 1 21.0x/50.0x, wall 2 22.0x/60.0x,
+    1 frame/s with the pause between sync and values. Each chunk between gaps was
+    `00000000 w1T w1H w2T w2H 00000000`, taken as a whole frame: 11 of 12 frames stored shifted by two
+    fields. The 8 zero bytes (sync + ambient) fit five alignments and the gaps do not fall at frame
+    boundaries, so nothing is provable: nothing is published, from the start or joined mid-run."""
+    raw = [(0, 0, 2100 + i, 5000 + i, 2200 + i, 6000 + i) for i in range(12)]
+    sent = [scaled(r) for r in raw]
+    events = pausing_inside(raw)
+    for start in (0, 1, 2, 3):  # port opened before the first sync, after it, or a frame later
+        out = run(make_decoder(NUCLEO), events[start:])
+        assert readings(out) == [], NOT_STORED_SHIFTED
+        out = run(plain_decoder(), events[start:])
+        assert readings(out) == [], NOT_STORED_SHIFTED
+
+
+def test_a_board_pausing_inside_frames_is_decoded_once_the_sync_proves_the_alignment() -> None:
+    """The same firmware with every sensor plugged in: the gaps prove nothing, the sync recurrence does
+    (7 frames), and from then on every frame is decoded; a gap inside a frame keeps the lock."""
+    raw = [(2000 + i, 4000 + i, 2100 + i, 5000 + i, 2200 + i, 6000 + i) for i in range(20)]
+    out = run(make_decoder(NUCLEO), pausing_inside(raw))
+    assert suffix_start(readings(out), [scaled(r) for r in raw]) <= BinaryDecoder.PROOF_FRAMES
+    assert all(e.kind == "noise" for e in errors(out))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    frames=st.lists(FRAME_VALUES, min_size=1, max_size=30),
+    offset=st.integers(0, 2 * FRAME_LEN),
+    gaps=st.sets(st.integers(0, 30 * FRAME_LEN)),
+    sizes=st.lists(st.integers(1, 40), max_size=6),
+    ranges=st.booleans(),
+)
+@example(  # the F2 firmware: a pause after each sync, ambient zeros
+    frames=[(0, 0, 2100, 5000, 2200, 6000)] * 12,
+    offset=0,
+    gaps={4 + FRAME_LEN * k for k in range(12)},
+    sizes=[],
+    ranges=True,
+)
+@example(  # a pause 2 bytes before the end of frames whose last field is 0.00
+    frames=[(0x0960, 0x1388, 0x08FC, 0x13EC, 0x0898, 0)] * 12,
+    offset=14,
+    gaps={14 + FRAME_LEN * k for k in range(12)},
+    sizes=[],
+    ranges=False,
+)
+def test_property_quiet_gaps_anywhere_inside_frames_never_give_a_wrong_value(
+    frames: list[tuple[int, ...]], offset: int, gaps: set[int], sizes: list[int], ranges: bool
+) -> None:
+    """Quiet gaps at any byte position, inside frames as well as between them, any values, start offset
+    and chunking: the decoded readings are exactly the frames sent from some point on."""
+    stream = b"".join(nucleo_frame(*raw) for raw in frames)
+    cuts = sorted({offset, *(g for g in gaps if offset < g < len(stream)), len(stream)})
+    events: list[bytes | None] = []
+    for begin, end in zip(cuts, cuts[1:], strict=False):
+        events += [*chunked(stream[begin:end], sizes), GAP]
+    out = run(make_decoder(NUCLEO) if ranges else plain_decoder(), events)
+    sent = [scaled(raw) for raw in frames]
+    if ranges:
+        decoded = readings(out)
+        position = 0
+        for reading in decoded:
+            while position < len(sent) and sent[position] != reading:
+                position += 1
+            assert position < len(sent), NOT_STORED_SHIFTED
+            position += 1
+    else:
+        suffix_start(readings(out), sent)
+
+
+# --- F3: line frames with fields: [] ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fmt", "line", "expected", "skipped"),
+    [
+        ("json", b'{"temp":21.5,"status":"ok"}\n', {"temp": 21.5}, {"status"}),
+        ("json", b'{"temp":21.9,"ok":true}\n', {"temp": 21.9}, {"ok"}),
+        (
+            "json",
+            b'{"temp":21.9,"err":null,"v":[1],"n":"nan","s":"3.5"}\n',
+            {"temp": 21.9, "s": 3.5},
+            {"err", "v", "n"},
+        ),
+        ("kv", b"temp=21.8 hum=45 status=ok\n", {"temp": 21.8, "hum": 45.0}, {"status"}),
+        (
+            "json",
+            b'{"temp":1,"device":2,"time":3,"_x":4,"seq":5}\n',
+            {"temp": 1.0},
+            {"device", "time", "_x", "seq"},
+        ),
+        ("kv", b"temp=1 device=2 time=3\n", {"temp": 1.0}, {"device", "time"}),
+    ],
+)
+def test_fields_empty_takes_every_numeric_storable_key_and_skips_the_rest(
+    fmt: str, line: bytes, expected: dict, skipped: set, caplog: pytest.LogCaptureFixture
+) -> None:
+    decoder = make_decoder(FrameConfig(format=fmt, fields=[]))
+    with caplog.at_level("DEBUG", logger="publisher.framing"):
+        assert decoder.feed(line + line) == [expected, expected]
+    assert isinstance(decoder, LineDecoder)
+    assert decoder.skipped.counts == dict.fromkeys(skipped, 2)
+    logged = [r.getMessage() for r in caplog.records]
+    for name in skipped:  # once per key name, not per line
+        assert sum(f"key {name!r}" in message for message in logged) == 1, logged
+    warned = {r.getMessage().split("'")[1] for r in caplog.records if r.levelname == "WARNING"}
+    assert warned == skipped & {"device", "time", "_x", "seq"}
+
+
+def test_fields_empty_with_nothing_numeric_is_a_malformed_line() -> None:
+    decoder = make_decoder(FrameConfig(format="json", fields=[]))
+    [error] = decoder.feed(b'{"status":"ok"}\n')
+    assert isinstance(error, FrameError) and error.kind == "malformed" and "no numeric values" in error.reason
+
+
+def test_explicit_fields_still_require_numbers() -> None:
+    decoder = make_decoder(FrameConfig(format="json", fields=["temp", "status"]))
+    [error] = decoder.feed(b'{"temp":21.5,"status":"ok"}\n')
+    assert isinstance(error, FrameError) and "status: expected a number" in error.reason
+
+
+# --- F4: each reading's event time is when its bytes arrived ------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    count=st.integers(1, 40),
+    offset=st.integers(0, FRAME_LEN - 1),
+    sizes=st.lists(st.integers(1, 40), min_size=1, max_size=6),
+    gaps=st.sets(st.integers(0, 40)),
+)
+def test_property_every_reading_carries_the_arrival_time_of_its_last_byte(
+    count: int, offset: int, sizes: list[int], gaps: set[int]
+) -> None:
+    """Held while the alignment is proven or until a gap, a frame still carries the time of the read
+    that completed it, never a later one (so never more than one frame period late)."""
+    raw = [(2000 + i, 4000 + i, 2100, 5000, 2200, 6000 + i) for i in range(count)]
+    stream = b"".join(nucleo_frame(*r) for r in raw)
+    decoder = make_decoder(NUCLEO)
+    arrival: dict[int, int] = {}  # frame index → time of the read holding its last byte
+    out: list = []
+    pos, clock, read = offset, 0, 0
+    for chunk in chunked(stream[offset:], sizes):
+        clock += 100_000_000  # 0.1 s between reads
+        for index in range(count):
+            if pos < (index + 1) * FRAME_LEN <= pos + len(chunk):
+                arrival[index] = clock
+        pos += len(chunk)
+        out += decoder.feed(chunk, clock)
+        read += 1
+        if read in gaps:
+            out += decoder.idle()
+    out += decoder.idle()
+    decoded = readings(out)
+    start = suffix_start(decoded, [scaled(r) for r in raw])
+    assert [r.read_ns for r in decoded] == [arrival[i] for i in range(start, count)]
+
+
+def test_f4_frames_held_while_hunting_keep_their_own_times() -> None:
+    """The reported run: 10 frames/s joined mid-stream, seq 0-6 read over 0.6 s were stamped 1 ns
+    apart (all with the time of the read that proved them)."""
+    raw = [(2000 + i, 4000 + i, 2100, 5000, 2200, 6000) for i in range(12)]
+    decoder = make_decoder(NUCLEO)
+    out = []
+    for i, r in enumerate(raw):
+        out += decoder.feed(nucleo_frame(*r), i * 100_000_000)
+    times = [r.read_ns for r in readings(out)]
+    assert len(times) == 11 and times == [i * 100_000_000 for i in range(11)]
