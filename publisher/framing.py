@@ -18,7 +18,7 @@ import operator
 import struct
 import time
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -34,8 +34,10 @@ class Reading(dict[str, float]):
 
     __slots__ = ("read_ns",)
 
-    def __init__(self, values: Mapping[str, float] | None = None, read_ns: int = 0) -> None:
-        super().__init__(values or {})
+    def __init__(
+        self, values: Mapping[str, float] | Iterable[tuple[str, float]] = (), read_ns: int = 0
+    ) -> None:
+        super().__init__(values)
         self.read_ns = read_ns
 
 
@@ -376,9 +378,8 @@ class BinaryDecoder:
                     "checksum",
                 )
         # Rounding removes binary float noise (6012 * 0.01 = 60.120000000000005).
-        reading = Reading(
-            {name: round(v * s, 9) for name, v, s in zip(self._fields, values, self._scales, strict=True)}
-        )
+        scaled = [round(v * s, 9) for v, s in zip(values, self._scales, strict=True)]
+        reading = Reading(zip(self._fields, scaled, strict=True))
         return check_ranges(reading, self._ranges, frame) or reading
 
     # --- feeding ---------------------------------------------------------------------------------
@@ -487,9 +488,10 @@ class BinaryDecoder:
                     pos += size
                     self._locked = False
                     return
-                self._report_noise(out)
+                if self._noise_size:
+                    self._report_noise(out)
                 self._emit(out, pos)
-                if isinstance(out[-1], FrameError) and out[-1].kind == "checksum":
+                if self._checksum is not None and getattr(out[-1], "kind", None) == "checksum":
                     # A wrong checksum: bytes lost or changed, the next frame may not start here.
                     # An out-of-range value is the sensor's, not the alignment's: the lock stays.
                     pos += self._bad_frame_size(pos)

@@ -583,7 +583,6 @@ def test_f2_a_board_pausing_after_the_sync_with_an_unplugged_ambient_sensor_stor
     fields. The 8 zero bytes (sync + ambient) fit five alignments and the gaps do not fall at frame
     boundaries, so nothing is provable: nothing is published, from the start or joined mid-run."""
     raw = [(0, 0, 2100 + i, 5000 + i, 2200 + i, 6000 + i) for i in range(12)]
-    sent = [scaled(r) for r in raw]
     events = pausing_inside(raw)
     for start in (0, 1, 2, 3):  # port opened before the first sync, after it, or a frame later
         out = run(make_decoder(NUCLEO), events[start:])
@@ -718,15 +717,14 @@ def test_property_every_reading_carries_the_arrival_time_of_its_last_byte(
     decoder = make_decoder(NUCLEO)
     arrival: dict[int, int] = {}  # frame index → time of the read holding its last byte
     out: list = []
-    pos, clock, read = offset, 0, 0
-    for chunk in chunked(stream[offset:], sizes):
+    pos, clock = offset, 0
+    for read, chunk in enumerate(chunked(stream[offset:], sizes), start=1):
         clock += 100_000_000  # 0.1 s between reads
         for index in range(count):
             if pos < (index + 1) * FRAME_LEN <= pos + len(chunk):
                 arrival[index] = clock
         pos += len(chunk)
         out += decoder.feed(chunk, clock)
-        read += 1
         if read in gaps:
             out += decoder.idle()
     out += decoder.idle()
