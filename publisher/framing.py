@@ -46,7 +46,7 @@ FRAME_ERROR_KINDS = (
     "malformed",  # a line that does not parse (not UTF-8, not a number, missing fields, ...)
     "too_long",  # a line longer than max_line_bytes
     "noise",  # bytes skipped because they are not part of an aligned binary frame
-    "incomplete",  # bytes before a quiet gap that are not whole binary frames
+    "incomplete",  # a line cut off when the port closed
     "unconfirmed",  # a binary frame not followed by the next frame's sync
     "ambiguous",  # a binary frame dropped because more than one alignment fits
     "checksum",  # checksum mismatch
