@@ -288,9 +288,11 @@ class BinaryDecoder:
       partial frame and the lock.
     * unlocked at a quiet gap: the frames counted back from the gap are decoded when the gap's
       alignment is the only one that fits the held bytes (every other alignment has a byte where its
-      sync should be that is not the sync, or a frame failing the checksum). A gap alone proves
-      nothing: a board may pause inside a frame, so a gap-delimited chunk such as
-      `00000000 v1 v2 v3 v4 00000000` (ambient zeros ... the next frame's sync) is held, not decoded.
+      sync should be that is not the sync), or, with a checksum, when each of them passes it (and is
+      not all zeros), or when the board's gaps have earned trust (`gaps_trusted()`: TRUST_GAPS gaps
+      at frame boundaries while locked, none inside a frame). A gap alone proves nothing: a board may
+      pause inside a frame, so a gap-delimited chunk such as `00000000 v1 v2 v3 v4 00000000` (ambient
+      zeros ... the next frame's sync) is held, not decoded.
     * hunting without a gap (a fast board joined mid-stream): a candidate alignment is proven when the
       sync recurs at the frame period for PROOF_FRAMES frames and no other alignment fits any
       LOCK_FRAMES consecutive frames of them. Ambiguous bytes are held (up to MAX_HOLD_FRAMES frames),
