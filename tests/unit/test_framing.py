@@ -743,3 +743,25 @@ def test_f4_frames_held_while_hunting_keep_their_own_times() -> None:
         out += decoder.feed(nucleo_frame(*r), i * 100_000_000)
     times = [r.read_ns for r in readings(out)]
     assert len(times) == 11 and times == [i * 100_000_000 for i in range(11)]
+
+
+def test_gaps_earn_trust_at_frame_boundaries_and_lose_it_for_good_inside_a_frame() -> None:
+    """A 1 frame/s board whose gaps fell at frame boundaries while locked re-aligns at the next gap
+    after noise, even with a last field of 0.00 (which the bytes alone cannot settle). One gap seen
+    inside a frame withdraws that trust: the same frames are then held, not guessed."""
+    clean = [nucleo_frame(2000 + i, 5000, 2100, 5100, 2200, 5200) for i in range(4)]
+    zero_last = [nucleo_frame(2000 + i, 5000, 2100, 5100, 2200, 0) for i in range(4)]
+    noise = b"\x00\x17\x00\x00\x2a"
+    trusted = make_decoder(NUCLEO)
+    assert isinstance(trusted, BinaryDecoder)
+    out = run(trusted, [event for frame in clean for event in (frame, GAP)])
+    assert len(readings(out)) == 4 and trusted.gaps_trusted()
+    out = run(trusted, [noise, GAP, *[event for frame in zero_last for event in (frame, GAP)]])
+    assert [r["ambient_temperature"] for r in readings(out)] == [20.0, 20.01, 20.02, 20.03]
+    wary = make_decoder(NUCLEO)
+    assert isinstance(wary, BinaryDecoder)
+    events = [clean[0][:9], GAP, clean[0][9:]] + [event for frame in clean[1:] for event in (frame, GAP)]
+    out = run(wary, [clean[0], GAP, *events])
+    assert len(readings(out)) == 5 and not wary.gaps_trusted() and wary.gaps_inside_frames == 1
+    out = run(wary, [noise, GAP, *[event for frame in zero_last for event in (frame, GAP)]])
+    assert readings(out) == []
