@@ -80,19 +80,16 @@ class SerialSource:
     def _read(self, port: serial.Serial, stop: threading.Event) -> None:
         decoder = make_decoder(self._config.frame)
         device = self._config.device_id
-        read_ns = (
-            time.time_ns()
-        )  # when the last bytes arrived: the frames a quiet gap completes were read then
         try:
             while not stop.is_set():
                 data = port.read(max(1, port.in_waiting))
-                if data:
-                    read_ns = time.time_ns()
-                for item in decoder.feed(data) if data else decoder.idle():
+                # Each reading carries the arrival time of the read that completed its bytes, also when
+                # the decoder held it while it proved the alignment (or until a quiet gap).
+                for item in decoder.feed(data, time.time_ns()) if data else decoder.idle():
                     if isinstance(item, FrameError):
                         self._on_frame_error(device, item)
                     else:
-                        self._emit(device, item, read_ns)
+                        self._emit(device, dict(item), item.read_ns)
         finally:
             for error in decoder.close():
                 self._on_frame_error(device, error)
