@@ -99,7 +99,7 @@ class Ingestion:
         # A flush may legitimately wait a full write timeout plus the longest backoff between beats.
         self.heartbeat = Heartbeat(max_age_s=config.influxdb.timeout_s + settings.retry_max_s + 30)
         self._committed: dict[TopicPartition, int] = {}
-        self._failing: set[str] = set()  # operations being retried right now
+        self._failing: dict[str, str] = {}  # operations being retried right now → the latest error
         self._recent = RecentPoints()
         self._earliest_ns = settings.earliest_event_ns()
         self._max_age_ns = int(settings.max_event_age_s * 1e9) if settings.max_event_age_s else 2**64
@@ -115,7 +115,8 @@ class Ingestion:
         """Not ready while InfluxDB writes or dead-letter deliveries are failing, or while every
         recent point is refused by storage (naming the reason)."""
         checks: dict[str, Check] = {
-            operation: lambda o=operation: o not in self._failing for operation in ("write", "dead_letters")
+            operation: lambda o=operation: self._failing.get(o, True)  # True, or the error being retried
+            for operation in ("write", "dead_letters")
         }
         checks["points_stored"] = self._storing
         return checks
@@ -346,10 +347,10 @@ class Ingestion:
         while True:
             try:
                 attempt()
-                self._failing.discard(operation)
+                self._failing.pop(operation, None)
                 return True
             except (Unavailable, KafkaError) as exc:
-                self._failing.add(operation)
+                self._failing[operation] = f"{what} failing, retried: {exc}"
                 self.heartbeat.beat()
                 metrics.RETRIES.labels(operation).inc()
                 if stop.is_set() and deadline is None:

@@ -117,7 +117,7 @@ def decode(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> Envelope:
     if not isinstance(data, dict):
         raise EnvelopeError(f"expected a JSON object, got {type(data).__name__}")
     version = data.get("v")
-    if version != VERSION:
+    if type(version) is not int or version != VERSION:  # JSON true == 1 in Python, yet no version
         raise EnvelopeError(f"unsupported envelope version {version!r:.20}, expected {VERSION}", "version")
     extra = {} if KNOWN_KEYS.issuperset(data) else {key: data[key] for key in data.keys() - KNOWN_KEYS}
 

@@ -58,7 +58,8 @@ def implausible_time(
             f" {iso(arrival_ns)}, more than the {max_future_s:.0f} s allowed"
         )
         whole_hours = round(ahead_s / 1800) / 2
-        if whole_hours and abs(ahead_s - whole_hours * 3600) < 60:
+        # Time zones lie within UTC-12 .. UTC+14: a lead of a whole hour beyond that is something else.
+        if whole_hours and abs(whole_hours) <= 14 and abs(ahead_s - whole_hours * 3600) < 60:
             reason += f": a clock on local time taken for UTC ({whole_hours:g} h)?"
         return reason
     for unit, factor in UNITS:  # against the floor only: a wrong unit is the likelier mistake

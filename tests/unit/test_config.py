@@ -456,3 +456,25 @@ def test_route_without_a_device_level_is_an_error_naming_the_keys(route: dict, e
 def test_credentials_in_a_url_written_as_a_host_are_not_echoed() -> None:
     (error,) = errors_of({"mqtt": {"host": "mqtt://twin:s3cret@broker:1883"}})
     assert "s3cret" not in error and "got 'mqtt://***@broker:1883'" in error
+
+
+@pytest.mark.parametrize(
+    "url", ["http://influx:8086/api/v2/write", "http://influx:8086/api/v2", "http://influx:8086/?org=x"]
+)
+def test_an_influxdb_url_with_an_api_path_or_query_is_refused_with_the_base_url(url: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config({"influxdb": {"url": url}}, {})
+    assert "influxdb.url: expected the server's base URL such as http://influx:8086" in str(error.value)
+
+
+def test_a_reverse_proxy_prefix_is_still_a_base_url() -> None:
+    assert (
+        parse_config({"influxdb": {"url": "https://proxy/influx/"}}, {}).influxdb.url
+        == "https://proxy/influx"
+    )
+
+
+def test_a_key_with_a_control_character_is_quoted_in_the_error() -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config({"ingestion": {"device_tags": {"dev\n": {"site": "x"}}}}, {})
+    assert "ingestion.device_tags.'dev\\n'" in str(error.value) and "\n" not in str(error.value)

@@ -96,7 +96,7 @@ def errors_of(document: dict) -> list[str]:
         ),
         (
             {"ingestion": {"device_tags": {"dev\n": {"site": "x"}}}},
-            "ingestion.device_tags.dev\n.[key]: expected a device id",
+            "ingestion.device_tags.'dev\\n'.[key]: expected a device id",
         ),
         (
             {"ingestion": {"tags": {"temperature": "x"}}},
@@ -390,3 +390,46 @@ def test_an_envelope_that_decodes_is_never_refused_for_its_names_by_the_default_
         assert mapper.to_line(envelope).startswith(f"telemetry,device={device} ")
     with pytest.raises(EnvelopeError):
         decode(reading(device="dev\n"))
+
+
+def test_not_ready_while_writes_are_retried_naming_the_error() -> None:
+    """A write failing for a reason that is not a refused point (e.g. a URL path InfluxDB answers
+    404 for) fails readiness with the error, not only the check's name."""
+    import threading
+
+    from twinpipe.influx import Unavailable
+
+    attempts = []
+
+    def write(lines: list[str]) -> None:
+        attempts.append(lines)
+        if len(attempts) < 3:
+            raise Unavailable("HTTP 404 page not found")
+
+    config = parse_config({"ingestion": {"retry_initial_s": 0.01, "retry_max_s": 0.01}}, {})
+    stage = Ingestion(config, consumer=None, write=write, dead_letters=None)  # type: ignore[arg-type]
+    check = stage.ready_checks()["write"]
+    seen = []
+
+    def attempt() -> None:
+        seen.append(check())
+        write(["m v=1 1"])
+
+    assert stage._retry(attempt, "write", "InfluxDB write", threading.Event())
+    assert seen[0] is True and "InfluxDB write failing, retried: HTTP 404 page not found" in seen[1]
+    assert check() is True
+
+
+def test_a_future_time_is_called_a_time_zone_mistake_only_within_a_day_of_offsets() -> None:
+    arrival = NOW_NS
+    hour = 3600 * 10**9
+    assert "local time taken for UTC (2 h)" in implausible_time(arrival + 2 * hour, arrival, 0, 0, 300)
+    year = implausible_time(arrival + 8760 * hour, arrival, 0, 0, 300)
+    assert year is not None and "local time" not in year
+
+
+def test_version_true_is_not_version_1() -> None:
+    payload = encode(Envelope("d", "b", 0, NOW_NS, {"t": 1.0})).replace(b'"v":1', b'"v":true')
+    with pytest.raises(EnvelopeError) as error:
+        decode(payload)
+    assert error.value.kind == "version"

@@ -132,6 +132,11 @@ def _http_url(value: str) -> str:
         parts.port  # noqa: B018 - raises on a port that is not a number in range
     except ValueError:
         raise ValueError("expected a URL whose port is a number from 1 to 65535") from None
+    if "/api/" in f"{parts.path}/" or parts.query or parts.fragment:
+        base = f"{parts.scheme}://{parts.netloc}"
+        raise ValueError(
+            f"expected the server's base URL such as {base} (the client adds /api/v2/... itself)"
+        )
     return value.rstrip("/")
 
 

@@ -51,7 +51,8 @@ def _apply(document: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
 
 def _describe(error: Any, sources: dict[tuple[str, ...], str]) -> str:
     loc = tuple(str(part) for part in error["loc"])
-    key = ".".join(loc) or "(top level)"
+    # A key with a newline or other control character is shown quoted, so the message stays one line.
+    key = ".".join(part if part.isprintable() else repr(part) for part in loc) or "(top level)"
     kind = error["type"]
     if kind == "extra_forbidden":
         message = "unknown key (check the spelling against config.yaml)"
