@@ -178,17 +178,16 @@ def test_a_retention_count_that_does_not_cut_cleanly_in_time_is_not_trusted() ->
 
 # --- setting aside before writing ---
 
-WALL_NS = time.time_ns()
-
 
 def record(payload: bytes, offset: int) -> SimpleNamespace:
     return SimpleNamespace(
-        topic="t", partition=0, offset=offset, key=None, value=payload, timestamp=WALL_NS // 10**6
+        topic="t", partition=0, offset=offset, key=None, value=payload, timestamp=time.time_ns() // 10**6
     )
 
 
 def reading(seq: int, age_s: float) -> bytes:
-    return encode(Envelope("d1", "b1", seq, WALL_NS - int(age_s * 1e9), {"temperature": 20.0}))
+    """Aged from now, not from the module's import: a full run imports it minutes before."""
+    return encode(Envelope("d1", "b1", seq, time.time_ns() - int(age_s * 1e9), {"temperature": 20.0}))
 
 
 def stage(settings_: dict, read=None) -> tuple[Ingestion, list[list[str]]]:
