@@ -37,6 +37,7 @@ from twinpipe.backoff import Backoff
 log = logging.getLogger("twinpipe.mqtt")
 
 SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason code
+CONNECTION_LOST = 0x80  # paho's "Unspecified error": the socket closed without a DISCONNECT
 SHORT_S = 5.0  # a connection the broker closes (without a reason) this soon after accepting it ...
 STRIKES = 3  # ... this many times in a row: taken over
 BACKOFF_INITIAL_S = 2.0
@@ -77,6 +78,11 @@ class TakeoverWatch:
         elif from_broker:
             self._strikes = 0
             return None  # the broker gave another reason
+        elif reason_code != CONNECTION_LOST:
+            # paho's own verdict, such as "Protocol error" when the broker drops a packet it will not
+            # take (Mosquitto's message_size_limit): the publisher's outbox handles that, not a takeover.
+            self._strikes = 0
+            return None
         elif lived_s < SHORT_S:
             self._strikes += 1
             if self._strikes < STRIKES and not self.episode:

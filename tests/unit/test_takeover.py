@@ -177,3 +177,13 @@ def test_paho_hands_a_brokers_session_taken_over_to_the_guard(caplog: pytest.Log
     assert verdicts == [True]
     assert "Session taken over (MQTT 5 reason code 0x8E)" in caplog.text and "'dup'" in caplog.text
     assert sample("twinpipe_unit_paho_session_takeovers_total") == 1
+
+
+def test_quick_closes_paho_calls_a_protocol_error_are_not_a_takeover() -> None:
+    """Mosquitto's message_size_limit drops the connection on a packet it refuses, and paho reports
+    "Protocol error" (0x82): the publisher isolates that reading; a takeover backoff would stall it."""
+    watch = TakeoverWatch()
+    for strike in range(STRIKES + 2):
+        watch.connected(strike * 1.0)
+        assert watch.disconnected(strike * 1.0 + 0.1, 0x82, from_broker=False, failure=True) is None
+    assert not watch.episode
