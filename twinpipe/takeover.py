@@ -13,7 +13,8 @@ that grows per takeover (BACKOFF_INITIAL_S doubling to BACKOFF_MAX_S): the sessi
 hands about once a minute instead of twice a second, with fewer redeliveries. Each takeover is
 counted; the first of an episode is logged with the client id and what to change; the stage is
 not ready until a connection has held for STABLE_MIN_S (and twice the last delay), which ends the
-episode.
+episode. A stage shutting down (`SessionGuard.draining`) reconnects with its usual delays again: it
+needs the session only until its shutdown deadline, to deliver what it holds.
 
 `TakeoverWatch` is the rule, fed times and disconnect reasons, with no I/O; `SessionGuard` wires it
 to a paho client, a log and a counter.
@@ -147,7 +148,15 @@ class SessionGuard:
         self._reconnect_s = reconnect_s
         self._clock = clock
         self._lock = threading.Lock()  # paho's thread reports, the health server's asks
+        self._draining = False
         self.watch = TakeoverWatch()
+
+    def draining(self) -> None:
+        """The stage is shutting down and needs the session only until its shutdown deadline: from now
+        on it reconnects with its usual delays, also after a takeover (still counted)."""
+        with self._lock:
+            self._draining = True
+        self._client.reconnect_delay_set(*self._reconnect_s)  # type: ignore[arg-type]
 
     def connected(self) -> None:
         with self._lock:
@@ -168,7 +177,8 @@ class SessionGuard:
                 return False
         self._counter.inc()
         delay = takeover.reconnect_delay_s
-        self._client.reconnect_delay_set(min_delay=delay, max_delay=delay)  # type: ignore[arg-type]
+        if not self._draining:
+            self._client.reconnect_delay_set(min_delay=delay, max_delay=delay)  # type: ignore[arg-type]
         if takeover.first:
             log.error(
                 "MQTT session of client id '%s' taken over by another client with the same id (%s). "
