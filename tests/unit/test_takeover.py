@@ -142,6 +142,28 @@ def test_the_guard_logs_once_per_episode_counts_each_takeover_and_fails_readines
     assert client.delays[-1] == (0.5, 10.0), "the usual reconnect delays once the session is held again"
 
 
+def test_a_draining_stage_reconnects_with_its_usual_delays_after_a_takeover() -> None:
+    """On SIGTERM the publisher drains for publisher.shutdown_timeout_s (10 s): a takeover backoff of
+    up to 60 s would keep it from ever getting the session back to deliver what it holds."""
+    clock = [0.0]
+    client: Any = FakeClient()
+    guard = SessionGuard(client, "pub-x", "advice", "unit_drain", (0.5, 10.0), clock=lambda: clock[0])
+    taken = ReasonCode(PacketTypes.DISCONNECT, identifier=SESSION_TAKEN_OVER)
+    for _ in range(4):
+        guard.connected()
+        clock[0] += 1
+        assert guard.disconnected(taken, Flags(True))
+    assert client.delays[-1][0] > 0.5
+    before = sample("twinpipe_unit_drain_session_takeovers_total")
+    guard.draining()
+    assert client.delays[-1] == (0.5, 10.0)
+    guard.connected()
+    clock[0] += 1
+    assert guard.disconnected(taken, Flags(True)), "still recognised and counted"
+    assert client.delays[-1] == (0.5, 10.0), "no longer backed off"
+    assert sample("twinpipe_unit_drain_session_takeovers_total") - before == 1
+
+
 def test_paho_hands_a_brokers_session_taken_over_to_the_guard(caplog: pytest.LogCaptureFixture) -> None:
     """No broker installable here sends 0x8E (Debian's Mosquitto 2.0.11 does not; 2.0.15+ does), so a
     socket plays the broker for one exchange: CONNACK, then DISCONNECT with reason code 0x8E
