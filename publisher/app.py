@@ -172,8 +172,6 @@ class Publisher:
         self._stop.set()
         self._source_thread.join(timeout=5)
         self._drain(time.monotonic() + self._config.publisher.shutdown_timeout_s)
-        if self._spool:
-            self._spool.flush()  # what was not delivered is sent by the next start
 
     def _send_one(self, timeout: float) -> bool:
         if self._spool:
@@ -255,12 +253,19 @@ class Publisher:
 
     def _drain(self, deadline: float) -> None:
         """On shutdown: send what is buffered or queued for a re-send and wait for its acknowledgements,
-        until the deadline; then name every reading not delivered."""
+        until the deadline; then name every reading not delivered, which the spool keeps."""
+        try:
+            self._drain_outbox(deadline)
+        finally:
+            if self._spool:
+                self._spool.flush()  # what was not delivered is sent by the next start
+
+    def _drain_outbox(self, deadline: float) -> None:
         self._session.draining()  # a stolen session is wanted back now, not after a long backoff
         if not self._connected.is_set():
             self._client.loop_stop()  # cuts a reconnect wait the takeover backoff made long ...
             self._client.loop_start()  # ... so the next attempt comes after mqtt.reconnect_min_s
-        if drain(self._outbox, self.buffer.__len__, lambda timeout: self._send_one(timeout), deadline):
+        if drain(self._outbox, self.buffer.__len__, self._send_one, deadline):
             return
         pending = self._outbox.unacknowledged()
         buffered = []
