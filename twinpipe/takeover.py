@@ -3,8 +3,9 @@
 MQTT 5 (§3.1.4, §4.13) has the broker send the old connection a DISCONNECT with reason code 0x8E
 "Session taken over" before closing it. Mosquitto does so from 2.0.15 (eclipse-mosquitto #2340,
 #2607; compose runs 2.0.20); older ones (Debian 12 ships 2.0.11) only close the connection, and paho
-reports "Unspecified error". There the sign is the flap itself: the broker closes a connection
-within moments of accepting it, again and again (STRIKES in a row, each within SHORT_S).
+reports "Unspecified error" (CONNECTION_LOST). There the sign is the flap itself: the broker closes a
+connection within moments of accepting it, again and again (STRIKES in a row, each within SHORT_S),
+each time reported as that lost connection.
 
 Two clients on one id take the session from each other every reconnect delay (0.5 s by default),
 forever. Stopping for good would leave a stage down after a short overlap (a rolling update, a
@@ -38,6 +39,11 @@ from twinpipe.backoff import Backoff
 log = logging.getLogger("twinpipe.mqtt")
 
 SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason code
+# paho's reason for a connection closed without a DISCONNECT packet ("Unspecified error"): how a
+# taken-over connection ends on Mosquitto 2.0.11. Not "Protocol error" (130), which paho reports when
+# Mosquitto closes on a PUBLISH over its message_size_limit: the Outbox's poison reading, which must
+# be found by re-sending it soon, not mistaken for a takeover and backed off.
+CONNECTION_LOST = 128
 SHORT_S = 5.0  # a connection the broker closes (without a reason) this soon after accepting it ...
 STRIKES = 3  # ... this many times in a row: taken over
 BACKOFF_INITIAL_S = 2.0
@@ -75,9 +81,9 @@ class TakeoverWatch:
             return None
         if from_broker and reason_code == SESSION_TAKEN_OVER:
             evidence = "the broker says: Session taken over (MQTT 5 reason code 0x8E)"
-        elif from_broker:
+        elif from_broker or reason_code != CONNECTION_LOST:
             self._strikes = 0
-            return None  # the broker gave another reason
+            return None  # the broker gave another reason, or paho saw another error
         elif lived_s < SHORT_S:
             self._strikes += 1
             if self._strikes < STRIKES and not self.episode:
