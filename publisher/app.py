@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 from publisher import metrics
 from publisher.buffer import DropOldestBuffer
 from publisher.framing import FrameError
-from publisher.outbox import Outbox, Pending, publish_packet_size
+from publisher.outbox import Outbox, Pending, describe, drain, publish_packet_size
 from publisher.sequencer import Sequencer
 from publisher.sources import SerialSource, SimulatorSource
 from publisher.spool import FLUSH_INTERVAL_S as SPOOL_FLUSH_INTERVAL_S
@@ -53,14 +53,14 @@ class Publisher:
             finished=self._finish,
         )
         self._broker_max_packet: int | None = None  # MQTT 5 CONNACK Maximum Packet Size
-        self._lost: tuple[str, int | None] = ("", None)  # why the last connection ended (see _disconnected)
+        self._lost: tuple[str, int | None] = ("", None)  # why the last connection ended (see _on_disconnect)
         self._throttled = ThrottledLog(log)
         name = settings.serial.device_id if settings.source == "serial" else settings.simulator.device_prefix
         client_id = settings.client_id or f"twinpipe-publisher-{name}-{self.boot[-6:]}"
         self._client = mqtt_client(config.mqtt, client_id)
         self._client.max_inflight_messages_set(0)  # the Outbox keeps max_inflight; paho must not queue
         self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._disconnected
+        self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
         self._session = SessionGuard(
             self._client,
@@ -172,8 +172,6 @@ class Publisher:
         self._stop.set()
         self._source_thread.join(timeout=5)
         self._drain(time.monotonic() + self._config.publisher.shutdown_timeout_s)
-        if self._spool:
-            self._spool.flush()  # what was not delivered is sent by the next start
 
     def _send_one(self, timeout: float) -> bool:
         if self._spool:
@@ -254,24 +252,46 @@ class Publisher:
             self._spool.done(pending.segment)
 
     def _drain(self, deadline: float) -> None:
-        """On shutdown: send what is buffered and wait for its acknowledgements, until the deadline."""
-        outbox = self._outbox
-        while (len(self.buffer) or outbox.waiting()) and time.monotonic() < deadline:
-            self._send_one(timeout=min(0.2, max(0.0, deadline - time.monotonic())))
-        while outbox.inflight() and time.monotonic() < deadline:
-            outbox.wait(min(0.2, max(0.0, deadline - time.monotonic())))
-        if outbox.inflight() or outbox.waiting() or len(self.buffer):
-            log.warning(
-                "shutdown timeout: %d unacknowledged and %d buffered readings not delivered",
-                outbox.inflight() + outbox.waiting(),
-                len(self.buffer),
-            )
+        """On shutdown: send what is buffered or queued for a re-send and wait for its acknowledgements,
+        until the deadline; then name every reading not delivered, which the spool keeps."""
+        try:
+            self._drain_outbox(deadline)
+        finally:
+            if self._spool:
+                self._spool.flush()  # what was not delivered is sent by the next start
+
+    def _drain_outbox(self, deadline: float) -> None:
+        self._session.draining()  # a stolen session is wanted back now, not after a long backoff
+        if not self._connected.is_set():
+            self._client.loop_stop()  # cuts a reconnect wait the takeover backoff made long ...
+            self._client.loop_start()  # ... so the next attempt comes after mqtt.reconnect_min_s
+        if drain(self._outbox, self.buffer.__len__, self._send_one, deadline):
+            return
+        pending = self._outbox.unacknowledged()
+        buffered = []
+        while (item := self.buffer.get(0)) is not None:
+            buffered.append(item)
+        resent = [p for p in pending if p.acked_before]
+        never = [p for p in pending if not p.acked_before] + buffered
+        log.warning(
+            "shutdown timeout (publisher.shutdown_timeout_s = %.1f s; %s): %d readings not delivered. "
+            "Never acknowledged (%d in flight or queued, %d buffered): %s. Acknowledged before the "
+            "connection was lost, re-sent and not acknowledged again: %s. %s",
+            self._config.publisher.shutdown_timeout_s,
+            "connected" if self._connected.is_set() else "not connected",
+            len(pending) + len(buffered),
+            len(pending) - len(resent),
+            len(buffered),
+            describe(never),
+            describe(resent),
+            f"They stay in the spool ({self._config.publisher.spool_dir}) for the next start"
+            if self._spool
+            else "Lost: no publisher.spool_dir",
+        )
 
     # --- paho callbacks (network thread) ---
 
     def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, props: Any) -> None:
-        if not reason.is_failure:
-            self._take_back_inflight(client, props)
         if reason.is_failure:
             log.error(
                 "MQTT broker %s:%d refused the connection: %s",
@@ -280,6 +300,7 @@ class Publisher:
                 reason,
             )
         else:
+            self._take_back_inflight(client, props)
             self._connected.set()
             self._session.connected()
             log.info("connected to MQTT broker %s:%d", self._config.mqtt.host, self._config.mqtt.port)
@@ -309,16 +330,13 @@ class Publisher:
                 lost_reason,
             )
 
-    def _disconnected(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        """Remembers why the connection ended (did the broker say so in a DISCONNECT?) for the next
-        connect, then the usual handling."""
-        self._lost = (str(reason), reason.value if flags.is_disconnect_packet_from_server else None)
-        self._on_disconnect(client, userdata, flags, reason, props)
-
     def _on_disconnect(
-        self, client: mqtt.Client, _userdata: Any, flags: Any, reason: Any, _props: Any
+        self, _client: mqtt.Client, _userdata: Any, flags: Any, reason: Any, _props: Any
     ) -> None:
+        """Remembers why the connection ended for the next connect's re-send decision (the reason
+        code only when the broker said it in a DISCONNECT packet), and names a stolen session."""
         self._connected.clear()
+        self._lost = (str(reason), reason.value if flags.is_disconnect_packet_from_server else None)
         taken_over = self._session.disconnected(reason, flags)  # counted, and logged once per episode
         if reason.is_failure and not taken_over:
             log.warning("disconnected from MQTT broker (%s); buffering and reconnecting", reason)

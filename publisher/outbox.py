@@ -63,6 +63,7 @@ class Pending:
     suspect: bool = False  # sent alone until acknowledged
     alone: bool = False  # the last send was alone in flight
     on_wire: bool = False  # the last send went to a live connection (not queued by paho meanwhile)
+    acked_before: bool = False  # acknowledged once, re-sent from the window after a lost connection
     acked_at: float = 0.0  # monotonic seconds
 
 
@@ -204,6 +205,8 @@ class Outbox:
                     pending.suspect = True
                 requeue.append(pending)
             window = list(self._window) if resend_window else []
+            for pending in window:
+                pending.acked_before = True
             if resend_window:
                 self._window.clear()
                 self.resent += len(window)
@@ -234,3 +237,51 @@ class Outbox:
 
     def window(self) -> int:
         return len(self._window)
+
+    def unacknowledged(self) -> list[Pending]:
+        """Every reading still to be acknowledged: in flight, then queued for a re-send."""
+        with self.changed:
+            return [*self._inflight.values(), *self._suspects, *self._resend]
+
+
+def drain(
+    outbox: Outbox,
+    buffered: Callable[[], int],
+    send_one: Callable[[float], object],
+    deadline: float,
+    clock: Callable[[], float] = time.monotonic,
+    poll_s: float = 0.2,
+) -> bool:
+    """On shutdown: send what is buffered (`buffered()` readings) or queued for a re-send and wait for
+    the acknowledgements, until nothing is unacknowledged (True) or `deadline` (`clock` seconds) passed
+    (False). One loop for sending and waiting: a reconnect meanwhile hands what was in flight, and
+    the acknowledged window after a lost connection, back to the re-send queue, to be sent again
+    rather than waited for. `send_one(timeout_s)` sends one reading, or waits for one to send."""
+    while buffered() or outbox.inflight() or outbox.waiting():
+        remaining = deadline - clock()
+        if remaining <= 0:
+            return False
+        if buffered() or outbox.waiting():
+            send_one(min(poll_s, remaining))
+        else:
+            outbox.wait(min(poll_s, remaining))
+    return True
+
+
+def describe(readings: list[Pending]) -> str:
+    """Readings by device and boot with their sequence numbers as ranges, for a log line:
+    "board0 (boot 3f2a) seq 4-9, 12; board1 (boot 3f2a) seq 7", or "none"."""
+    seqs: dict[tuple[str, str], set[int]] = {}
+    for pending in readings:
+        seqs.setdefault((pending.envelope.device, pending.envelope.boot), set()).add(pending.envelope.seq)
+    parts = []
+    for (device, boot), numbers in sorted(seqs.items()):
+        ranges: list[list[int]] = []
+        for seq in sorted(numbers):
+            if ranges and seq == ranges[-1][1] + 1:
+                ranges[-1][1] = seq
+            else:
+                ranges.append([seq, seq])
+        text = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges)
+        parts.append(f"{device} (boot {boot}) seq {text}")
+    return "; ".join(parts) or "none"

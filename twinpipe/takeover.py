@@ -3,8 +3,9 @@
 MQTT 5 (§3.1.4, §4.13) has the broker send the old connection a DISCONNECT with reason code 0x8E
 "Session taken over" before closing it. Mosquitto does so from 2.0.15 (eclipse-mosquitto #2340,
 #2607; compose runs 2.0.20); older ones (Debian 12 ships 2.0.11) only close the connection, and paho
-reports "Unspecified error". There the sign is the flap itself: the broker closes a connection
-within moments of accepting it, again and again (STRIKES in a row, each within SHORT_S).
+reports "Unspecified error" (CONNECTION_LOST). There the sign is the flap itself: the broker closes a
+connection within moments of accepting it, again and again (STRIKES in a row, each within SHORT_S),
+each time reported as that lost connection.
 
 Two clients on one id take the session from each other every reconnect delay (0.5 s by default),
 forever. Stopping for good would leave a stage down after a short overlap (a rolling update, a
@@ -13,7 +14,8 @@ that grows per takeover (BACKOFF_INITIAL_S doubling to BACKOFF_MAX_S): the sessi
 hands about once a minute instead of twice a second, with fewer redeliveries. Each takeover is
 counted; the first of an episode is logged with the client id and what to change; the stage is
 not ready until a connection has held for STABLE_MIN_S (and twice the last delay), which ends the
-episode.
+episode. A stage shutting down (`SessionGuard.draining`) reconnects with its usual delays again: it
+needs the session only until its shutdown deadline, to deliver what it holds.
 
 `TakeoverWatch` is the rule, fed times and disconnect reasons, with no I/O; `SessionGuard` wires it
 to a paho client, a log and a counter.
@@ -37,7 +39,11 @@ from twinpipe.backoff import Backoff
 log = logging.getLogger("twinpipe.mqtt")
 
 SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason code
-CONNECTION_LOST = 0x80  # paho's "Unspecified error": the socket closed without a DISCONNECT
+# paho's reason for a connection closed without a DISCONNECT packet ("Unspecified error"): how a
+# taken-over connection ends on Mosquitto 2.0.11. Not "Protocol error" (130), which paho reports when
+# Mosquitto closes on a PUBLISH over its message_size_limit: the Outbox's poison reading, which must
+# be found by re-sending it soon, not mistaken for a takeover and backed off.
+CONNECTION_LOST = 128
 SHORT_S = 5.0  # a connection the broker closes (without a reason) this soon after accepting it ...
 STRIKES = 3  # ... this many times in a row: taken over
 BACKOFF_INITIAL_S = 2.0
@@ -75,14 +81,9 @@ class TakeoverWatch:
             return None
         if from_broker and reason_code == SESSION_TAKEN_OVER:
             evidence = "the broker says: Session taken over (MQTT 5 reason code 0x8E)"
-        elif from_broker:
+        elif from_broker or reason_code != CONNECTION_LOST:
             self._strikes = 0
-            return None  # the broker gave another reason
-        elif reason_code != CONNECTION_LOST:
-            # paho's own verdict, such as "Protocol error" when the broker drops a packet it will not
-            # take (Mosquitto's message_size_limit): the publisher's outbox handles that, not a takeover.
-            self._strikes = 0
-            return None
+            return None  # the broker gave another reason, or paho saw another error
         elif lived_s < SHORT_S:
             self._strikes += 1
             if self._strikes < STRIKES and not self.episode:
@@ -153,7 +154,15 @@ class SessionGuard:
         self._reconnect_s = reconnect_s
         self._clock = clock
         self._lock = threading.Lock()  # paho's thread reports, the health server's asks
+        self._draining = False
         self.watch = TakeoverWatch()
+
+    def draining(self) -> None:
+        """The stage is shutting down and needs the session only until its shutdown deadline: from now
+        on it reconnects with its usual delays, also after a takeover (still counted)."""
+        with self._lock:
+            self._draining = True
+        self._client.reconnect_delay_set(*self._reconnect_s)  # type: ignore[arg-type]
 
     def connected(self) -> None:
         with self._lock:
@@ -174,7 +183,8 @@ class SessionGuard:
                 return False
         self._counter.inc()
         delay = takeover.reconnect_delay_s
-        self._client.reconnect_delay_set(min_delay=delay, max_delay=delay)  # type: ignore[arg-type]
+        if not self._draining:
+            self._client.reconnect_delay_set(min_delay=delay, max_delay=delay)  # type: ignore[arg-type]
         if takeover.first:
             log.error(
                 "MQTT session of client id '%s' taken over by another client with the same id (%s). "
