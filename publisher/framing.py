@@ -292,7 +292,11 @@ class BinaryDecoder:
       not all zeros), or when the board's gaps have earned trust (`gaps_trusted()`: TRUST_GAPS gaps
       at frame boundaries while locked, none inside a frame). A gap alone proves nothing: a board may
       pause inside a frame, so a gap-delimited chunk such as `00000000 v1 v2 v3 v4 00000000` (ambient
-      zeros ... the next frame's sync) is held, not decoded.
+      zeros ... the next frame's sync) is held, not decoded. Firmware assumption: a gap never falls
+      inside the sync word (the sync is written in one call), so an alignment that would put a held
+      gap strictly inside one of its syncs is ruled out (`_gap_inside_sync`): a 1 frame/s board whose
+      last field reads 0.00 is decoded, while `... 00 00 00 00 | gap | sync ...` (two trailing 0.00
+      fields) still also fits a pause right after the sync and stays held.
     * hunting without a gap (a fast board joined mid-stream): a candidate alignment is proven when the
       sync recurs at the frame period for PROOF_FRAMES frames and no other alignment fits any
       LOCK_FRAMES consecutive frames of them. Ambiguous bytes are held (up to MAX_HOLD_FRAMES frames),
@@ -624,6 +628,14 @@ class BinaryDecoder:
             pos += length
         return True
 
+    def _gap_inside_sync(self, residue: int) -> bool:
+        """Whether frames starting at buffer positions ≡ residue (mod frame length) would have a quiet
+        gap held in the buffer (the one at its end included) strictly inside one of their sync words.
+        The firmware assumption (README "alignment"): a board writes its sync in one call, so it may
+        pause after the sync or between frames but never inside the sync; such an alignment is ruled out."""
+        start = self._fed - len(self._buffer)
+        return any(0 < (gap - start - residue) % self._frame_len < self._sync_len for gap in self._gaps)
+
     def _align_to_gap(self, out: list[Reading | FrameError]) -> None:
         """Unlocked at a gap: if the held bytes ended at a frame boundary, these are the frames counted
         back from the gap. Decoded only when no other alignment fits the held bytes (a board may pause
@@ -644,8 +656,10 @@ class BinaryDecoder:
                 return
         elif not self.gaps_trusted():
             residue = len(buf) % length
+            if self._gap_inside_sync(residue):
+                return  # the gap's own alignment breaks the firmware assumption: prove nothing
             for other in range(length):
-                if other != residue and self._fits_offset(other, 0):
+                if other != residue and self._fits_offset(other, 0) and not self._gap_inside_sync(other):
                     return  # more than one alignment fits: the gap does not say which
         if first:
             self._skip(first)

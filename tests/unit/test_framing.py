@@ -604,7 +604,7 @@ def test_a_board_pausing_inside_frames_is_decoded_once_the_sync_proves_the_align
 @given(
     frames=st.lists(FRAME_VALUES, min_size=1, max_size=30),
     offset=st.integers(0, 2 * FRAME_LEN),
-    gaps=st.sets(st.integers(0, 30 * FRAME_LEN)),
+    gaps=st.sets(st.integers(0, 30 * FRAME_LEN).filter(lambda g: not 0 < g % FRAME_LEN < 4)),
     sizes=st.lists(st.integers(1, 40), max_size=6),
     ranges=st.booleans(),
 )
@@ -625,8 +625,9 @@ def test_a_board_pausing_inside_frames_is_decoded_once_the_sync_proves_the_align
 def test_property_quiet_gaps_anywhere_inside_frames_never_give_a_wrong_value(
     frames: list[tuple[int, ...]], offset: int, gaps: set[int], sizes: list[int], ranges: bool
 ) -> None:
-    """Quiet gaps at any byte position, inside frames as well as between them, any values, start offset
-    and chunking: the decoded readings are exactly the frames sent from some point on."""
+    """Quiet gaps at any byte position, inside frames as well as between them (never inside the sync
+    word: the firmware assumption), any values, start offset and chunking: the decoded readings are
+    exactly the frames sent from some point on."""
     stream = b"".join(nucleo_frame(*raw) for raw in frames)
     cuts = sorted({offset, *(g for g in gaps if offset < g < len(stream)), len(stream)})
     events: list[bytes | None] = []
@@ -747,10 +748,11 @@ def test_f4_frames_held_while_hunting_keep_their_own_times() -> None:
 
 def test_gaps_earn_trust_at_frame_boundaries_and_lose_it_for_good_inside_a_frame() -> None:
     """A 1 frame/s board whose gaps fell at frame boundaries while locked re-aligns at the next gap
-    after noise, even with a last field of 0.00 (which the bytes alone cannot settle). One gap seen
-    inside a frame withdraws that trust: the same frames are then held, not guessed."""
+    after noise, even with the last two fields 0.00 (which the bytes and gaps alone cannot settle: see
+    test_last_two_fields_zero_at_one_frame_per_second_is_held_not_guessed). One gap seen inside a frame
+    withdraws that trust: the same frames are then held, not guessed."""
     clean = [nucleo_frame(2000 + i, 5000, 2100, 5100, 2200, 5200) for i in range(4)]
-    zero_last = [nucleo_frame(2000 + i, 5000, 2100, 5100, 2200, 0) for i in range(4)]
+    zero_last = [nucleo_frame(2000 + i, 5000, 2100, 5100, 0, 0) for i in range(4)]
     noise = b"\x00\x17\x00\x00\x2a"
     trusted = make_decoder(NUCLEO)
     assert isinstance(trusted, BinaryDecoder)
@@ -765,3 +767,117 @@ def test_gaps_earn_trust_at_frame_boundaries_and_lose_it_for_good_inside_a_frame
     assert len(readings(out)) == 5 and not wary.gaps_trusted() and wary.gaps_inside_frames == 1
     out = run(wary, [noise, GAP, *[event for frame in zero_last for event in (frame, GAP)]])
     assert readings(out) == []
+
+
+# --- the firmware assumption: a quiet gap never falls inside the sync word -------------------------
+
+
+def one_per_second(frames: list[bytes]) -> list[bytes | None]:
+    """A 1 frame/s board: each frame in one write, a quiet read timeout after it; port opened at a gap."""
+    return [GAP, *[event for frame in frames for event in (frame, GAP)]]
+
+
+@pytest.mark.parametrize("opened_late", [False, True])
+def test_last_field_zero_at_one_frame_per_second_decodes_every_frame(opened_late: bool) -> None:
+    """An unplugged last sensor (0.00): `... 00 00 | gap | 00 00 00 00 ...` also fits frames two bytes
+    early, but only if the board paused between bytes 2 and 3 of its sync, which the firmware
+    assumption rules out. Every frame is decoded, the first included (opened at a boundary); opened in
+    the middle of a frame, only the partial first frame is lost (as noise)."""
+    raw = [(2400 + i, 5000, 2300, 5100, 2200 + i, 0) for i in range(12)]
+    frames = [nucleo_frame(*r) for r in raw]
+    events = one_per_second(frames)
+    if opened_late:
+        events = [GAP, frames[0][7:], *events[2:]]
+    for decoder in (make_decoder(NUCLEO), plain_decoder()):
+        out = run(decoder, events)
+        expected = [scaled(r) for r in raw[1 if opened_late else 0 :]]
+        assert readings(out) == expected
+        assert {e.kind for e in errors(out)} == ({"noise"} if opened_late else set())
+        noise = sum(len(e.raw) for e in errors(out))
+        assert noise == (FRAME_LEN - 7 if opened_late else 0)  # the partial first frame, nothing else
+
+
+def test_last_two_fields_zero_at_one_frame_per_second_is_held_not_guessed() -> None:
+    """Four trailing zero bytes: `v1..v4 00 00 00 00 | gap | 00 00 00 00 v1 ...` is, byte for byte and
+    gap for gap, also the F2 firmware (`send(sync); pause; send(values)`) whose first two fields read
+    0.00, the frames starting four bytes early. The gap falls right after a sync in that alignment,
+    which the assumption allows, so nothing proves either: nothing is published, the held frames are
+    dropped as "ambiguous" (counted, with their bytes), never stored shifted."""
+    raw = [(2400 + i, 5000, 2300, 5100, 0, 0) for i in range(40)]
+    out = run(make_decoder(NUCLEO), one_per_second([nucleo_frame(*r) for r in raw]))
+    assert readings(out) == []
+    kinds = {e.kind for e in errors(out)}
+    assert kinds == {"ambiguous"}, kinds
+    # The other reading of the same bytes: F2 firmware with its first two fields 0.00.
+    f2 = [(0, 0, 2400 + i, 5000, 2300, 5100) for i in range(40)]
+    assert readings(run(plain_decoder(), pausing_inside(f2))) == []
+
+
+def test_f2_pausing_after_the_sync_with_a_zero_last_field_stays_unproven() -> None:
+    """A pause after the sync (allowed) and a last field of 0.00: the rule must not turn the gap into
+    proof; nothing shifted is stored."""
+    raw = [(0, 0, 2100 + i, 5000, 2200, 0) for i in range(12)]
+    for start in (0, 1, 2, 3):
+        out = run(plain_decoder(), pausing_inside(raw)[start:])
+        sent = [scaled(r) for r in raw]
+        decoded = readings(out)
+        assert all(reading in sent for reading in decoded), NOT_STORED_SHIFTED
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    frames=st.lists(FRAME_VALUES, min_size=1, max_size=30),
+    offset=st.integers(0, 2 * FRAME_LEN),
+    inside=st.integers(1, 3),
+    every=st.sets(st.integers(0, 29), min_size=1),
+    sizes=st.lists(st.integers(1, 40), max_size=6),
+)
+def test_property_gaps_inside_the_sync_with_a_non_zero_first_field_never_give_a_wrong_value(
+    frames: list[tuple[int, ...]], offset: int, inside: int, every: set[int], sizes: list[int]
+) -> None:
+    """Outside the assumption (the board pauses `inside` bytes into its sync), the cost is bounded: as
+    long as the first field's high byte is not 0 (so the sync cannot be read 1-3 bytes late), no
+    decoded value differs from a frame sent; frames may be dropped."""
+    frames = [
+        (raw[0] | 0x100 if 0 <= raw[0] < 0x100 else raw[0], *raw[1:]) for raw in frames
+    ]  # high byte ≠ 0
+    stream = b"".join(nucleo_frame(*raw) for raw in frames)
+    cuts = sorted(
+        {
+            offset,
+            *(k * FRAME_LEN + inside for k in every if offset < k * FRAME_LEN + inside < len(stream)),
+            len(stream),
+        }
+    )
+    events: list[bytes | None] = []
+    for begin, end in zip(cuts, cuts[1:], strict=False):
+        events += [*chunked(stream[begin:end], sizes), GAP]
+    suffix_start(readings(run(plain_decoder(), events)), [scaled(raw) for raw in frames])
+
+
+def test_the_cost_of_the_assumption_a_pause_inside_the_sync_with_a_zero_first_field_is_stored_shifted() -> (
+    None
+):
+    """The documented cost (publisher README "alignment"): firmware that pauses two bytes into its sync,
+    with a first field of 0.00, sends `00 00 | gap | 00 00 00 00 v2 .. v6 00 00 | gap`; the frames
+    counted back from the gap fit the sync and the true alignment is ruled out (its gap is inside
+    the sync), so frames shifted by two bytes are published. A non-zero sync word or a
+    checksum (frame.checksum) removes it."""
+    raw = [(0, 5000, 2300, 5100, 2200, 5200) for _ in range(4)]
+    stream = b"".join(nucleo_frame(*r) for r in raw)
+    events: list[bytes | None] = [GAP]
+    for k in range(len(raw)):
+        events += [
+            stream[k * FRAME_LEN : k * FRAME_LEN + 2],
+            GAP,
+            stream[k * FRAME_LEN + 2 : (k + 1) * FRAME_LEN],
+        ]
+    decoded = readings(run(plain_decoder(), events))
+    assert decoded and all(reading != scaled(raw[0]) for reading in decoded)
+    config = FrameConfig(layout=LOSSY, checksum="crc32", ranges={})
+    stream = b"".join(encode_frame(config, scaled(r)) for r in raw)
+    length = len(stream) // len(raw)
+    events = [GAP]
+    for k in range(len(raw)):
+        events += [stream[k * length : k * length + 2], GAP, stream[k * length + 2 : (k + 1) * length]]
+    assert all(reading == scaled(raw[0]) for reading in readings(run(make_decoder(config), events)))
