@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from devstack.process import poll
+from devstack.process import http_get, poll
 from devstack.stack import LocalStack, merged, write_config
 from devstack.stages import StageProcess
 
@@ -130,3 +131,14 @@ class Pipeline:
     def influx_count(self, measurement: str = "telemetry") -> int:
         rows = self.influx_rows(f'SELECT count("seq") FROM "{measurement}"')
         return rows[0]["count"] if rows else 0
+
+
+def assert_not_ready_naming_takeover(port: int, key: str, who: str) -> None:
+    """The stage on health `port` fails /readyz naming the stolen session and the config `key` to change."""
+    status, body = poll(
+        lambda: http_get(f"http://127.0.0.1:{port}/readyz"),
+        lambda answer: answer[0] == 503 and "taken over" in answer[1],
+        30,
+        f"{who} not ready, naming the takeover",
+    )
+    assert key in json.loads(body)["reasons"]["session"]

@@ -124,6 +124,16 @@ class Flow:
             recovery_s,
         )
 
+    def finish_after_kill(self, scenario: str, recovery_s: float, counted_before_kill: int) -> Observed:
+        """`finish` for a run whose publisher was SIGKILLed after it had counted `counted_before_kill`
+        readings: those of the killed boot count as produced, and only its tail may be missing."""
+        observed = self.finish(scenario, recovery_s)
+        killed_boot_stored = observed.stored - observed.produced  # `produced` counts only the clean stop
+        observed.lost = max(0, counted_before_kill - killed_boot_stored)
+        observed.produced += counted_before_kill
+        observed.notes.append(f"killed boot: {killed_boot_stored} stored of ≥{counted_before_kill} counted")
+        return observed
+
 
 def gaps(pipeline: Pipeline) -> dict[tuple[str, str], list[int]]:
     """Missing seqs per (device, boot) below the highest stored one."""

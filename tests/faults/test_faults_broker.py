@@ -227,11 +227,9 @@ def test_publisher_and_mosquitto_killed_together_lose_at_most_the_spools_last_fl
     flow.start("mqtt_kafka_bridge")
     restarted = time.monotonic()
     recovery = flow.wait_recovered(counted_before_kill - 5, restarted, timeout_s=60)
-    observed = flow.finish("Mosquitto and publisher SIGKILL, bridge stopped", recovery)
-    killed_boot_stored = observed.stored - observed.produced  # `produced` counts only the clean stop
-    observed.lost = max(0, counted_before_kill - killed_boot_stored)
-    observed.produced += counted_before_kill
-    observed.notes.append(f"killed boot: {killed_boot_stored} stored of ≥{counted_before_kill} counted")
+    observed = flow.finish_after_kill(
+        "Mosquitto and publisher SIGKILL, bridge stopped", recovery, counted_before_kill
+    )
     report(observed, flow, pipeline)
     assert not any(gaps(pipeline).values()), "loss only at the killed boot's tail"
     assert observed.lost <= 5

@@ -14,9 +14,9 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from devstack.mosquitto import Mosquitto
-from devstack.process import free_port, http_get, stage_metric, stage_ready
+from devstack.process import free_port, stage_metric, stage_ready
 from devstack.stages import StageProcess
-from tests.harness import Pipeline, poll
+from tests.harness import Pipeline, assert_not_ready_naming_takeover, poll
 from twinpipe.envelope import PROBE_DEVICE, Envelope, decode, encode
 from twinpipe.takeover import STRIKES
 
@@ -345,13 +345,7 @@ def test_two_bridges_on_one_client_id_name_the_stolen_session_once_back_off_and_
         poll(lambda port=port: stage_metric(port, metric), bool, 30, f"the {name} bridge's takeover counted")
     # Both are losers in turn; each fails readiness naming the cause while this goes on.
     for name, port in ports.items():
-        status, body = poll(
-            lambda port=port: http_get(f"http://127.0.0.1:{port}/readyz"),
-            lambda answer: answer[0] == 503 and "taken over" in answer[1],
-            30,
-            f"the {name} bridge not ready, naming the takeover",
-        )
-        assert "bridge.client_id" in json.loads(body)["reasons"]["session"]
+        assert_not_ready_naming_takeover(port, "bridge.client_id", f"the {name} bridge")
     poll(
         lambda: sum(stage_metric(port, metric) for port in ports.values()),
         lambda n: n >= 5,

@@ -4,13 +4,11 @@ rule of twinpipe/takeover.py names it."""
 
 from __future__ import annotations
 
-import json
-
 from kafka.consumer.fetcher import ConsumerRecord
 
-from devstack.process import free_port, http_get, stage_metric, stage_ready
+from devstack.process import free_port, stage_metric, stage_ready
 from devstack.stages import StageProcess
-from tests.harness import Pipeline, poll
+from tests.harness import Pipeline, assert_not_ready_naming_takeover, poll
 from twinpipe.envelope import decode
 
 
@@ -52,13 +50,7 @@ def test_two_publishers_on_one_client_id_name_the_stolen_session_once_and_lose_n
     }
     for name, (_process, port) in publishers.items():
         poll(lambda port=port: stage_metric(port, metric), bool, 30, f"publisher {name}'s takeover counted")
-        status, body = poll(
-            lambda port=port: http_get(f"http://127.0.0.1:{port}/readyz"),
-            lambda answer: answer[0] == 503 and "taken over" in answer[1],
-            30,
-            f"publisher {name} not ready, naming the takeover",
-        )
-        assert "publisher.client_id" in json.loads(body)["reasons"]["session"]
+        assert_not_ready_naming_takeover(port, "publisher.client_id", f"publisher {name}")
     published = 0
     for process, _port in publishers.values():
         assert process.stop() == 0, process.log()
