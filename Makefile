@@ -47,10 +47,19 @@ up-serial: ## like up, with the real board at SERIAL_DEVICE (.env) instead of th
 watch: ## show the live stream of the compose stack (Ctrl-C stops; WATCH_ARGS="--count 5" etc.)
 	$(COMPOSE_CMD) --profile tools run --rm consumer_display python -m consumer_display $(WATCH_ARGS)
 
+# A recreated container (changed config or secret) inherits its predecessor's anonymous volumes by
+# name, and `rm --volumes` removes only those a container created itself: the anonymous volumes
+# (64 hex digits) its containers mount are listed first and removed after them.
 down: ## stop the compose stack; data volumes are kept, anonymous volumes and containers removed
-	$(COMPOSE_CMD) --profile tools stop
-	$(COMPOSE_CMD) --profile tools rm --force --volumes
-	$(COMPOSE_CMD) --profile tools down --remove-orphans
+	@project=$$($(ENV_TOOL) project $(ENV_FILE)); \
+	containers=$$($(DOCKER) ps --all --quiet --filter "label=com.docker.compose.project=$$project"); \
+	anonymous=$$( [ -z "$$containers" ] || $(DOCKER) inspect --format \
+	  '{{range .Mounts}}{{if eq .Type "volume"}}{{.Name}} {{end}}{{end}}' $$containers | tr ' ' '\n' | \
+	  grep -E '^[0-9a-f]{64}$$' | sort -u); \
+	$(COMPOSE_CMD) --profile tools stop && \
+	$(COMPOSE_CMD) --profile tools rm --force --volumes && \
+	$(COMPOSE_CMD) --profile tools down --remove-orphans && \
+	for volume in $$anonymous; do $(DOCKER) volume rm $$volume >/dev/null 2>&1 || true; done
 
 logs: ## follow the logs of the compose stack
 	$(COMPOSE_CMD) logs -f --tail=50

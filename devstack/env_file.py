@@ -97,7 +97,7 @@ def complete(path: Path, example: Path, docker: str) -> int:
     missing = [(key, raw) for key, (_, raw) in entries(read(example).split("\n")).items() if key not in have]
     name = project(path)
     for key, volume in INIT_ONCE.items():
-        raw = have.get(key, (0, ""))[1] if key in have else dict(missing).get(key, "")
+        raw = have[key][1] if key in have else dict(missing).get(key, "")
         if is_empty(raw) and os.environ.get(key, "") == "":
             volume_name = f"{name}_{volume}"
             inspect = subprocess.run(

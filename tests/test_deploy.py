@@ -415,6 +415,27 @@ def test_every_service_using_a_secret_carries_its_hash_so_a_changed_secret_recre
     assert services["influxdb"]["environment"]["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"] == "test-token"
 
 
+def test_make_up_reads_project_and_grafana_address_as_compose_does(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text("export COMPOSE_PROJECT_NAME='mine'\nGRAFANA_PORT=3300\n")
+    environ = {
+        key: value for key, value in os.environ.items() if key not in ("COMPOSE_PROJECT_NAME", "GRAFANA_PORT")
+    }
+
+    def tool(*args: str, **extra: str) -> str:
+        command = ["python3", "devstack/env_file.py", args[0], str(env), *args[1:]]
+        return subprocess.run(
+            command, cwd=ROOT, capture_output=True, text=True, env={**environ, **extra}, check=True
+        ).stdout.strip()
+
+    assert tool("project") == "mine"
+    assert tool("project", COMPOSE_PROJECT_NAME="from-shell") == "from-shell", "the environment wins"
+    assert tool("get", "GRAFANA_PORT", "3000") == "3300"
+    assert tool("get", "BIND_ADDRESS", "127.0.0.1") == "127.0.0.1"
+    env.write_text("")
+    assert tool("project") == "twinpipe", "docker-compose.yml's name"
+
+
 def test_the_image_tag_is_configurable_per_project(tmp_path: Path) -> None:
     with (tmp_path / ".env").open("w") as env:
         env.write(env_file(tmp_path).read_text() + "TWINPIPE_IMAGE=twinpipe-dev:7\n")

@@ -162,6 +162,28 @@ def test_the_password_file_step_refuses_an_empty_mqtt_password(compose_run: Comp
     assert "MQTT_PASSWORD is empty" in result.stderr + result.stdout
 
 
+def test_make_up_applies_a_changed_mqtt_password_to_every_service_using_it(compose_run: ComposeRun) -> None:
+    docker = compose_run.engine.docker
+
+    def container_id(service: str) -> str:
+        return docker("inspect", "--format", "{{.Id}}", f"{compose_run.project}-{service}-1").stdout.strip()
+
+    before = {name: container_id(name) for name in ("mosquitto", "mqtt_kafka_bridge", "influx_ingestion")}
+    text = compose_run.env_file.read_text()
+    old = compose_run.env_value("MQTT_PASSWORD")
+    compose_run.env_file.write_text(
+        text.replace(f"MQTT_PASSWORD={old}", "MQTT_PASSWORD='changed by the test'")
+    )
+    result = compose_run.make("up")
+    assert result.returncode == 0, f"make up failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert container_id("mosquitto") != before["mosquitto"], "Mosquitto kept the old password"
+    assert container_id("mqtt_kafka_bridge") != before["mqtt_kafka_bridge"], "the bridge kept the old one"
+    assert container_id("influx_ingestion") == before["influx_ingestion"], "no MQTT password: left running"
+    services = compose_run.services()
+    for name in STAGES:
+        assert services[name]["State"] == "running" and services[name]["Health"] == "healthy", services[name]
+
+
 def test_make_up_names_a_service_that_does_not_become_healthy_and_shows_its_log(
     compose_run: ComposeRun, tmp_path: Path
 ) -> None:
