@@ -16,33 +16,17 @@ help: ## list the targets
 # targets on a stack of its own without touching a user's .env or `make up` stack.
 ENV_FILE ?= .env
 DOCKER   ?= docker
-PROJECT   = $(or $(COMPOSE_PROJECT_NAME),twinpipe)
 COMPOSE_FILES ?=
 COMPOSE_CMD = $(COMPOSE) --env-file $(ENV_FILE) $(COMPOSE_FILES)
-# Secrets `make up` fills when empty in $(ENV_FILE).
-SECRET_KEYS := INFLUXDB_TOKEN INFLUXDB_ADMIN_PASSWORD GRAFANA_ADMIN_PASSWORD MQTT_PASSWORD
-# Used by InfluxDB and Grafana only when their volume is first initialised: a new value later would
-# not match what they stored, so an empty one is refused while that volume exists.
-INIT_ONCE_KEYS := INFLUXDB_TOKEN:influxdb-data INFLUXDB_ADMIN_PASSWORD:influxdb-data GRAFANA_ADMIN_PASSWORD:grafana-data
+# Reads and completes $(ENV_FILE) (devstack/env_file.py says how): missing keys, empty secrets, the
+# project name compose uses, the secrets' hashes that make compose recreate the services using them.
+ENV_TOOL = $(PYTHON) devstack/env_file.py
 
 env: ## create .env from .env.example, or complete it (missing keys, empty secrets)
-	@test -f $(ENV_FILE) || { cp .env.example $(ENV_FILE) && chmod 600 $(ENV_FILE) && echo "created $(ENV_FILE)"; }
-	@awk -F= 'FILENAME == ARGV[1] { if (/^[A-Z_]+=/) have[$$1] = 1; next } /^[A-Z_]+=/ && !($$1 in have)' \
-	  $(ENV_FILE) .env.example > $(ENV_FILE).missing; \
-	if [ -s $(ENV_FILE).missing ]; then \
-	  echo "$(ENV_FILE): added the keys it lacked, with the defaults of .env.example:" $$(cut -d= -f1 $(ENV_FILE).missing); \
-	  [ -z "$$(tail -c 1 $(ENV_FILE))" ] || echo >> $(ENV_FILE); \
-	  cat $(ENV_FILE).missing >> $(ENV_FILE); fi; rm -f $(ENV_FILE).missing
-	@for entry in $(INIT_ONCE_KEYS); do key=$${entry%%:*}; volume=$(PROJECT)_$${entry#*:}; \
-	  if ! grep -q "^$$key=." $(ENV_FILE) && $(DOCKER) volume inspect $$volume >/dev/null 2>&1; then \
-	    echo "$(ENV_FILE): $$key is empty, but the volume $$volume was initialised with a value:" \
-	         "put that value back, or remove the volume (its data is lost) to start afresh" >&2; exit 1; fi; done
-	@for key in $(SECRET_KEYS); do grep -q "^$$key=." $(ENV_FILE) && continue; \
-	  value=$$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'); \
-	  sed -i "s/^$$key=.*/$$key=$$value/" $(ENV_FILE); echo "$(ENV_FILE): filled the empty $$key with a random value"; done
+	@$(ENV_TOOL) complete $(ENV_FILE) .env.example "$(DOCKER)"
 
 up: env ## build the image, start the whole stack and wait until every service is healthy
-	@$(COMPOSE_CMD) up -d --build --wait --wait-timeout $(UP_TIMEOUT_S) || { status=$$?; \
+	@env $$($(ENV_TOOL) hashes $(ENV_FILE)) $(COMPOSE_CMD) up -d --build --wait --wait-timeout $(UP_TIMEOUT_S) || { status=$$?; \
 	  $(COMPOSE_CMD) ps -a --format '{{.Service}}|{{.State}}|{{.Health}}|{{.ExitCode}}' | \
 	  while IFS='|' read -r service state health code; do \
 	    case "$$state/$$health" in running/healthy|running/) continue;; exited/) [ "$$code" = 0 ] && continue;; esac; \
@@ -50,8 +34,10 @@ up: env ## build the image, start the whole stack and wait until every service i
 	    echo "--- $$service is $$state$$detail; its last log lines:" >&2; \
 	    $(COMPOSE_CMD) logs --no-log-prefix --tail=20 $$service >&2; done; \
 	  exit $$status; }
-	@$(DOCKER) image prune --force --filter label=org.opencontainers.image.title=twinpipe >/dev/null
-	@echo "healthy: Grafana on port GRAFANA_PORT (3000) of BIND_ADDRESS (127.0.0.1), login in $(ENV_FILE);"
+	@$(DOCKER) image prune --force --filter label=org.opencontainers.image.title=twinpipe \
+	  --filter "label=com.docker.compose.project=$$($(ENV_TOOL) project $(ENV_FILE))" >/dev/null
+	@echo "healthy: Grafana on http://$$($(ENV_TOOL) get $(ENV_FILE) BIND_ADDRESS 127.0.0.1):$$($(ENV_TOOL) get $(ENV_FILE) GRAFANA_PORT 3000)," \
+	  "login in $(ENV_FILE) (after changing a secret there, run make up again: it recreates the services using it)"
 	@echo "'make watch' shows the stream, 'make logs' follows the services, 'make down' stops everything"
 UP_TIMEOUT_S ?= 300
 
@@ -61,10 +47,19 @@ up-serial: ## like up, with the real board at SERIAL_DEVICE (.env) instead of th
 watch: ## show the live stream of the compose stack (Ctrl-C stops; WATCH_ARGS="--count 5" etc.)
 	$(COMPOSE_CMD) --profile tools run --rm consumer_display python -m consumer_display $(WATCH_ARGS)
 
+# A recreated container (changed config or secret) inherits its predecessor's anonymous volumes by
+# name, and `rm --volumes` removes only those a container created itself: the anonymous volumes
+# (64 hex digits) its containers mount are listed first and removed after them.
 down: ## stop the compose stack; data volumes are kept, anonymous volumes and containers removed
-	$(COMPOSE_CMD) --profile tools stop
-	$(COMPOSE_CMD) --profile tools rm --force --volumes
-	$(COMPOSE_CMD) --profile tools down --remove-orphans
+	@project=$$($(ENV_TOOL) project $(ENV_FILE)); \
+	containers=$$($(DOCKER) ps --all --quiet --filter "label=com.docker.compose.project=$$project"); \
+	anonymous=$$( [ -z "$$containers" ] || $(DOCKER) inspect --format \
+	  '{{range .Mounts}}{{if eq .Type "volume"}}{{.Name}} {{end}}{{end}}' $$containers | tr ' ' '\n' | \
+	  grep -E '^[0-9a-f]{64}$$' | sort -u); \
+	$(COMPOSE_CMD) --profile tools stop && \
+	$(COMPOSE_CMD) --profile tools rm --force --volumes && \
+	$(COMPOSE_CMD) --profile tools down --remove-orphans && \
+	for volume in $$anonymous; do $(DOCKER) volume rm $$volume >/dev/null 2>&1 || true; done
 
 logs: ## follow the logs of the compose stack
 	$(COMPOSE_CMD) logs -f --tail=50

@@ -19,6 +19,7 @@ from twinpipe.config import ConfigError, load_config
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = {"publisher", "mqtt_kafka_bridge", "influx_ingestion", "latency_probe", "consumer_display"}
 OBSERVERS = {"prometheus", "grafana"}
+SECRET_KEYS = {"INFLUXDB_TOKEN", "INFLUXDB_ADMIN_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "MQTT_PASSWORD"}
 
 
 def env_file(tmp_path: Path) -> Path:
@@ -301,17 +302,23 @@ def canonical(name: str) -> str:
 def test_env_example_holds_every_variable_the_compose_files_read() -> None:
     keys = set(re.findall(r"(?m)^([A-Z_]+)=", (ROOT / ".env.example").read_text()))
     for name in ("docker-compose.yml", "docker-compose.serial.yml"):
-        used = set(re.findall(r"\$\{([A-Z_]+)", (ROOT / name).read_text()))
+        used = set(re.findall(r"\$\{([A-Z0-9_]+)", (ROOT / name).read_text()))
+        used -= {f"{key}_SHA256" for key in SECRET_KEYS}  # set by `make up` (devstack/env_file.py)
         assert used <= keys, (name, used - keys)
 
 
-def make_env(env: Path, docker: str) -> subprocess.CompletedProcess[str]:
+def make_env(
+    env: Path, docker: str, project: str | None = "twinpipe-env-test"
+) -> subprocess.CompletedProcess[str]:
+    environ = {key: value for key, value in os.environ.items() if key != "COMPOSE_PROJECT_NAME"}
+    if project:
+        environ["COMPOSE_PROJECT_NAME"] = project
     return subprocess.run(
         ["make", "--no-print-directory", "env", f"ENV_FILE={env}", f"DOCKER={docker}"],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        env={**os.environ, "COMPOSE_PROJECT_NAME": "twinpipe-env-test"},
+        env=environ,
     )
 
 
@@ -339,36 +346,148 @@ def test_make_refuses_a_new_influxdb_token_for_an_initialised_volume(tmp_path: P
     assert re.search(r"(?m)^INFLUXDB_TOKEN=$", env.read_text()), "left as it was"
 
 
+def test_the_volume_guard_honours_the_project_name_in_the_env_file(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text("COMPOSE_PROJECT_NAME=mystack\r\nINFLUXDB_TOKEN=''\r\n")
+    # A `docker` that finds only the volume of the project mystack.
+    docker = tmp_path / "docker"
+    docker.write_text('#!/bin/sh\ntest "$3" = mystack_influxdb-data\n')
+    docker.chmod(0o755)
+    result = make_env(env, docker=str(docker), project=None)
+    assert result.returncode != 0
+    assert "INFLUXDB_TOKEN is empty" in result.stderr and "mystack_influxdb-data" in result.stderr
+    assert env.read_bytes() == b"COMPOSE_PROJECT_NAME=mystack\r\nINFLUXDB_TOKEN=''\r\n", "left as it was"
+
+
+def test_make_env_makes_a_hand_copied_env_private_when_it_writes_secrets(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text("export MQTT_PASSWORD= \n")
+    env.chmod(0o644)
+    result = make_env(env, docker="false")
+    assert result.returncode == 0, result.stderr
+    assert env.stat().st_mode & 0o777 == 0o600
+    assert re.search(r"(?m)^export MQTT_PASSWORD=[0-9a-f]{48}$", env.read_text())
+    assert env.read_text().count("MQTT_PASSWORD=") == 1
+
+
+def test_every_service_using_a_secret_carries_its_hash_so_a_changed_secret_recreates_it(
+    tmp_path: Path,
+) -> None:
+    environ = {key: value for key, value in os.environ.items() if not key.endswith("_SHA256")}
+    hashes = subprocess.run(
+        ["python3", "devstack/env_file.py", "hashes", str(env_file(tmp_path))],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=environ,
+        check=True,
+    ).stdout.split()
+    environ.update(item.split("=", 1) for item in hashes)
+    assert environ["MQTT_PASSWORD_SHA256"] != environ["INFLUXDB_TOKEN_SHA256"]
+    result = subprocess.run(
+        [
+            str(compose.binary()),
+            "--env-file",
+            str(tmp_path / ".env"),
+            "--profile",
+            "tools",
+            "config",
+            "--format",
+            "json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=environ,
+    )
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    used = 0
+    for name, service in services.items():
+        for secret in service.get("secrets") or []:
+            label = f"io.twinpipe.secret.{secret['source']}.sha256"
+            wanted = environ[f"{secret['source'].upper()}_SHA256"]
+            assert (service.get("labels") or {}).get(label) == wanted, (name, secret["source"])
+            used += 1
+    assert used >= 7
+    # Grafana and InfluxDB read their secrets as environment variables: a change recreates them anyway.
+    assert services["grafana"]["environment"]["INFLUXDB_TOKEN"] == "test-token"
+    assert services["influxdb"]["environment"]["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"] == "test-token"
+
+
+def test_make_up_reads_project_and_grafana_address_as_compose_does(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text("export COMPOSE_PROJECT_NAME='mine'\nGRAFANA_PORT=3300\n")
+    environ = {
+        key: value for key, value in os.environ.items() if key not in ("COMPOSE_PROJECT_NAME", "GRAFANA_PORT")
+    }
+
+    def tool(*args: str, **extra: str) -> str:
+        command = ["python3", "devstack/env_file.py", args[0], str(env), *args[1:]]
+        return subprocess.run(
+            command, cwd=ROOT, capture_output=True, text=True, env={**environ, **extra}, check=True
+        ).stdout.strip()
+
+    assert tool("project") == "mine"
+    assert tool("project", COMPOSE_PROJECT_NAME="from-shell") == "from-shell", "the environment wins"
+    assert tool("get", "GRAFANA_PORT", "3000") == "3300"
+    assert tool("get", "BIND_ADDRESS", "127.0.0.1") == "127.0.0.1"
+    env.write_text("")
+    assert tool("project") == "twinpipe", "docker-compose.yml's name"
+
+
+def test_the_image_tag_is_configurable_per_project(tmp_path: Path) -> None:
+    with (tmp_path / ".env").open("w") as env:
+        env.write(env_file(tmp_path).read_text() + "TWINPIPE_IMAGE=twinpipe-dev:7\n")
+    result = compose.run("--env-file", str(tmp_path / ".env"), "config", "--format", "json", cwd=ROOT)
+    services = json.loads(result.stdout)["services"]
+    assert {services[name]["image"] for name in STAGES - {"consumer_display"}} == {"twinpipe-dev:7"}
+    assert re.search(r"(?m)^TWINPIPE_IMAGE=twinpipe:0\.1\.0$", (ROOT / ".env.example").read_text())
+
+
 EXAMPLE_KEYS = re.findall(r"(?m)^([A-Z_]+)=(.*)$", (ROOT / ".env.example").read_text())
-SECRET_KEYS = {"INFLUXDB_TOKEN", "INFLUXDB_ADMIN_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "MQTT_PASSWORD"}
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+EMPTY_FORMS = ('""', "''", " ", "\t", '" "')
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     given_values=st.lists(
         st.tuples(
             st.sampled_from([key for key, _ in EXAMPLE_KEYS]),
-            st.text(st.characters(blacklist_categories=["Cs", "Cc"]), max_size=20),
+            st.one_of(
+                st.text(st.characters(blacklist_categories=["Cs", "Cc"]), max_size=20),
+                st.sampled_from(EMPTY_FORMS),
+            ),
+            st.booleans(),  # written as `export KEY=value`
         ),
-        unique_by=lambda pair: pair[0],
+        unique_by=lambda given: given[0],
     ),
     final_newline=st.booleans(),
+    crlf=st.booleans(),
 )
 def test_make_env_completes_any_hand_made_env_without_changing_what_it_holds(
-    tmp_path: Path, given_values: list[tuple[str, str]], final_newline: bool
+    tmp_path: Path, given_values: list[tuple[str, str, bool]], final_newline: bool, crlf: bool
 ) -> None:
     env = tmp_path / "hand-made.env"
-    text = "\n".join(f"{key}={value}" for key, value in given_values)
-    env.write_text(text + "\n" if text and final_newline else text)
+    newline = "\r\n" if crlf else "\n"
+    text = newline.join(f"{'export ' if export else ''}{key}={value}" for key, value, export in given_values)
+    hand_made = text + newline if text and final_newline else text
+    env.write_bytes(hand_made.encode())
     result = make_env(env, docker="false")
     assert result.returncode == 0, result.stderr
-    lines = env.read_text().splitlines()
-    keys = [line.split("=", 1)[0] for line in lines]
+    assert ("converted its CRLF" in result.stdout) == ("\r\n" in hand_made)
+    written = env.read_bytes().decode()
+    assert "\r\n" not in written
+    lines = written.splitlines()
+    keys = [line.split("=", 1)[0].removeprefix("export ") for line in lines]
     assert sorted(keys) == sorted(key for key, _ in EXAMPLE_KEYS), "every key exactly once"
-    values = dict(line.split("=", 1) for line in lines)
-    given = dict(given_values)
+    values = {line.split("=", 1)[0].removeprefix("export "): line.split("=", 1)[1] for line in lines}
+    given = {key: value for key, value, _ in given_values}
     for key, default in EXAMPLE_KEYS:
-        if given.get(key):
+        empty = given.get(key, "").strip(" \t").strip("'\"").strip(" \t") == ""
+        if not empty:
             assert values[key] == given[key], key
         elif key in SECRET_KEYS:
             assert re.fullmatch(r"[0-9a-f]{48}", values[key]), key

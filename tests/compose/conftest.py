@@ -98,7 +98,13 @@ def engine() -> Iterator[engines.Engine]:
 
 @pytest.fixture(scope="session")
 def compose_run(engine: engines.Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeRun]:
-    environment = {**engine.env, "COMPOSE_PROJECT_NAME": f"twinpipe-test-{secrets.token_hex(3)}"}
+    project = f"twinpipe-test-{secrets.token_hex(3)}"
+    # An image tag of the run's own: a user's (or another run's) twinpipe:0.1.0 is never replaced.
+    environment = {
+        **engine.env,
+        "COMPOSE_PROJECT_NAME": project,
+        "TWINPIPE_IMAGE": f"twinpipe-test:{project}",
+    }
     if UPSTREAM:
         environment["COMPOSE_FILE"] = "docker-compose.yml"
     else:
@@ -113,8 +119,9 @@ def compose_run(engine: engines.Engine, tmp_path_factory: pytest.TempPathFactory
     env_file.write_text("MQTT_PASSWORD=\n" + "".join(f"{key}={port}\n" for key, port in ports.items()))
     run = ComposeRun(engine, environment["COMPOSE_PROJECT_NAME"], env_file, ports, environment)
     yield run
-    # Whatever the tests left: the project's containers, network and volumes.
+    # Whatever the tests left: the project's containers, network, volumes and image.
     run.compose("--profile", "tools", "down", "--volumes", "--remove-orphans")
+    engine.docker("image", "rm", "--force", environment["TWINPIPE_IMAGE"], check=False)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -5,6 +5,9 @@ and left running; nothing of its configuration is touched. On a CI machine with 
 docker.io installed by `make test`, no daemon), a dockerd of its own is started, as root, with its
 own socket, state and config (default-ulimits nofile 20000 / nproc 32768, which the stages' clients
 need), and stopped after the run. Its data root is kept, so base images are cached between runs.
+A private dockerd found already answering on that socket (another run's, live or killed) is used
+and left running: only the run that started an engine stops it. Each run's checks count only what
+its own compose project made, so runs sharing an engine do not see each other's leftovers.
 Where neither works, `EngineUnavailable` says why: the compose test fails, it never skips.
 """
 
@@ -35,7 +38,7 @@ class EngineUnavailable(RuntimeError):
 
 class Engine:
     """`env` is the environment for docker and compose commands (DOCKER_HOST set when private);
-    `pid` the dockerd this run started (or took over from a run that was killed), else None."""
+    `pid` the dockerd this run started, else None (an engine found running is never stopped)."""
 
     def __init__(self, env: dict[str, str], pid: int | None = None) -> None:
         self.env = env
@@ -107,8 +110,8 @@ def find_or_start() -> Engine:
         )
     env["DOCKER_HOST"] = f"unix://{PRIVATE_RUN / 'docker.sock'}"
     pidfile = PRIVATE_RUN / "docker.pid"
-    if answers(env) and pidfile.is_file():  # left running by a run that was killed: take it over
-        return Engine(env, int(pidfile.read_text()))
+    if answers(env):  # another run's (live, or killed and left running): use it, leave it running
+        return Engine(env)
     PRIVATE_RUN.mkdir(parents=True, exist_ok=True)
     (PRIVATE_ROOT / "docker").mkdir(parents=True, exist_ok=True)
     config = PRIVATE_RUN / "daemon.json"

@@ -7,6 +7,7 @@ built from Debian packages. The tests run in file order on one compose project o
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -21,8 +22,6 @@ from tests.compose.conftest import UPSTREAM, ComposeRun
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = ("publisher", "mqtt_kafka_bridge", "influx_ingestion", "latency_probe")
-PROJECT_IMAGE = "twinpipe:0.1.0"
-STATE: dict[str, set[str]] = {}
 pytestmark = pytest.mark.timeout(900)  # the first test builds every image from nothing
 
 
@@ -30,10 +29,21 @@ def lines(text: str) -> set[str]:
     return {line for line in text.splitlines() if line.strip()}
 
 
+def own(compose_run: ComposeRun) -> str:
+    """The filter for what the run's compose project made (containers, volumes, built images)."""
+    return f"label=com.docker.compose.project={compose_run.project}"
+
+
+def untagged(compose_run: ComposeRun) -> set[str]:
+    """The run's project's untagged images: another project's on the same engine are not counted."""
+    return lines(
+        compose_run.engine.docker(
+            "images", "--quiet", "--filter", "dangling=true", "--filter", own(compose_run)
+        ).stdout
+    )
+
+
 def test_make_up_completes_the_env_and_waits_until_every_service_is_healthy(compose_run: ComposeRun) -> None:
-    docker = compose_run.engine.docker
-    STATE["volumes"] = lines(docker("volume", "ls", "--quiet").stdout)
-    STATE["dangling"] = lines(docker("images", "--quiet", "--filter", "dangling=true").stdout)
     result = compose_run.make("up")
     assert result.returncode == 0, f"make up failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     assert "filled the empty MQTT_PASSWORD" in result.stdout and "added the keys" in result.stdout
@@ -51,8 +61,16 @@ def test_the_image_is_built_once_with_pinned_dependencies_and_no_untagged_leftov
     compose_run: ComposeRun,
 ) -> None:
     docker = compose_run.engine.docker
-    assert lines(docker("images", "--quiet", "--filter", "dangling=true").stdout) <= STATE["dangling"]
-    frozen = docker("run", "--rm", "--entrypoint", "pip", PROJECT_IMAGE, "freeze").stdout
+    assert not untagged(compose_run), "untagged image of the run's project left"
+    image = compose_run.environment["TWINPIPE_IMAGE"]
+    assert image.startswith("twinpipe-test:"), "the run never retags a user's twinpipe:0.1.0"
+    assert {service["Image"] for name, service in compose_run.services().items() if name in STAGES} == {image}
+    # `make up` labels each service using a secret with its hash, so a changed secret recreates it.
+    password = hashlib.sha256(compose_run.env_value("MQTT_PASSWORD").encode()).hexdigest()[:16]
+    bridge = f"{compose_run.project}-mqtt_kafka_bridge-1"
+    labels = json.loads(docker("inspect", "--format", "{{json .Config.Labels}}", bridge).stdout)
+    assert labels["io.twinpipe.secret.mqtt_password.sha256"] == password
+    frozen = docker("run", "--rm", "--entrypoint", "pip", image, "freeze").stdout
     installed = {line.lower() for line in lines(frozen) if not line.startswith("twinpipe")}
     pinned = {
         line.lower()
@@ -144,6 +162,28 @@ def test_the_password_file_step_refuses_an_empty_mqtt_password(compose_run: Comp
     assert "MQTT_PASSWORD is empty" in result.stderr + result.stdout
 
 
+def test_make_up_applies_a_changed_mqtt_password_to_every_service_using_it(compose_run: ComposeRun) -> None:
+    docker = compose_run.engine.docker
+
+    def container_id(service: str) -> str:
+        return docker("inspect", "--format", "{{.Id}}", f"{compose_run.project}-{service}-1").stdout.strip()
+
+    before = {name: container_id(name) for name in ("mosquitto", "mqtt_kafka_bridge", "influx_ingestion")}
+    text = compose_run.env_file.read_text()
+    old = compose_run.env_value("MQTT_PASSWORD")
+    compose_run.env_file.write_text(
+        text.replace(f"MQTT_PASSWORD={old}", "MQTT_PASSWORD='changed by the test'")
+    )
+    result = compose_run.make("up")
+    assert result.returncode == 0, f"make up failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert container_id("mosquitto") != before["mosquitto"], "Mosquitto kept the old password"
+    assert container_id("mqtt_kafka_bridge") != before["mqtt_kafka_bridge"], "the bridge kept the old one"
+    assert container_id("influx_ingestion") == before["influx_ingestion"], "no MQTT password: left running"
+    services = compose_run.services()
+    for name in STAGES:
+        assert services[name]["State"] == "running" and services[name]["Health"] == "healthy", services[name]
+
+
 def test_make_up_names_a_service_that_does_not_become_healthy_and_shows_its_log(
     compose_run: ComposeRun, tmp_path: Path
 ) -> None:
@@ -165,14 +205,21 @@ def test_make_up_names_a_service_that_does_not_become_healthy_and_shows_its_log(
 
 def test_make_down_stops_everything_and_keeps_only_the_data_volumes(compose_run: ComposeRun) -> None:
     docker = compose_run.engine.docker
+    # The volumes the run's containers mount (anonymous ones carry no compose label): another
+    # project's on the same engine are not counted.
+    containers = lines(docker("ps", "--all", "--quiet", "--filter", own(compose_run)).stdout)
+    mounted: set[str] = set()
+    for line in docker("inspect", "--format", "{{json .Mounts}}", *containers).stdout.splitlines():
+        mounted |= {mount["Name"] for mount in json.loads(line) if mount.get("Type") == "volume"}
+    assert f"{compose_run.project}_influxdb-data" in mounted
     started = time.monotonic()
     result = compose_run.make("down", timeout_s=180)
     assert result.returncode == 0, result.stderr[-3000:]
     assert time.monotonic() - started < 120
-    label = f"label=com.docker.compose.project={compose_run.project}"
+    label = own(compose_run)
     assert not lines(docker("ps", "--all", "--quiet", "--filter", label).stdout), "containers left"
     assert not lines(docker("network", "ls", "--quiet", "--filter", label).stdout), "network left"
-    new_volumes = lines(docker("volume", "ls", "--quiet").stdout) - STATE["volumes"]
-    anonymous = {v for v in new_volumes if not v.startswith(f"{compose_run.project}_")}
+    volumes = lines(docker("volume", "ls", "--quiet").stdout)
+    anonymous = {v for v in mounted & volumes if not v.startswith(f"{compose_run.project}_")}
     assert not anonymous, f"anonymous volumes left by make down: {anonymous}"
-    assert {f"{compose_run.project}_influxdb-data", f"{compose_run.project}_publisher-spool"} <= new_volumes
+    assert {f"{compose_run.project}_influxdb-data", f"{compose_run.project}_publisher-spool"} <= volumes
