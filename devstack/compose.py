@@ -23,8 +23,10 @@ def binary() -> Path:
     return Path(compose.__file__).parent / "docker-compose"
 
 
-def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(binary()), *args], capture_output=True, text=True, cwd=cwd)
+def run(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(binary()), *args], capture_output=True, text=True, cwd=cwd, env=env)
 
 
 def model(*args: str, cwd: Path | None = None) -> dict:

@@ -384,20 +384,15 @@ def test_every_service_using_a_secret_carries_its_hash_so_a_changed_secret_recre
     ).stdout.split()
     environ.update(item.split("=", 1) for item in hashes)
     assert environ["MQTT_PASSWORD_SHA256"] != environ["INFLUXDB_TOKEN_SHA256"]
-    result = subprocess.run(
-        [
-            str(compose.binary()),
-            "--env-file",
-            str(tmp_path / ".env"),
-            "--profile",
-            "tools",
-            "config",
-            "--format",
-            "json",
-        ],
+    result = compose.run(
+        "--env-file",
+        str(tmp_path / ".env"),
+        "--profile",
+        "tools",
+        "config",
+        "--format",
+        "json",
         cwd=ROOT,
-        capture_output=True,
-        text=True,
         env=environ,
     )
     assert result.returncode == 0, result.stderr

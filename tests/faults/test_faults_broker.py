@@ -157,6 +157,19 @@ AUTOSAVE_S = 5  # the broker's autosave_interval in these tests (compose: 10)
 RESEND_WINDOW_S = 8  # publisher.resend_window_s: the autosave interval plus margin
 
 
+def streaming_past_a_save(pipeline: Pipeline, broker: Mosquitto, window_s: float) -> Flow:
+    """Boards streaming with a spool and a re-send window of `window_s`, on a broker saving every
+    AUTOSAVE_S, once it has saved at least once: as in any long run, the bridge's session is in the
+    broker's last save before a crash."""
+    broker.reconfigure(f"autosave_interval {AUTOSAVE_S}\n")
+    database = broker.workdir / "data" / "mosquitto.db"
+    flow = Flow(pipeline, {"spool_dir": str(pipeline.workdir / "spool"), "resend_window_s": window_s})
+    flow.start_all()
+    streaming = time.time()
+    poll(lambda: database.exists() and database.stat().st_mtime > streaming, bool, 2 * AUTOSAVE_S, "a save")
+    return flow
+
+
 @pytest.mark.parametrize(
     ("bridge_running", "window_s"),
     [(False, RESEND_WINDOW_S), (True, RESEND_WINDOW_S), (False, 0)],
@@ -169,13 +182,7 @@ def test_mosquitto_killed_with_sigkill_loses_nothing_the_publisher_let_go(
     acknowledged since its last autosave. The publisher keeps acknowledged readings for
     resend_window_s and re-sends them when the connection is lost; without the window (the control
     case) readings are lost, which shows the scenario bites."""
-    broker.reconfigure(f"autosave_interval {AUTOSAVE_S}\n")
-    database = broker.workdir / "data" / "mosquitto.db"
-    flow = Flow(pipeline, {"spool_dir": str(pipeline.workdir / "spool"), "resend_window_s": window_s})
-    flow.start_all()
-    streaming = time.time()
-    # As in any long run, the bridge's session is in the broker's last save before the crash.
-    poll(lambda: database.exists() and database.stat().st_mtime > streaming, bool, 2 * AUTOSAVE_S, "a save")
+    flow = streaming_past_a_save(pipeline, broker, window_s)
     if not bridge_running:
         assert flow.stages["mqtt_kafka_bridge"].stop() == 0
     time.sleep(3)  # the broker queues readings for the stopped bridge, or streams them to it
@@ -211,12 +218,7 @@ def test_publisher_and_mosquitto_killed_together_lose_at_most_the_spools_last_fl
     readings until they left the re-send window, so its next start sends what the broker forgot. What
     can be lost is the killed publisher's last spool flush interval (≤ 5 readings at 100/s, at the
     tail), as for a publisher killed alone."""
-    broker.reconfigure(f"autosave_interval {AUTOSAVE_S}\n")
-    database = broker.workdir / "data" / "mosquitto.db"
-    flow = Flow(pipeline, {"spool_dir": str(pipeline.workdir / "spool"), "resend_window_s": RESEND_WINDOW_S})
-    flow.start_all()
-    streaming = time.time()
-    poll(lambda: database.exists() and database.stat().st_mtime > streaming, bool, 2 * AUTOSAVE_S, "a save")
+    flow = streaming_past_a_save(pipeline, broker, RESEND_WINDOW_S)
     assert flow.stages["mqtt_kafka_bridge"].stop() == 0
     time.sleep(3)  # the broker queues readings for the stopped bridge
     counted_before_kill = flow.readings()
