@@ -30,6 +30,7 @@ from twinpipe.config import Config
 from twinpipe.envelope import TRACE_PUBLISH, encode, new_boot_id
 from twinpipe.health import Check, Heartbeat
 from twinpipe.metrics import sample
+from twinpipe.model import TwinModel
 from twinpipe.ratelog import ThrottledLog
 from twinpipe.takeover import SessionGuard
 
@@ -69,9 +70,14 @@ class Publisher:
             "publisher",
             (config.mqtt.reconnect_min_s, config.mqtt.reconnect_max_s),
         )
+        self._model = TwinModel(config.model)
+        # Serial frames are range-checked by the decoder (with their raw bytes in the log); readings
+        # of other sources, and json/kv keys taken without a fields list, here in accept().
+        self._check_ranges = settings.source != "serial" or not settings.serial.frame.fields
         if settings.source == "serial":
+            serial_ranges = self._model.ranges(settings.serial.device_id, settings.serial.frame.fields)
             self._source: SerialSource | SimulatorSource = SerialSource(
-                settings.serial, self.accept, self._on_frame_error
+                settings.serial, self.accept, self._on_frame_error, serial_ranges
             )
         else:
             self._source = SimulatorSource(settings.simulator, self.accept)
@@ -125,12 +131,37 @@ class Publisher:
     # --- source side (source thread) ---
 
     def accept(self, device: str, values: dict[str, float], read_ns: int) -> None:
+        if self._check_ranges and (outside := self._outside_range(device, values)):
+            self._out_of_range(device, outside, values[outside])
+            return
         sequencer = self._sequencers.get(device)
         if sequencer is None:
             sequencer = self._sequencers[device] = Sequencer(device, self.boot)
         metrics.READINGS.inc()
         envelope = sequencer.stamp(values, read_ns)
         self._buffer_put(Pending(envelope, self._spool.append(envelope) if self._spool else None))
+
+    def _outside_range(self, device: str, values: dict[str, float]) -> str | None:
+        """The first value name whose value lies outside its datastream's range, or None."""
+        for name, value in values.items():
+            stream = self._model.datastream(device, name)
+            if stream is not None and stream.range is not None:
+                low, high = stream.range
+                if not low <= value <= high:
+                    return name
+        return None
+
+    def _out_of_range(self, device: str, name: str, value: float) -> None:
+        metrics.OUT_OF_RANGE.labels(name).inc()
+        self._throttled.warning(
+            f"range-{name}",
+            "dropped a reading of %s: %s = %g is outside its plausible range %s (model:); %d so far",
+            device,
+            name,
+            value,
+            list(self._model.datastream(device, name).range),  # type: ignore[union-attr]
+            sample("twinpipe_publisher_out_of_range_total", datastream=name),
+        )
 
     def _buffer_put(self, item: Pending) -> None:
         dropped = self.buffer.put(item)
@@ -148,6 +179,8 @@ class Publisher:
             )
 
     def _on_frame_error(self, device: str, error: FrameError) -> None:
+        if error.value is not None:
+            metrics.OUT_OF_RANGE.labels(error.value).inc()
         metrics.ERRORS.labels("frame").inc()
         metrics.FRAME_ERRORS.labels(error.kind).inc()
         self._throttled.warning(
