@@ -277,7 +277,8 @@ def joined_mid_stream(raw: list[tuple[int, ...]], offset: int, gap_at: int, size
     stream = b"".join(nucleo_frame(*r) for r in raw)
     cut = gap_at * FRAME_LEN
     return run(
-        make_decoder(NUCLEO, NUCLEO_RANGES), [*chunked(stream[offset:cut], sizes), GAP, *chunked(stream[cut:], sizes), GAP]
+        make_decoder(NUCLEO, NUCLEO_RANGES),
+        [*chunked(stream[offset:cut], sizes), GAP, *chunked(stream[cut:], sizes), GAP],
     )
 
 
