@@ -314,7 +314,7 @@ def board_panel(config: Config, key: str, thing: Thing, grid: tuple[int, int, in
         }
 
     label_w = 110
-    elements.append(text("title", thing.name, 0, 0, label_w + len(columns) * (card_w + gap), BOARD_LABEL))
+    elements.append(text("title", title(thing), 0, 0, label_w + len(columns) * (card_w + gap), BOARD_LABEL))
     for c, column in enumerate(columns):
         left = label_w + c * (card_w + gap)
         elements.append(text(f"column {column}", column, left, BOARD_LABEL, card_w, BOARD_LABEL))
@@ -354,8 +354,8 @@ def board_panel(config: Config, key: str, thing: Thing, grid: tuple[int, int, in
         )
     panel = _panel(
         "canvas",
-        f"Board · {thing.name}",
-        f"The latest reading of each datastream of {thing.name} ({thing.devices}) where it sits on"
+        f"Board · {title(thing)}",
+        f"The latest reading of each datastream of {title(thing)} ({thing.devices}) where it sits on"
         " the board, with the model's units.",
         grid,
     )
@@ -386,6 +386,11 @@ def board_panel(config: Config, key: str, thing: Thing, grid: tuple[int, int, in
     return panel
 
 
+def title(thing: Thing) -> str:
+    """A thing entry's name for a panel title: `Simulated board {device}` → `Simulated board sim-*`."""
+    return thing.name.replace("{device}", thing.devices)
+
+
 def _one_device(thing: Thing) -> bool:
     return not thing.is_pattern()
 
@@ -395,7 +400,7 @@ def latest_panel(config: Config, key: str, thing: Thing, grid: tuple[int, int, i
     device = "" if _one_device(thing) else "$tag_device · "
     panel = _panel(
         "stat",
-        f"Latest · {thing.name}",
+        f"Latest · {title(thing)}",
         f"The newest value of each datastream of thing '{key}' ({thing.devices}), named and in the"
         " units of the model (config.yaml model.things).",
         grid,
@@ -425,7 +430,7 @@ def history_panel(config: Config, key: str, thing: Thing, grid: tuple[int, int, 
     device = "" if _one_device(thing) else "$tag_device · "
     panel = _panel(
         "timeseries",
-        f"History · {thing.name}",
+        f"History · {title(thing)}",
         f"Each datastream of thing '{key}' over time (mean per interval), in the model's units.",
         grid,
     )

@@ -15,7 +15,7 @@ from influx_ingestion.points import LocationPoints, PointMapper, location_line
 from twinpipe.__main__ import main
 from twinpipe.config import ConfigError, load_config, parse_config
 from twinpipe.config.model import Location
-from twinpipe.dashboard import OUTPUT, digital_twin, render, state_stream, streams
+from twinpipe.dashboard import OUTPUT, digital_twin, render, state_stream, streams, title
 from twinpipe.envelope import Envelope, encode
 from twinpipe.metrics import sample
 from twinpipe.model import TwinModel, grafana_unit
@@ -257,7 +257,8 @@ def test_every_thing_has_latest_and_history_and_the_map_one_state_query_per_loca
     dashboard = digital_twin(config)
     titles = [panel["title"] for panel in dashboard["panels"]]
     for thing in config.model.things.values():
-        assert f"Latest · {thing.name}" in titles and f"History · {thing.name}" in titles
+        assert f"Latest · {title(thing)}" in titles and f"History · {title(thing)}" in titles
+    assert "Latest · Simulated board sim-*" in titles
     the_map = dashboard["panels"][0]
     assert the_map["type"] == "geomap"
     refs = [t["refId"] for t in the_map["targets"]]
