@@ -6,15 +6,21 @@ from __future__ import annotations
 
 import time
 
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from kafka import KafkaProducer
 
+from influx_ingestion.points import location_line
 from tests.dashboards import ROOT, load, substitute
 from tests.harness import Pipeline, poll
 from twinpipe.config import parse_config
+from twinpipe.config.model import Location
 from twinpipe.envelope import Envelope, encode
+from twinpipe.influx import InfluxWriter
 
 DASHBOARD = ROOT / "grafana" / "dashboards" / "digital-twin.json"
 MINUTE_NS = 60 * 10**9
+T0 = 1_700_000_000_000_000_000
 # One device of each thing in the shipped model, and one the model does not know.
 DEVICES = {"nucleo-1": "nucleo", "sim-7": "simulated", "greensboro": "greensboro", "sand-point": "sand-point"}
 LONER = "bench-9"
@@ -92,3 +98,44 @@ def test_points_carry_the_thing_and_the_map_query_gives_one_numeric_row_per_devi
     poll(pipeline.influx_count, lambda n: n == len(sent) + 1, 30, "the extra point")
     assert len(pipeline.influx_rows('SELECT "latitude" FROM "twin_location"')) == len(rows)
     assert again.stop() == 0
+
+
+def test_any_location_the_model_accepts_is_stored_and_read_back(pipeline: Pipeline) -> None:
+    """Hypothesis over the model's whole Location space (names with quotes, backslashes, any Unicode;
+    coordinates at the poles and the antimeridian): one batch through the InfluxDB 2 shim, read back."""
+    located: list[tuple[str, Location]] = []
+
+    @settings(max_examples=80, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(
+        st.text(min_size=1, max_size=200),
+        st.floats(-90, 90),
+        st.floats(-180, 180),
+        st.none() | st.floats(-500, 9000),
+    )
+    @example('Lab "A", \\room\\ 1', 90.0, -180.0, None)
+    @example("Top\nfloor\ttab", -90.0, 180.0, 0.0)
+    def collect(name: str, latitude: float, longitude: float, altitude: float | None) -> None:
+        try:
+            location = Location(name=name, latitude=latitude, longitude=longitude, altitude=altitude)
+        except ValueError:
+            return  # the model refuses it (config check), nothing to store
+        located.append((f"d{len(located)}", location))
+
+    collect()
+    lines = [location_line("twin_location", device, "t", loc, T0) for device, loc in located]
+    writer = InfluxWriter(parse_config(pipeline.config(), pipeline.stack.env()).influxdb)
+    try:
+        writer.write(lines)  # one batch: any refused point fails the test
+    finally:
+        writer.close()
+    rows = {row["device"]: row for row in pipeline.influx_rows('SELECT * FROM "twin_location"')}
+    assert len(rows) == len(located)
+    for device, location in located:
+        row = rows[device]
+        assert (row["latitude"], row["longitude"], row["altitude"]) == (
+            location.latitude,
+            location.longitude,
+            location.altitude,
+        )
+        # Control characters (a newline would end the point) are stored as spaces, nothing else changes.
+        assert row["name"] == "".join(c if c.isprintable() else " " for c in location.name)

@@ -15,12 +15,13 @@ from influx_ingestion.points import LocationPoints, PointMapper, location_line
 from twinpipe.__main__ import main
 from twinpipe.config import ConfigError, load_config, parse_config
 from twinpipe.config.model import Location
-from twinpipe.dashboard import OUTPUT, digital_twin, render, state_stream, streams, title
+from twinpipe.dashboard import OUTPUT, ROOT, digital_twin, render, state_stream, streams, title
 from twinpipe.envelope import Envelope, encode
 from twinpipe.metrics import sample
 from twinpipe.model import TwinModel, grafana_unit
 from twinpipe.names import tag_key_problem, value_name_problem
 
+SHIPPED = str(ROOT / "config.yaml")
 NOW_NS = 1_764_460_800_000_000_000  # 2025-11-30T00:00:00Z
 MINUTE_NS = 60 * 10**9
 LAB = Location(name='Lab "A", room 1', latitude=48.1497, longitude=11.5679)
@@ -213,21 +214,21 @@ def test_no_location_points_when_the_measurement_is_null() -> None:
 
 
 def test_the_shipped_dashboard_is_what_the_shipped_config_generates() -> None:
-    config = load_config("config.yaml", {})
+    config = load_config(SHIPPED, {})
     assert OUTPUT.read_text() == render(config), "run: python -m twinpipe dashboard"
-    assert main(["dashboard", "--config", "config.yaml", "--check"]) == 0
+    assert main(["dashboard", "--config", SHIPPED, "--check"]) == 0
 
 
 def test_dashboard_check_fails_on_drift_and_the_command_rewrites(tmp_path) -> None:
     stale = tmp_path / "twin.json"
     stale.write_text("{}\n")
-    assert main(["dashboard", "--config", "config.yaml", "--output", str(stale), "--check"]) == 1
-    assert main(["dashboard", "--config", "config.yaml", "--output", str(stale)]) == 0
-    assert main(["dashboard", "--config", "config.yaml", "--output", str(stale), "--check"]) == 0
+    assert main(["dashboard", "--config", SHIPPED, "--output", str(stale), "--check"]) == 1
+    assert main(["dashboard", "--config", SHIPPED, "--output", str(stale)]) == 0
+    assert main(["dashboard", "--config", SHIPPED, "--output", str(stale), "--check"]) == 0
 
 
 def test_names_and_units_come_from_the_model() -> None:
-    config = load_config("config.yaml", {})
+    config = load_config(SHIPPED, {})
     model = config.model
     changed = json.loads(json.dumps(config.model_dump(mode="json")))
     changed["model"]["things"]["nucleo"]["datastreams"]["wall1_temperature"]["name"] = "North wall"
@@ -253,7 +254,7 @@ def test_names_and_units_come_from_the_model() -> None:
 
 
 def test_every_thing_has_latest_and_history_and_the_map_one_state_query_per_located_thing() -> None:
-    config = load_config("config.yaml", {})
+    config = load_config(SHIPPED, {})
     dashboard = digital_twin(config)
     titles = [panel["title"] for panel in dashboard["panels"]]
     for thing in config.model.things.values():
