@@ -28,7 +28,10 @@ def main(argv: list[str] | None = None) -> int:
         "--config", metavar="PATH", help="config file (default: $TWINPIPE_CONFIG or ./config.yaml)"
     )
     board = commands.add_parser(
-        "dashboard", help="write grafana/dashboards/digital-twin.json from the model in config.yaml"
+        "dashboard",
+        help="write grafana/dashboards/digital-twin.json from the model in config.yaml",
+        description="Write the Digital twin dashboard from the config file's model (TWINPIPE__ environment"
+        " overrides are not applied: Grafana serves the one dashboard to the whole stack).",
     )
     board.add_argument(
         "--config", metavar="PATH", help="config file (default: $TWINPIPE_CONFIG or ./config.yaml)"
@@ -78,11 +81,13 @@ def check_config(path: str | None, environ: Mapping[str, str]) -> int:
 
 
 def dashboard(path: str | None, output: str | None, check: bool) -> int:
-    """Render the Digital twin dashboard from the config's model (twinpipe/dashboard.py)."""
+    """Render the Digital twin dashboard from the config file's model (twinpipe/dashboard.py).
+    TWINPIPE__ overrides are not applied: they configure one process, while the dashboard file is
+    provisioned to Grafana for the whole stack, which reads the same config.yaml."""
     from twinpipe.dashboard import OUTPUT, render
 
     try:
-        text = render(load_config(path))
+        text = render(load_config(resolve_path(path, os.environ), {}))
     except ConfigError as exc:
         print("\n".join(exc.errors), file=sys.stderr)
         return 1

@@ -219,6 +219,11 @@ def test_the_shipped_dashboard_is_what_the_shipped_config_generates() -> None:
     assert main(["dashboard", "--config", SHIPPED, "--check"]) == 0
 
 
+def test_the_dashboard_follows_the_file_not_one_process_environment(monkeypatch) -> None:
+    monkeypatch.setenv("TWINPIPE__INGESTION__MEASUREMENT", "elsewhere")
+    assert main(["dashboard", "--config", SHIPPED, "--check"]) == 0
+
+
 def test_dashboard_check_fails_on_drift_and_the_command_rewrites(tmp_path) -> None:
     stale = tmp_path / "twin.json"
     stale.write_text("{}\n")
