@@ -4,6 +4,7 @@ and the Digital twin dashboard generated from the model (and shipped equal to it
 from __future__ import annotations
 
 import json
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -27,9 +28,9 @@ MINUTE_NS = 60 * 10**9
 LAB = Location(name='Lab "A", room 1', latitude=48.1497, longitude=11.5679)
 
 
-def record(payload: bytes, offset: int = 0) -> SimpleNamespace:
+def record(payload: bytes, offset: int = 0, timestamp_ms: int = NOW_NS // 10**6) -> SimpleNamespace:
     return SimpleNamespace(
-        topic="t", partition=0, offset=offset, key=None, value=payload, timestamp=NOW_NS // 10**6
+        topic="t", partition=0, offset=offset, key=None, value=payload, timestamp=timestamp_ms
     )
 
 
@@ -284,3 +285,21 @@ def test_every_thing_has_latest_and_history_and_the_map_one_state_query_per_loca
     assert [v["name"] for v in dashboard["templating"]["list"]] == ["device", "sensor"]
     ids = [panel["id"] for panel in dashboard["panels"]]
     assert ids == list(range(1, len(ids) + 1))
+
+
+def test_locations_of_readings_set_aside_beyond_retention_are_dropped_and_counted() -> None:
+    requests: list[list[str]] = []
+    config = parse_config({"ingestion": {"retention_s": 3600}}, {})
+    stage = Ingestion(config, consumer=None, write=requests.append, dead_letters=None)  # type: ignore[arg-type]
+    batch = Batch()
+    now_ns = time.time_ns()
+    arrival_ms = now_ns // 10**6
+    stage.accumulate(batch, record(reading("sim-1", now_ns - 2 * 3600 * 10**9), 0, arrival_ms))  # too old
+    stage.accumulate(batch, record(reading("sim-1", now_ns), 1, arrival_ms))
+    assert len(batch.locations) == 2
+    before = sample("twinpipe_ingestion_location_points_refused_total")
+    stage._set_aside_beyond_retention(batch)
+    assert [d.kind for d in batch.dead_letters] == ["beyond_retention"]
+    assert len(batch.lines) == 1 and len(batch.locations) == 1 == len(batch.location_times)
+    assert batch.location_times[0] == now_ns - now_ns % MINUTE_NS
+    assert sample("twinpipe_ingestion_location_points_refused_total") - before == 1
