@@ -152,21 +152,18 @@ def _thresholds(property_id: str) -> dict[str, Any]:
     return {"mode": "absolute", "steps": [{"color": color, "value": value} for color, value in steps]}
 
 
-def _properties(unit: Unit, property_id: str, value_range: tuple[float, float] | None) -> list[dict]:
-    properties = [
+def _properties(unit: Unit, property_id: str) -> list[dict[str, Any]]:
+    return [
         {"id": "unit", "value": grafana_unit(unit)},
         {"id": "thresholds", "value": _thresholds(property_id)},
     ]
-    if value_range is not None:
-        properties += [{"id": "min", "value": value_range[0]}, {"id": "max", "value": value_range[1]}]
-    return properties
 
 
-def _stream_override(stream: Stream, display_name: str | None = None) -> dict[str, Any]:
-    properties = _properties(stream.unit, stream.property_id, None)
-    if display_name is not None:
-        properties.append({"id": "displayName", "value": display_name})
-    return {"matcher": {"id": "byFrameRefID", "options": stream.value}, "properties": properties}
+def _stream_override(stream: Stream) -> dict[str, Any]:
+    return {
+        "matcher": {"id": "byFrameRefID", "options": stream.value},
+        "properties": _properties(stream.unit, stream.property_id),
+    }
 
 
 def _panel(kind: str, title: str, description: str, grid: tuple[int, int, int, int]) -> dict[str, Any]:
@@ -347,7 +344,7 @@ def board_panel(config: Config, key: str, thing: Thing, grid: tuple[int, int, in
             {
                 "matcher": {"id": "byName", "options": stream.value},
                 "properties": [
-                    *_properties(stream.unit, stream.property_id, None),
+                    *_properties(stream.unit, stream.property_id),
                     {"id": "displayName", "value": stream.name},
                 ],
             }
@@ -467,7 +464,7 @@ def _generic_overrides(model: ModelConfig) -> list[dict[str, Any]]:
     return [
         {
             "matcher": {"id": "byRegexp", "options": f".*{pid}$"},
-            "properties": _properties(prop.unit, pid, None),
+            "properties": _properties(prop.unit, pid),
         }
         for pid, prop in model.observed_properties.items()
     ]
