@@ -151,7 +151,7 @@ def test_a_declared_range_and_unit_override_the_observed_property() -> None:
                     "datastreams": {"wall1_temperature": {"observed_property": "temperature"}},
                 }
             ),
-            "model.things.simulated.datastreams.wall1_temperature: 'sim-*' never produces 'wall1_temperature'",
+            "simulated.datastreams.wall1_temperature: 'sim-*' never produces 'wall1_temperature'",
         ),
         (
             model_with(
@@ -171,7 +171,7 @@ def test_a_declared_range_and_unit_override_the_observed_property() -> None:
                     "datastreams": {"ambient_temperature": {"observed_property": "heat"}},
                 }
             ),
-            "things.nucleo.datastreams.ambient_temperature.observed_property: 'heat' is not in model.observed_properties",
+            "ambient_temperature.observed_property: 'heat' is not in model.observed_properties",
         ),
         (
             model_with(things__nucleo={"devices": "nucleo-1", "name": "N", "sensor": "dht22"}),
