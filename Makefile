@@ -25,7 +25,7 @@ ENV_TOOL = $(PYTHON) devstack/env_file.py
 env: ## create .env from .env.example, or complete it (missing keys, empty secrets)
 	@$(ENV_TOOL) complete $(ENV_FILE) .env.example "$(DOCKER)"
 
-up: env dashboard ## build the image, start the whole stack and wait until every service is healthy
+up: env ## build the image, start the whole stack and wait until every service is healthy
 	@env $$($(ENV_TOOL) hashes $(ENV_FILE)) $(COMPOSE_CMD) up -d --build --wait --wait-timeout $(UP_TIMEOUT_S) || { status=$$?; \
 	  $(COMPOSE_CMD) ps -a --format '{{.Service}}|{{.State}}|{{.Health}}|{{.ExitCode}}' | \
 	  while IFS='|' read -r service state health code; do \
@@ -78,7 +78,7 @@ system-deps: ## install the servers the tests and the demo run (Debian/Ubuntu)
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
 
 # Grafana's dashboard JSON schema, generated from the npm package @grafana/schema (pinned in
-# tests/grafana_schema/package-lock.json) to validate grafana/dashboards/*.json.
+# tests/grafana_schema/package-lock.json) to validate grafana/dashboards/*.json and grafana/twin/*.json.
 GRAFANA_SCHEMA := build/grafana-dashboard.schema.json
 SCHEMA_TOOLS   := tests/grafana_schema
 $(GRAFANA_SCHEMA): $(SCHEMA_TOOLS)/package-lock.json
@@ -120,7 +120,8 @@ format: venv ## apply ruff's formatting and safe fixes
 demo: system-deps venv dashboard ## run the pipeline as local processes on local servers, show the stream (Ctrl-C stops)
 	$(BIN)/python -m devstack.demo
 
-dashboard: venv ## write grafana/dashboards/digital-twin.json from the model in config.yaml
+# Compose does not need this: its twin-dashboard service writes the dashboard Grafana loads.
+dashboard: venv ## write grafana/twin/digital-twin.json from the model in config.yaml (without compose)
 	$(BIN)/python -m twinpipe dashboard --config config.yaml
 
 check-config: venv ## validate config.yaml (with TWINPIPE__ environment overrides)

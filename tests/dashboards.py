@@ -18,7 +18,13 @@ from twinpipe.dashboard import streams
 from twinpipe.envelope import Envelope
 
 ROOT = Path(__file__).resolve().parents[1]
-DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
+# The hand-written dashboards, then the Digital twin's copy generated from the shipped config.yaml
+# (twinpipe/dashboard.py; compose writes its own from the config.yaml it mounts).
+TWIN_DASHBOARD = ROOT / "grafana" / "twin" / "digital-twin.json"
+DASHBOARDS = [
+    *sorted((ROOT / "grafana" / "dashboards").glob("*.json")),
+    *sorted(TWIN_DASHBOARD.parent.glob("*.json")),
+]
 INFLUX_UID = "twinpipe-influxdb"
 PROMETHEUS_UID = "twinpipe-prometheus"
 

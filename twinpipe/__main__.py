@@ -29,14 +29,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     board = commands.add_parser(
         "dashboard",
-        help="write grafana/dashboards/digital-twin.json from the model in config.yaml",
+        help="write the Digital twin dashboard (grafana/twin/digital-twin.json) from config.yaml's model",
         description="Write the Digital twin dashboard from the config file's model (TWINPIPE__ environment"
         " overrides are not applied: Grafana serves the one dashboard to the whole stack).",
     )
     board.add_argument(
         "--config", metavar="PATH", help="config file (default: $TWINPIPE_CONFIG or ./config.yaml)"
     )
-    board.add_argument("--output", metavar="PATH", help="dashboard file (default: the repository's)")
+    board.add_argument(
+        "--output",
+        metavar="PATH",
+        help="dashboard file (default: the repository's grafana/twin/digital-twin.json; compose's"
+        " twin-dashboard service writes into the volume Grafana provisions from)",
+    )
     board.add_argument(
         "--check", action="store_true", help="write nothing; exit 1 if the file differs from the model's"
     )
@@ -99,12 +104,26 @@ def dashboard(path: str | None, output: str | None, check: bool) -> int:
             return 1
         print(f"{target} matches the model")
         return 0
-    if current != text:
-        target.write_text(text)
-        print(f"{target} written from the model")
-    else:
+    if current == text:
         print(f"{target} is up to date")
+        return 0
+    try:
+        write_replacing(target, text)
+    except OSError as exc:
+        print(f"cannot write the dashboard to {target}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{target} written from the model")
     return 0
+
+
+def write_replacing(target: Path, text: str) -> None:
+    """Write beside `target`, then rename over it: Grafana re-reads provisioned files every 30 s
+    (grafana/provisioning/dashboards/twinpipe.yml) and sees the old file or the new one, never half
+    of one. Mode 0644 because Grafana reads it as another user (uid 472) than the writer (10001)."""
+    temporary = target.with_name(f".{target.name}.tmp")
+    temporary.write_text(text)
+    temporary.chmod(0o644)
+    os.replace(temporary, target)
 
 
 def healthcheck(path: str | None, endpoint: str = "/healthz") -> int:

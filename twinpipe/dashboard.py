@@ -1,9 +1,13 @@
 """The *Digital twin* Grafana dashboard, generated from the model in config.yaml.
 
-`python -m twinpipe dashboard [--config PATH] [--output PATH] [--check]` writes
-grafana/dashboards/digital-twin.json; `make up` and `make demo` run it, and a test checks that the
-shipped JSON equals what the shipped config.yaml generates, so names and units never drift from
-the model. Pure: `digital_twin(config)` returns the dashboard as a dict.
+`python -m twinpipe dashboard [--config PATH] [--output PATH] [--check]` writes it, by default to
+the repository's copy grafana/twin/digital-twin.json (`make dashboard`; `make demo` runs it), and a
+test checks that this copy equals what the shipped config.yaml generates, so names and units never
+drift from the model. Under compose, the one-shot service `twin-dashboard` runs it at every `up`
+against the config.yaml the stages read and writes into a volume Grafana provisions from
+(docker-compose.yml), so an edited model reaches Grafana without a venv. The copy lives outside
+grafana/dashboards/ so Grafana never loads two dashboards with one uid. Pure:
+`digital_twin(config)` returns the dashboard as a dict.
 
 Panels, top to bottom:
 
@@ -39,7 +43,7 @@ from twinpipe.config.model import ModelConfig, ObservedProperty, Thing, Unit
 from twinpipe.model import grafana_unit
 
 ROOT = Path(__file__).resolve().parents[1]
-OUTPUT = ROOT / "grafana" / "dashboards" / "digital-twin.json"
+OUTPUT = ROOT / "grafana" / "twin" / "digital-twin.json"
 INFLUX = {"type": "influxdb", "uid": "twinpipe-influxdb"}
 STATE_FIELD = "state"
 

@@ -19,7 +19,7 @@ from devstack.prometheus import Prometheus
 from tests.dashboards import (
     DASHBOARDS,
     INFLUX_UID,
-    ROOT,
+    TWIN_DASHBOARD,
     load,
     model_readings,
     queries,
@@ -189,7 +189,7 @@ def test_metrics_probe_and_every_dashboard_query_on_a_running_pipeline(pipeline:
 
         # The map's shape, as its transformations see it: one table row per located device with numeric
         # latitude/longitude, and a numeric state for each of them to join on `device`.
-        twin_panels = load(ROOT / "grafana" / "dashboards" / "digital-twin.json")["panels"]
+        twin_panels = load(TWIN_DASHBOARD)["panels"]
         the_map = next(panel for panel in twin_panels if panel["type"] == "geomap")
         frames = {t["refId"]: grafana.influx(substitute(t["query"], {})) for t in the_map["targets"]}
         located = {}

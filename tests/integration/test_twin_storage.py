@@ -11,14 +11,13 @@ from hypothesis import strategies as st
 from kafka import KafkaProducer
 
 from influx_ingestion.points import location_line
-from tests.dashboards import ROOT, load, substitute
+from tests.dashboards import TWIN_DASHBOARD, load, substitute
 from tests.harness import Pipeline, poll
 from twinpipe.config import parse_config
 from twinpipe.config.model import Location
 from twinpipe.envelope import Envelope, encode
 from twinpipe.influx import InfluxWriter
 
-DASHBOARD = ROOT / "grafana" / "dashboards" / "digital-twin.json"
 MINUTE_NS = 60 * 10**9
 T0 = 1_700_000_000_000_000_000
 # One device of each thing in the shipped model, and one the model does not know.
@@ -44,7 +43,7 @@ def readings(start_ns: int) -> list[Envelope]:
 
 
 def map_query() -> str:
-    panel = next(p for p in load(DASHBOARD)["panels"] if p["type"] == "geomap")
+    panel = next(p for p in load(TWIN_DASHBOARD)["panels"] if p["type"] == "geomap")
     target = next(t for t in panel["targets"] if t["refId"] == "locations")
     assert target["resultFormat"] == "table"
     return substitute(target["query"], {})

@@ -8,12 +8,12 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from influx_ingestion.ingestion import Batch, Ingestion
 from influx_ingestion.points import LocationPoints, PointMapper, location_line
-from twinpipe.__main__ import main
+from twinpipe.__main__ import main, write_replacing
 from twinpipe.config import ConfigError, load_config, parse_config
 from twinpipe.config.model import Location
 from twinpipe.dashboard import OUTPUT, ROOT, digital_twin, render, state_stream, streams, title
@@ -231,6 +231,55 @@ def test_dashboard_check_fails_on_drift_and_the_command_rewrites(tmp_path) -> No
     assert main(["dashboard", "--config", SHIPPED, "--output", str(stale), "--check"]) == 1
     assert main(["dashboard", "--config", SHIPPED, "--output", str(stale)]) == 0
     assert main(["dashboard", "--config", SHIPPED, "--output", str(stale), "--check"]) == 0
+
+
+def test_the_rewrite_replaces_the_file_whole_and_leaves_it_readable_by_grafana(tmp_path) -> None:
+    """Grafana (uid 472) polls the file the twin-dashboard service (uid 10001) rewrites: a reader
+    holding the old file keeps reading all of it, and the new one is world-readable."""
+    target = tmp_path / "digital-twin.json"
+    target.write_text("{}\n")
+    target.chmod(0o600)
+    with target.open() as reader:
+        assert main(["dashboard", "--config", SHIPPED, "--output", str(target)]) == 0
+        assert reader.read() == "{}\n", "renamed over, not truncated and rewritten in place"
+    assert target.read_text() == render(load_config(SHIPPED, {}))
+    assert target.stat().st_mode & 0o777 == 0o644
+    assert [path.name for path in tmp_path.iterdir()] == ["digital-twin.json"], "no temporary file left"
+
+
+TEXT = st.characters(blacklist_categories=["Cs"])  # anything UTF-8 can encode
+
+
+@settings(max_examples=30, deadline=None)
+@given(old=st.none() | st.text(TEXT), new=st.text(TEXT))
+def test_write_replacing_leaves_exactly_the_new_text(tmp_path_factory, old: str | None, new: str) -> None:
+    folder = tmp_path_factory.mktemp("twin")
+    target = folder / "digital-twin.json"
+    if old is not None:
+        target.write_text(old)
+    write_replacing(target, new)
+    assert target.read_bytes() == new.encode()
+    assert sorted(path.name for path in folder.iterdir()) == ["digital-twin.json"]
+
+
+def test_a_model_that_does_not_validate_writes_nothing_and_names_the_key(tmp_path, capsys) -> None:
+    """Under compose this fails the twin-dashboard service, and Grafana, which waits for it, stays
+    down: `make up` names the service with its log instead of serving a stale twin."""
+    broken = tmp_path / "config.yaml"
+    text = (ROOT / "config.yaml").read_text()
+    broken.write_text(text.replace("latitude: ", "latitude: 1", 1))  # e.g. 48.1 → 148.1
+    target = tmp_path / "digital-twin.json"
+    target.write_text("{}\n")
+    assert main(["dashboard", "--config", str(broken), "--output", str(target)]) == 1
+    assert "latitude" in capsys.readouterr().err
+    assert target.read_text() == "{}\n"
+
+
+def test_an_output_that_cannot_be_written_is_named_with_the_reason(tmp_path, capsys) -> None:
+    target = tmp_path / "not-mounted" / "digital-twin.json"
+    assert main(["dashboard", "--config", SHIPPED, "--output", str(target)]) == 1
+    error = capsys.readouterr().err
+    assert f"cannot write the dashboard to {target}" in error and "No such file or directory" in error
 
 
 def test_names_and_units_come_from_the_model() -> None:
