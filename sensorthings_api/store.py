@@ -1,0 +1,217 @@
+"""Reading observations and devices from InfluxDB with InfluxQL (v1-compatible /query, token auth).
+
+InfluxQL is what InfluxDB 1.x, 2.x (database = bucket) and 3.x all answer. Several statements go in
+one HTTP request (`;`-separated), so the latest observation of every datastream on a page costs one
+round trip of `ORDER BY time DESC LIMIT 1` statements, each of which InfluxDB answers from the end
+of one series' index without scanning it. A pooled urllib3 connection avoids a TCP handshake per
+query (urllib3 comes with influxdb-client).
+
+Storage (influx_ingestion/points.py): one point per envelope in `ingestion.measurement`, tag
+`device`, one field per value name. A datastream is (device, field); its observations are the
+points where that field is set.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from threading import Lock
+from typing import Any
+
+import urllib3
+
+from sensorthings_api.options import TimeBound
+from twinpipe.config import InfluxConfig
+from twinpipe.names import DEVICE_TAG
+
+
+class StoreUnavailable(Exception):
+    """InfluxDB did not answer, or answered with an error (HTTP 503 to the client, with this reason)."""
+
+
+def ident(name: str) -> str:
+    """An InfluxQL identifier, double-quoted."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def literal(text: str) -> str:
+    """An InfluxQL string literal, single-quoted."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """(time_ns, value) pairs in the order asked for, and whether more follow after them."""
+
+    rows: list[tuple[int, Any]]
+    more: bool
+
+
+def observations_query(
+    measurement: str,
+    device: str,
+    field: str,
+    bounds: tuple[TimeBound, ...],
+    descending: bool,
+    limit: int | None,
+    offset: int,
+) -> str:
+    """The InfluxQL for one datastream's observations (pure, so tests can read it)."""
+    where = [f"{ident(DEVICE_TAG)} = {literal(device)}"] + [f"time {b.op} {b.time_ns}" for b in bounds]
+    query = (
+        f"SELECT {ident(field)} FROM {ident(measurement)} WHERE {' AND '.join(where)} "
+        f"ORDER BY time {'DESC' if descending else 'ASC'}"
+    )
+    if limit is not None:
+        query += f" LIMIT {limit}"
+    if offset:
+        query += f" OFFSET {offset}"
+    return query
+
+
+def count_query(measurement: str, device: str, field: str, bounds: tuple[TimeBound, ...]) -> str:
+    where = [f"{ident(DEVICE_TAG)} = {literal(device)}"] + [f"time {b.op} {b.time_ns}" for b in bounds]
+    return f"SELECT COUNT({ident(field)}) FROM {ident(measurement)} WHERE {' AND '.join(where)}"
+
+
+class Store:
+    def __init__(
+        self, config: InfluxConfig, measurement: str, timeout_s: float, devices_cache_s: float
+    ) -> None:
+        self._url = f"{config.url.rstrip('/')}/query"
+        self._database = config.bucket
+        self._headers = {"Authorization": f"Token {config.secret_token()}"}
+        self._measurement = measurement
+        self._timeout = urllib3.Timeout(total=timeout_s)
+        self._http = urllib3.PoolManager(maxsize=8, retries=False)
+        self._cache_s = devices_cache_s
+        self._cache: tuple[float, dict[str, set[str]]] | None = None
+        self._lock = Lock()
+
+    def statements(self, queries: list[str]) -> list[list[dict[str, Any]]]:
+        """Run `queries` in one request; one list of rows (column → value, time in ns) per query."""
+        if not queries:
+            return []
+        try:
+            response = self._http.request(
+                "POST",
+                self._url,
+                fields={"db": self._database, "q": ";".join(queries), "epoch": "ns"},
+                encode_multipart=False,
+                headers=self._headers,
+                timeout=self._timeout,
+            )
+        except urllib3.exceptions.HTTPError as exc:
+            raise StoreUnavailable(
+                f"InfluxDB at {self._url} unreachable: {type(exc).__name__}: {exc}"
+            ) from None
+        if response.status != 200:
+            hint = " (check influxdb.token and influxdb.bucket)" if response.status in (401, 403, 404) else ""
+            raise StoreUnavailable(f"InfluxDB answered HTTP {response.status}{hint}: {response.data[:200]!r}")
+        try:
+            results = json.loads(response.data)["results"]
+        except (ValueError, KeyError) as exc:
+            raise StoreUnavailable(f"InfluxDB answered something that is not a query result: {exc}") from None
+        answers = []
+        for query, result in zip(queries, results, strict=False):
+            if "error" in result:
+                raise StoreUnavailable(f"InfluxQL {query!r:.120} failed: {result['error']}")
+            answers.append(
+                [
+                    dict(zip(series["columns"], values, strict=True))
+                    for series in result.get("series", [])
+                    for values in series["values"]
+                ]
+            )
+        if len(answers) != len(queries):
+            raise StoreUnavailable(f"InfluxDB answered {len(answers)} of {len(queries)} statements")
+        return answers
+
+    def ping(self) -> bool | str:
+        """A readiness check: True, or why InfluxDB cannot serve this stage's queries."""
+        try:
+            self.statements(
+                [f"SHOW TAG VALUES FROM {ident(self._measurement)} WITH KEY = {ident(DEVICE_TAG)} LIMIT 1"]
+            )
+        except StoreUnavailable as exc:
+            return str(exc)
+        return True
+
+    def device_fields(self) -> dict[str, set[str]]:
+        """Every device InfluxDB holds points of → the fields it has set at least once.
+
+        `LAST(*) ... GROUP BY device` gives one row per device with a column per field of the
+        measurement, null where that device never set it. Cached for `devices_cache_s`."""
+        with self._lock:
+            now = time.monotonic()
+            if self._cache is not None and now - self._cache[0] < self._cache_s:
+                return self._cache[1]
+        query = f"SELECT LAST(*) FROM {ident(self._measurement)} GROUP BY {ident(DEVICE_TAG)}"
+        found = self._grouped(query)
+        with self._lock:
+            self._cache = (time.monotonic(), found)
+        return found
+
+    def _grouped(self, query: str) -> dict[str, set[str]]:
+        try:
+            response = self._http.request(
+                "POST",
+                self._url,
+                fields={"db": self._database, "q": query, "epoch": "ns"},
+                encode_multipart=False,
+                headers=self._headers,
+                timeout=self._timeout,
+            )
+        except urllib3.exceptions.HTTPError as exc:
+            raise StoreUnavailable(
+                f"InfluxDB at {self._url} unreachable: {type(exc).__name__}: {exc}"
+            ) from None
+        if response.status != 200:
+            raise StoreUnavailable(f"InfluxDB answered HTTP {response.status}: {response.data[:200]!r}")
+        result = json.loads(response.data)["results"][0]
+        if "error" in result:
+            raise StoreUnavailable(f"InfluxQL {query!r:.120} failed: {result['error']}")
+        found: dict[str, set[str]] = {}
+        for series in result.get("series", []):
+            device = series.get("tags", {}).get(DEVICE_TAG)
+            if not device:
+                continue
+            values = series["values"][0] if series["values"] else []
+            found[device] = {
+                column.removeprefix("last_")
+                for column, value in zip(series["columns"], values, strict=True)
+                if column != "time" and value is not None
+            }
+        return found
+
+    def observations(
+        self,
+        streams: list[tuple[str, str]],
+        bounds: tuple[TimeBound, ...],
+        descending: bool,
+        top: int,
+        skip: int,
+    ) -> list[Page]:
+        """A page of observations of each (device, field) in one request (one statement each)."""
+        queries = [
+            observations_query(self._measurement, device, field, bounds, descending, top + 1, skip)
+            for device, field in streams
+        ]
+        pages = []
+        for (_, field), rows in zip(streams, self.statements(queries), strict=True):
+            pairs = [(row["time"], row[field]) for row in rows]
+            pages.append(Page(pairs[:top], len(pairs) > top))
+        return pages
+
+    def observation(self, device: str, field: str, time_ns: int) -> Any | None:
+        bound = (TimeBound(">=", time_ns), TimeBound("<=", time_ns))
+        rows = self.statements([observations_query(self._measurement, device, field, bound, False, 1, 0)])[0]
+        return rows[0][field] if rows else None
+
+    def count(self, device: str, field: str, bounds: tuple[TimeBound, ...]) -> int:
+        rows = self.statements([count_query(self._measurement, device, field, bounds)])[0]
+        return int(rows[0]["count"]) if rows else 0
+
+    def close(self) -> None:
+        self._http.clear()
