@@ -10,7 +10,7 @@ import uvicorn
 from sensorthings_api.api import Api
 from sensorthings_api.app import create_app
 from sensorthings_api.store import Store
-from twinpipe.cli import load_or_exit, stage_parser
+from twinpipe.cli import load_or_exit, stage_parser, stop_on_signals
 from twinpipe.config import ConfigError
 from twinpipe.health import HealthServer
 from twinpipe.model import TwinModel
@@ -60,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         config.influxdb.bucket,
     )
     try:
-        # uvicorn handles SIGTERM/SIGINT itself: it stops accepting, finishes requests, returns.
+        # uvicorn handles SIGTERM/SIGINT itself (stops accepting, finishes requests, returns), then
+        # raises the signal again for the handler it found: twinpipe's, so the stage exits 0.
+        stop_on_signals()
         with HealthServer(
             config.health.host,
             config.health.port,
