@@ -46,7 +46,7 @@ def parse_path(path: str) -> list[Segment]:
     """`Datastreams('a:b')/Observations` (the part after /v1.1/) → segments. Numeric ids (`(42)`) are
     accepted as written, since no twinpipe id is a number they simply never match."""
     segments = []
-    for part in path.strip("/").split("/"):
+    for part in _split_outside_quotes(path.strip("/")):
         match = _SEGMENT.fullmatch(part)
         if match is None:
             raise NotFound(
@@ -57,6 +57,21 @@ def parse_path(path: str) -> list[Segment]:
         entity_id = quoted.replace("''", "'") if quoted is not None else number
         segments.append(Segment(name, entity_id))
     return segments
+
+
+def _split_outside_quotes(path: str) -> list[str]:
+    """Split on '/' except inside a quoted id (`Things('a/b')` is one segment)."""
+    parts, current, quoted = [], [], False
+    for char in path:
+        if char == "'":
+            quoted = not quoted  # a doubled '' toggles twice: still inside
+        if char == "/" and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return parts
 
 
 def entity_path(collection: str, entity_id: str) -> str:
@@ -115,7 +130,7 @@ def parse_instant(text: str) -> int:
         sign = 1 if zone[0] == "+" else -1
         hours, minutes = int(zone[1:3]), int(zone[4:6])
         if hours > 23 or minutes > 59:
-            raise BadRequest(f"{text!r} has an invalid zone offset {zone}")
+            raise BadRequest(f"{text!r} is not a valid instant: zone offset {zone} out of range")
         moment -= sign * timedelta(hours=hours, minutes=minutes)
     whole = (moment - _EPOCH) // timedelta(seconds=1)
     return whole * 1_000_000_000 + int((fraction or "").ljust(9, "0"))
