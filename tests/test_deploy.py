@@ -17,7 +17,14 @@ from devstack import compose
 from twinpipe.config import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = {"publisher", "mqtt_kafka_bridge", "influx_ingestion", "latency_probe", "consumer_display"}
+STAGES = {
+    "publisher",
+    "mqtt_kafka_bridge",
+    "influx_ingestion",
+    "latency_probe",
+    "consumer_display",
+    "sensorthings_api",
+}
 OBSERVERS = {"prometheus", "grafana"}
 SECRET_KEYS = {"INFLUXDB_TOKEN", "INFLUXDB_ADMIN_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "MQTT_PASSWORD"}
 
@@ -100,7 +107,7 @@ def test_stages_share_the_read_only_config_and_reach_servers_by_name(tmp_path: P
         assert not any("TOKEN=" in k or k.endswith("__TOKEN") for k in environment), (
             "token only as a secret file"
         )
-    for name in ("influx_ingestion", "latency_probe"):
+    for name in ("influx_ingestion", "latency_probe", "sensorthings_api"):
         assert (
             services[name]["environment"]["TWINPIPE__INFLUXDB__TOKEN_FILE"] == "/run/secrets/influxdb_token"
         )
