@@ -7,7 +7,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 COMPOSE ?= docker compose
 
 .DEFAULT_GOAL := help
-.PHONY: help env up up-serial down logs watch test compose-deps bench lint format demo check-config compose-config system-deps venv clean grafana-schema
+.PHONY: help env up up-serial down logs watch test compose-deps bench lint format demo dashboard check-config compose-config system-deps venv clean grafana-schema
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -25,7 +25,7 @@ ENV_TOOL = $(PYTHON) devstack/env_file.py
 env: ## create .env from .env.example, or complete it (missing keys, empty secrets)
 	@$(ENV_TOOL) complete $(ENV_FILE) .env.example "$(DOCKER)"
 
-up: env ## build the image, start the whole stack and wait until every service is healthy
+up: env dashboard ## build the image, start the whole stack and wait until every service is healthy
 	@env $$($(ENV_TOOL) hashes $(ENV_FILE)) $(COMPOSE_CMD) up -d --build --wait --wait-timeout $(UP_TIMEOUT_S) || { status=$$?; \
 	  $(COMPOSE_CMD) ps -a --format '{{.Service}}|{{.State}}|{{.Health}}|{{.ExitCode}}' | \
 	  while IFS='|' read -r service state health code; do \
@@ -117,8 +117,11 @@ format: venv ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-demo: system-deps venv ## run the pipeline as local processes on local servers, show the stream (Ctrl-C stops)
+demo: system-deps venv dashboard ## run the pipeline as local processes on local servers, show the stream (Ctrl-C stops)
 	$(BIN)/python -m devstack.demo
+
+dashboard: venv ## write grafana/dashboards/digital-twin.json from the model in config.yaml
+	$(BIN)/python -m twinpipe dashboard --config config.yaml
 
 check-config: venv ## validate config.yaml (with TWINPIPE__ environment overrides)
 	$(BIN)/python -m twinpipe check-config config.yaml

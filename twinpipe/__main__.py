@@ -1,4 +1,5 @@
-"""`python -m twinpipe check-config [PATH]`: validate a config.yaml and print every error."""
+"""`python -m twinpipe check-config [PATH]`: validate a config.yaml and print every error.
+`python -m twinpipe dashboard [--check]`: write (or compare) the Digital twin dashboard from the model."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
+from pathlib import Path
 
 from twinpipe.cli import CONFIG_EPILOG
 from twinpipe.config import CONFIG_PATH_ENV, ConfigError, env_overrides, load_config, resolve_path
@@ -25,7 +27,22 @@ def main(argv: list[str] | None = None) -> int:
     probe.add_argument(
         "--config", metavar="PATH", help="config file (default: $TWINPIPE_CONFIG or ./config.yaml)"
     )
+    board = commands.add_parser(
+        "dashboard",
+        help="write grafana/dashboards/digital-twin.json from the model in config.yaml",
+        description="Write the Digital twin dashboard from the config file's model (TWINPIPE__ environment"
+        " overrides are not applied: Grafana serves the one dashboard to the whole stack).",
+    )
+    board.add_argument(
+        "--config", metavar="PATH", help="config file (default: $TWINPIPE_CONFIG or ./config.yaml)"
+    )
+    board.add_argument("--output", metavar="PATH", help="dashboard file (default: the repository's)")
+    board.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if the file differs from the model's"
+    )
     args = parser.parse_args(argv)
+    if args.command == "dashboard":
+        return dashboard(args.config, args.output, args.check)
     if args.command == "healthcheck":
         return healthcheck(args.config, "/readyz" if args.ready else "/healthz")
     return check_config(args.path, os.environ)
@@ -60,6 +77,33 @@ def check_config(path: str | None, environ: Mapping[str, str]) -> int:
             f"the built-in defaults apply{with_overrides}"
         )
         print(f"config OK: built-in defaults{with_overrides}")
+    return 0
+
+
+def dashboard(path: str | None, output: str | None, check: bool) -> int:
+    """Render the Digital twin dashboard from the config file's model (twinpipe/dashboard.py).
+    TWINPIPE__ overrides are not applied: they configure one process, while the dashboard file is
+    provisioned to Grafana for the whole stack, which reads the same config.yaml."""
+    from twinpipe.dashboard import OUTPUT, render
+
+    try:
+        text = render(load_config(resolve_path(path, os.environ), {}))
+    except ConfigError as exc:
+        print("\n".join(exc.errors), file=sys.stderr)
+        return 1
+    target = Path(output) if output else OUTPUT
+    current = target.read_text() if target.is_file() else None
+    if check:
+        if current != text:
+            print(f"{target} differs from the model: run python -m twinpipe dashboard", file=sys.stderr)
+            return 1
+        print(f"{target} matches the model")
+        return 0
+    if current != text:
+        target.write_text(text)
+        print(f"{target} written from the model")
+    else:
+        print(f"{target} is up to date")
     return 0
 
 
