@@ -77,7 +77,7 @@ def parse_options(params: Mapping[str, str], max_top: int) -> Options:
 
 
 def _count_value(name: str, text: str) -> int:
-    if not re.fullmatch(r"\s*\d{1,9}\s*", text):
+    if not re.fullmatch(r"\s*\d{1,18}\s*", text):
         raise BadRequest(f"{name}={text!r}: expected a non-negative integer")
     return int(text)
 

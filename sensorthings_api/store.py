@@ -75,6 +75,10 @@ def count_query(measurement: str, device: str, field: str, bounds: tuple[TimeBou
     return f"SELECT COUNT({ident(field)}) FROM {ident(measurement)} WHERE {' AND '.join(where)}"
 
 
+def _number(value: Any) -> Any:
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 class Store:
     def __init__(
         self, config: InfluxConfig, measurement: str, timeout_s: float, devices_cache_s: float
@@ -89,15 +93,13 @@ class Store:
         self._cache: tuple[float, dict[str, set[str]]] | None = None
         self._lock = Lock()
 
-    def statements(self, queries: list[str]) -> list[list[dict[str, Any]]]:
-        """Run `queries` in one request; one list of rows (column → value, time in ns) per query."""
-        if not queries:
-            return []
+    def _results(self, query: str) -> list[dict[str, Any]]:
+        """POST one request of ';'-separated statements; the `results` list, one entry per statement."""
         try:
             response = self._http.request(
                 "POST",
                 self._url,
-                fields={"db": self._database, "q": ";".join(queries), "epoch": "ns"},
+                fields={"db": self._database, "q": query, "epoch": "ns"},
                 encode_multipart=False,
                 headers=self._headers,
                 timeout=self._timeout,
@@ -113,20 +115,26 @@ class Store:
             results = json.loads(response.data)["results"]
         except (ValueError, KeyError) as exc:
             raise StoreUnavailable(f"InfluxDB answered something that is not a query result: {exc}") from None
-        answers = []
-        for query, result in zip(queries, results, strict=False):
+        for result in results:
             if "error" in result:
                 raise StoreUnavailable(f"InfluxQL {query!r:.120} failed: {result['error']}")
-            answers.append(
-                [
-                    dict(zip(series["columns"], values, strict=True))
-                    for series in result.get("series", [])
-                    for values in series["values"]
-                ]
-            )
-        if len(answers) != len(queries):
-            raise StoreUnavailable(f"InfluxDB answered {len(answers)} of {len(queries)} statements")
-        return answers
+        return results
+
+    def statements(self, queries: list[str]) -> list[list[dict[str, Any]]]:
+        """Run `queries` in one request; one list of rows (column → value, time in ns) per query."""
+        if not queries:
+            return []
+        results = self._results(";".join(queries))
+        if len(results) != len(queries):
+            raise StoreUnavailable(f"InfluxDB answered {len(results)} of {len(queries)} statements")
+        return [
+            [
+                dict(zip(series["columns"], values, strict=True))
+                for series in result.get("series", [])
+                for values in series["values"]
+            ]
+            for result in results
+        ]
 
     def ping(self) -> bool | str:
         """A readiness check: True, or why InfluxDB cannot serve this stage's queries."""
@@ -154,24 +162,7 @@ class Store:
         return found
 
     def _grouped(self, query: str) -> dict[str, set[str]]:
-        try:
-            response = self._http.request(
-                "POST",
-                self._url,
-                fields={"db": self._database, "q": query, "epoch": "ns"},
-                encode_multipart=False,
-                headers=self._headers,
-                timeout=self._timeout,
-            )
-        except urllib3.exceptions.HTTPError as exc:
-            raise StoreUnavailable(
-                f"InfluxDB at {self._url} unreachable: {type(exc).__name__}: {exc}"
-            ) from None
-        if response.status != 200:
-            raise StoreUnavailable(f"InfluxDB answered HTTP {response.status}: {response.data[:200]!r}")
-        result = json.loads(response.data)["results"][0]
-        if "error" in result:
-            raise StoreUnavailable(f"InfluxQL {query!r:.120} failed: {result['error']}")
+        result = self._results(query)[0]
         found: dict[str, set[str]] = {}
         for series in result.get("series", []):
             device = series.get("tags", {}).get(DEVICE_TAG)
@@ -200,14 +191,15 @@ class Store:
         ]
         pages = []
         for (_, field), rows in zip(streams, self.statements(queries), strict=True):
-            pairs = [(row["time"], row[field]) for row in rows]
+            # InfluxDB's JSON writes a float field's 20.0 as 20: results of a measurement are floats.
+            pairs = [(row["time"], _number(row[field])) for row in rows]
             pages.append(Page(pairs[:top], len(pairs) > top))
         return pages
 
     def observation(self, device: str, field: str, time_ns: int) -> Any | None:
         bound = (TimeBound(">=", time_ns), TimeBound("<=", time_ns))
         rows = self.statements([observations_query(self._measurement, device, field, bound, False, 1, 0)])[0]
-        return rows[0][field] if rows else None
+        return _number(rows[0][field]) if rows else None
 
     def count(self, device: str, field: str, bounds: tuple[TimeBound, ...]) -> int:
         rows = self.statements([count_query(self._measurement, device, field, bounds)])[0]

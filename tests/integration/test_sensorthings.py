@@ -225,6 +225,7 @@ def test_paging_follows_next_link_through_every_observation_once_in_order(sta: S
     assert pages == 3
     assert [o["@iot.id"] for o in seen] == [f"nucleo-1:{field}:{T0 + i * STEP}" for i in range(POINTS)]
     assert [o["result"] for o in seen] == [nucleo_value(field, i) for i in range(POINTS)]
+    assert all(isinstance(o["result"], float) for o in seen)  # 0.0 stays a float, not JSON 0
     assert seen[0]["phenomenonTime"] == "2026-11-30T00:53:20Z" and seen[0]["result"] == 0.0
     descending = sta.ok(
         f"Datastreams('nucleo-1:{field}')/Observations",
