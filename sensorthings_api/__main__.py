@@ -32,12 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     config = load_or_exit(args.config)
     settings = config.sensorthings
     try:
-        store = Store(
-            config.influxdb,
-            config.ingestion.measurement,
-            settings.request_timeout_s,
-            settings.devices_cache_s,
-        )
+        store = Store(config.influxdb, config.ingestion.measurement, settings.request_timeout_s)
     except ConfigError as exc:
         print("\n".join(exc.errors), file=sys.stderr)
         return 2

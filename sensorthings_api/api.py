@@ -8,8 +8,10 @@ Observations come from InfluxDB (`store.Store`).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from threading import Lock
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -60,12 +62,21 @@ class Target:
 
 
 class Catalog:
-    """The model's entities, with the devices InfluxDB knows: one Thing per device."""
+    """The model's entities, with the devices InfluxDB knows: one Thing per device.
 
-    def __init__(self, model: TwinModel, device_fields: Callable[[], dict[str, set[str]]]) -> None:
+    One per request: `inventory` (device → fields with data) is read at most once, when first
+    needed, so a request sees one consistent set and one that needs no InfluxDB does not ask it."""
+
+    def __init__(self, model: TwinModel, inventory: Callable[[], dict[str, set[str]]]) -> None:
         self.model = model
-        self._device_fields = device_fields
+        self._inventory = inventory
+        self._known: dict[str, set[str]] | None = None
         self._exact = [e.devices for e in model.config.things.values() if not e.is_pattern()]
+
+    def _device_fields(self) -> dict[str, set[str]]:
+        if self._known is None:
+            self._known = self._inventory()
+        return self._known
 
     def devices(self) -> list[str]:
         known = self._device_fields()
@@ -96,16 +107,56 @@ class Catalog:
         return stream
 
 
+def inventory(model: TwinModel, store: Store) -> dict[str, set[str]]:
+    """Device → the fields it has data for that are datastreams of its thing, for the devices of a
+    thing. Index reads (tag values, field keys) and one cheap statement per candidate pair."""
+    devices = [d for d in store.devices() if model.thing(d) is not None]
+    fields = store.numeric_fields()
+    candidates = [(d, f) for d in devices for f in fields if model.datastream(d, f) is not None]
+    present = store.present(candidates)
+    found: dict[str, set[str]] = {device: set() for device in devices}
+    for device, field in present:
+        found[device].add(field)
+    return found
+
+
 class Api:
+    """The stage's entry point: one `Request` per HTTP request, sharing a cached inventory."""
+
     def __init__(self, config: SensorThingsConfig, model: TwinModel, store: Store) -> None:
         self.config = config
+        self.model = model
         self.store = store
-        self.catalog = Catalog(model, store.device_fields)
+        self._lock = Lock()
+        self._cached: tuple[float, dict[str, set[str]]] | None = None
 
-    # -- entry point -------------------------------------------------------------------------------
+    def inventory(self) -> dict[str, set[str]]:
+        """`inventory()`, reused for sensorthings.devices_cache_s."""
+        with self._lock:
+            cached = self._cached
+        if cached is not None and time.monotonic() - cached[0] < self.config.devices_cache_s:
+            return cached[1]
+        found = inventory(self.model, self.store)
+        with self._lock:
+            self._cached = (time.monotonic(), found)
+        return found
+
     def get(self, path: str, params: Mapping[str, str], base: str) -> dict[str, Any]:
         """`path` below /v1.1 ("" for the service root), the query parameters, and the link base
         (`http://host:port/v1.1`). Raises BadRequest, NotFound or StoreUnavailable."""
+        return Request(self.config, self.store, Catalog(self.model, self.inventory)).get(path, params, base)
+
+
+class Request:
+    """Answers one request: resolves the path, applies the options, renders the entities."""
+
+    def __init__(self, config: SensorThingsConfig, store: Store, catalog: Catalog) -> None:
+        self.config = config
+        self.store = store
+        self.catalog = catalog
+
+    # -- entry point -------------------------------------------------------------------------------
+    def get(self, path: str, params: Mapping[str, str], base: str) -> dict[str, Any]:
         if not path.strip("/"):
             return self.service_root(base)
         options = parse_options(params, self.config.max_top)

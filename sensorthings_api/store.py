@@ -14,9 +14,7 @@ points where that field is set.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
-from threading import Lock
 from typing import Any
 
 import urllib3
@@ -80,18 +78,13 @@ def _number(value: Any) -> Any:
 
 
 class Store:
-    def __init__(
-        self, config: InfluxConfig, measurement: str, timeout_s: float, devices_cache_s: float
-    ) -> None:
+    def __init__(self, config: InfluxConfig, measurement: str, timeout_s: float) -> None:
         self._url = f"{config.url.rstrip('/')}/query"
         self._database = config.bucket
         self._headers = {"Authorization": f"Token {config.secret_token()}"}
         self._measurement = measurement
         self._timeout = urllib3.Timeout(total=timeout_s)
         self._http = urllib3.PoolManager(maxsize=8, retries=False)
-        self._cache_s = devices_cache_s
-        self._cache: tuple[float, dict[str, set[str]]] | None = None
-        self._lock = Lock()
 
     def _results(self, query: str) -> list[dict[str, Any]]:
         """POST one request of ';'-separated statements; the `results` list, one entry per statement."""
@@ -146,34 +139,25 @@ class Store:
             return str(exc)
         return True
 
-    def device_fields(self) -> dict[str, set[str]]:
-        """Every device InfluxDB holds points of → the fields it has set at least once.
+    def devices(self) -> list[str]:
+        """Device ids InfluxDB holds series of (the `device` tag's values: read from the index)."""
+        query = f"SHOW TAG VALUES FROM {ident(self._measurement)} WITH KEY = {ident(DEVICE_TAG)}"
+        return [row["value"] for row in self.statements([query])[0]]
 
-        `LAST(*) ... GROUP BY device` gives one row per device with a column per field of the
-        measurement, null where that device never set it. Cached for `devices_cache_s`."""
-        with self._lock:
-            now = time.monotonic()
-            if self._cache is not None and now - self._cache[0] < self._cache_s:
-                return self._cache[1]
-        query = f"SELECT LAST(*) FROM {ident(self._measurement)} GROUP BY {ident(DEVICE_TAG)}"
-        found = self._grouped(query)
-        with self._lock:
-            self._cache = (time.monotonic(), found)
-        return found
+    def numeric_fields(self) -> list[str]:
+        """Field keys of the measurement holding numbers (from the index, not the data)."""
+        rows = self.statements([f"SHOW FIELD KEYS FROM {ident(self._measurement)}"])[0]
+        return [row["fieldKey"] for row in rows if row.get("fieldType") in ("float", "integer")]
 
-    def _grouped(self, query: str) -> dict[str, set[str]]:
-        result = self._results(query)[0]
-        found: dict[str, set[str]] = {}
-        for series in result.get("series", []):
-            device = series.get("tags", {}).get(DEVICE_TAG)
-            if not device:
-                continue
-            values = series["values"][0] if series["values"] else []
-            found[device] = {
-                column.removeprefix("last_")
-                for column, value in zip(series["columns"], values, strict=True)
-                if column != "time" and value is not None
-            }
+    def present(self, streams: list[tuple[str, str]], chunk: int = 500) -> set[tuple[str, str]]:
+        """Which (device, field) pairs have at least one point: one `ORDER BY time DESC LIMIT 1`
+        statement each, which InfluxDB answers from the end of the series without scanning it
+        (`LAST(*)` would read every point), `chunk` statements per request."""
+        found = set()
+        for start in range(0, len(streams), chunk):
+            part = streams[start : start + chunk]
+            queries = [observations_query(self._measurement, d, f, (), True, 1, 0) for d, f in part]
+            found |= {stream for stream, rows in zip(part, self.statements(queries), strict=True) if rows}
         return found
 
     def observations(
