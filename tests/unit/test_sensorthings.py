@@ -232,3 +232,19 @@ def test_catalog_has_model_devices_and_the_glob_matches_influxdb_knows() -> None
         catalog.thing("sim-4")  # matches the glob, but InfluxDB has never seen it
     with pytest.raises(NotFound, match="no datastream 'colour'"):
         catalog.datastream("sim-3:colour")
+
+
+def test_the_config_section_names_a_page_size_beyond_the_largest_and_a_link_base_that_is_no_url() -> None:
+    from twinpipe.config import ConfigError, parse_config
+
+    for section, says in [
+        ({"default_top": 500, "max_top": 100}, "default_top (500) must not exceed max_top (100)"),
+        (
+            {"base_url": "twin.example.org"},
+            "expected an http:// or https:// URL such as http://twin.example.org",
+        ),
+    ]:
+        with pytest.raises(ConfigError) as caught:
+            parse_config({"sensorthings": section}, {})
+        [error] = caught.value.errors
+        assert error.startswith("sensorthings") and says in error
