@@ -371,7 +371,7 @@ class Request:
         if options.count:
             body["@iot.count"] = len(keys)
         body["value"] = value
-        if options.skip + top < len(keys):
+        if top and options.skip + top < len(keys):
             body["@iot.nextLink"] = ""  # filled in by the caller, who knows the request
         return body
 

@@ -177,7 +177,7 @@ class Store:
         for (_, field), rows in zip(streams, self.statements(queries), strict=True):
             # InfluxDB's JSON writes a float field's 20.0 as 20: results of a measurement are floats.
             pairs = [(row["time"], _number(row[field])) for row in rows]
-            pages.append(Page(pairs[:top], len(pairs) > top))
+            pages.append(Page(pairs[:top], top > 0 and len(pairs) > top))  # $top=0: a count, no next page
         return pages
 
     def observation(self, device: str, field: str, time_ns: int) -> Any | None:

@@ -248,3 +248,73 @@ def test_the_config_section_names_a_page_size_beyond_the_largest_and_a_link_base
             parse_config({"sensorthings": section}, {})
         [error] = caught.value.errors
         assert error.startswith("sensorthings") and says in error
+
+
+class MemoryStore:
+    """The Store's interface over a list of points, for following nextLinks without a server."""
+
+    def __init__(self, points: dict[tuple[str, str], list[tuple[int, float]]]) -> None:
+        self.points = {stream: sorted(rows) for stream, rows in points.items()}
+
+    def devices(self) -> list[str]:
+        return sorted({device for device, _ in self.points})
+
+    def numeric_fields(self) -> list[str]:
+        return sorted({field for _, field in self.points})
+
+    def present(self, streams: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        return {stream for stream in streams if self.points.get(stream)}
+
+    def _rows(self, stream: tuple[str, str], bounds: tuple[TimeBound, ...]) -> list[tuple[int, float]]:
+        ops = {">=": int.__ge__, ">": int.__gt__, "<=": int.__le__, "<": int.__lt__}
+        return [p for p in self.points.get(stream, []) if all(ops[b.op](p[0], b.time_ns) for b in bounds)]
+
+    def observations(self, streams, bounds, descending, top, skip):
+        from sensorthings_api.store import Page
+
+        pages = []
+        for stream in streams:
+            rows = self._rows(stream, bounds)[:: -1 if descending else 1][skip : skip + top + 1]
+            pages.append(Page(rows[:top], top > 0 and len(rows) > top))
+        return pages
+
+    def count(self, device: str, field: str, bounds: tuple[TimeBound, ...]) -> int:
+        return len(self._rows((device, field), bounds))
+
+
+@given(
+    st.lists(st.integers(min_value=0, max_value=10**12), unique=True, min_size=1, max_size=60),
+    st.integers(min_value=0, max_value=25),
+    st.booleans(),
+    st.sampled_from([None, 100, 10**9]),
+)
+def test_following_next_links_yields_every_observation_once_in_order_and_ends(
+    times: list[int], top: int, descending: bool, from_ns: int | None
+) -> None:
+    from urllib.parse import parse_qsl, urlsplit
+
+    from sensorthings_api.api import Api
+    from twinpipe.config import SensorThingsConfig
+
+    store = MemoryStore({("sim-1", "temperature"): [(t, t / 7) for t in times]})
+    api = Api(SensorThingsConfig(default_top=10, max_top=100), TwinModel(ModelConfig()), store)  # type: ignore[arg-type]
+    params = {
+        "$top": str(top),
+        "$orderby": f"phenomenonTime {'desc' if descending else 'asc'}",
+        "$count": "true",
+    }
+    if from_ns is not None:
+        params["$filter"] = f"phenomenonTime ge {format_instant(from_ns)}"
+    path, seen, requests = "Datastreams('sim-1:temperature')/Observations", [], 0
+    while True:
+        body = api.get(path, params, "http://h/v1.1")
+        requests += 1
+        seen += [o["phenomenonTime"] for o in body["value"]]
+        if "@iot.nextLink" not in body:
+            break
+        link = urlsplit(body["@iot.nextLink"])
+        path, params = link.path.removeprefix("/v1.1/"), dict(parse_qsl(link.query))
+        assert requests <= len(times) + 1
+    expected = sorted((t for t in times if from_ns is None or t >= from_ns), reverse=descending)
+    assert body["@iot.count"] == len(expected)
+    assert seen == ([format_instant(t) for t in expected] if top else [])
