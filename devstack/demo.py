@@ -86,16 +86,24 @@ def run(stack: LocalStack, workdir: Path, args: argparse.Namespace) -> int:
         )
     bridge_env = {**stack.env(), "TWINPIPE__HEALTH__PORT": str(bridge_health)}
     bridge = StageProcess("mqtt_kafka_bridge", config, workdir, env=bridge_env)
+    sensorthings_port = free_port()
+    sensorthings_env = {
+        **stack.env(),
+        "TWINPIPE__SENSORTHINGS__HOST": "127.0.0.1",
+        "TWINPIPE__SENSORTHINGS__PORT": str(sensorthings_port),
+    }
     stages += [
         StageProcess("influx_ingestion", config, workdir, env=stack.env()),
         bridge,
         StageProcess("latency_probe", config, workdir, env=stack.env()),
+        StageProcess("sensorthings_api", config, workdir, env=sensorthings_env),
     ]
     last = StageProcess("publisher", config, workdir, env=stack.env())
     print(
         f"servers: MQTT 127.0.0.1:{stack.mosquitto.port}, Kafka {stack.kafka.bootstrap}, "
         f"InfluxDB {stack.influxd.url} (v2 API {stack.influx.url})"
     )
+    print(f"SensorThings API: http://127.0.0.1:{sensorthings_port}/v1.1/Things")
     print(f"config and stage logs: {workdir}   — Ctrl-C stops the demo\n", flush=True)
     try:
         for stage in stages:

@@ -19,7 +19,14 @@ from devstack import compose
 from twinpipe.config import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = {"publisher", "mqtt_kafka_bridge", "influx_ingestion", "latency_probe", "consumer_display"}
+STAGES = {
+    "publisher",
+    "mqtt_kafka_bridge",
+    "influx_ingestion",
+    "latency_probe",
+    "consumer_display",
+    "sensorthings_api",
+}
 OBSERVERS = {"prometheus", "grafana"}
 # Set-up steps that run once per `up` and exit: mosquitto-passwd (the broker's password file) and
 # twin-dashboard (the Digital twin dashboard from config.yaml's model, for Grafana).
@@ -134,7 +141,7 @@ def test_stages_share_the_read_only_config_and_reach_servers_by_name(tmp_path: P
         assert not any("TOKEN=" in k or k.endswith("__TOKEN") for k in environment), (
             "token only as a secret file"
         )
-    for name in ("influx_ingestion", "latency_probe"):
+    for name in ("influx_ingestion", "latency_probe", "sensorthings_api"):
         assert (
             services[name]["environment"]["TWINPIPE__INFLUXDB__TOKEN_FILE"] == "/run/secrets/influxdb_token"
         )

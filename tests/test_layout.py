@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["publisher", "mqtt_kafka_bridge", "consumer_display", "influx_ingestion", "latency_probe"]
+STAGES = [
+    "publisher",
+    "mqtt_kafka_bridge",
+    "consumer_display",
+    "influx_ingestion",
+    "latency_probe",
+    "sensorthings_api",
+]
 
 
 def imported_packages(package: str) -> set[str]:

@@ -10,7 +10,13 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMETHEUS = ROOT / "prometheus"
-LONG_RUNNING_STAGES = {"publisher", "mqtt_kafka_bridge", "influx_ingestion", "latency_probe"}
+LONG_RUNNING_STAGES = {
+    "publisher",
+    "mqtt_kafka_bridge",
+    "influx_ingestion",
+    "latency_probe",
+    "sensorthings_api",
+}
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:

@@ -114,7 +114,10 @@ def compose_run(engine: engines.Engine, tmp_path_factory: pytest.TempPathFactory
         environment["COMPOSE_FILE"] = f"docker-compose.yml:{OVERRIDE}"
         environment["PYTHON_IMAGE"] = PYTHON
     # A hand-written .env as a user might copy it: ports of the test's own, keys and secrets missing.
-    ports = {key: free_port() for key in ("MQTT_PORT", "INFLUXDB_PORT", "PROMETHEUS_PORT", "GRAFANA_PORT")}
+    ports = {
+        key: free_port()
+        for key in ("MQTT_PORT", "INFLUXDB_PORT", "PROMETHEUS_PORT", "GRAFANA_PORT", "SENSORTHINGS_PORT")
+    }
     env_file = tmp_path_factory.mktemp("compose") / ".env"
     env_file.write_text("MQTT_PASSWORD=\n" + "".join(f"{key}={port}\n" for key, port in ports.items()))
     run = ComposeRun(engine, environment["COMPOSE_PROJECT_NAME"], env_file, ports, environment)

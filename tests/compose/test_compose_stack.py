@@ -21,7 +21,7 @@ from devstack.process import poll
 from tests.compose.conftest import UPSTREAM, ComposeRun
 
 ROOT = Path(__file__).resolve().parents[2]
-STAGES = ("publisher", "mqtt_kafka_bridge", "influx_ingestion", "latency_probe")
+STAGES = ("publisher", "mqtt_kafka_bridge", "influx_ingestion", "latency_probe", "sensorthings_api")
 pytestmark = pytest.mark.timeout(900)  # the first test builds every image from nothing
 
 
@@ -118,7 +118,8 @@ def test_published_ports_listen_on_loopback_only(compose_run: ComposeRun) -> Non
         if publisher.get("PublishedPort")
     ]
     assert {p["PublishedPort"] for p in published} >= {
-        compose_run.ports[key] for key in ("MQTT_PORT", "INFLUXDB_PORT", "PROMETHEUS_PORT")
+        compose_run.ports[key]
+        for key in ("MQTT_PORT", "INFLUXDB_PORT", "PROMETHEUS_PORT", "SENSORTHINGS_PORT")
     }
     assert {p["URL"] for p in published} == {"127.0.0.1"}
 
@@ -154,6 +155,23 @@ def test_simulated_readings_reach_influxdb_without_gaps(compose_run: ComposeRun)
         by_boot.setdefault(row["boot"], []).append(int(row["seq"]))
     for boot, seqs in by_boot.items():
         assert sorted(seqs) == list(range(len(seqs))), f"boot {boot}: gaps or duplicates in {sorted(seqs)}"
+
+
+def test_the_sensorthings_api_serves_the_latest_reading_of_every_datastream(compose_run: ComposeRun) -> None:
+    query = urllib.parse.quote("$expand=Observations($top=1;$orderby=phenomenonTime desc)", safe="$=()")
+    url = f"http://127.0.0.1:{compose_run.ports['SENSORTHINGS_PORT']}/v1.1/Datastreams?{query}"
+
+    def latest() -> dict[str, list[dict]]:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return {d["@iot.id"]: d["Observations"] for d in json.load(response)["value"]}
+
+    found = poll(
+        latest, lambda streams: bool(streams.get("sim-1:temperature")), 60, "sim-1 in SensorThings", 1
+    )
+    [observation] = found["sim-1:temperature"]
+    rows = influx_rows(compose_run, 'SELECT LAST("temperature") FROM "telemetry" WHERE "device" = \'sim-1\'')
+    assert isinstance(observation["result"], float) and rows
+    assert observation["@iot.id"].startswith("sim-1:temperature:")
 
 
 def test_make_watch_shows_the_stream(compose_run: ComposeRun) -> None:

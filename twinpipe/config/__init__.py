@@ -54,6 +54,7 @@ from twinpipe.config.publisher import (
     simulated_device_ids,
 )
 from twinpipe.config.schema import Config
+from twinpipe.config.sensorthings import SensorThingsConfig
 
 __all__ = [
     "BridgeConfig",
@@ -89,6 +90,7 @@ __all__ = [
     "Route",
     "Section",
     "SensorModel",
+    "SensorThingsConfig",
     "SerialConfig",
     "SimulatorConfig",
     "TagKey",

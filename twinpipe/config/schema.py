@@ -15,6 +15,7 @@ from twinpipe.config.logs import LoggingConfig
 from twinpipe.config.model import ModelConfig
 from twinpipe.config.mqtt import MqttConfig
 from twinpipe.config.publisher import PublisherConfig, simulated_device_ids
+from twinpipe.config.sensorthings import SensorThingsConfig
 from twinpipe.names import tag_field_collisions
 
 
@@ -27,6 +28,7 @@ class Config(Section):
     ingestion: IngestionConfig = IngestionConfig()
     display: DisplayConfig = DisplayConfig()
     latency_probe: LatencyProbeConfig = LatencyProbeConfig()
+    sensorthings: SensorThingsConfig = SensorThingsConfig()
     health: HealthConfig = HealthConfig()
     logging: LoggingConfig = LoggingConfig()
     model: ModelConfig = ModelConfig()
