@@ -39,6 +39,7 @@ DEVICE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 
 DEVICE_TAG = "device"  # the tag key twinpipe itself writes
+ORIGIN_TAG = "origin"  # the tag key the ingestion writes for replayed readings (envelope `origin`)
 TWINPIPE_FIELDS = frozenset({"seq", "boot"})  # the field keys twinpipe itself writes
 INFLUX_RESERVED_KEYS = frozenset({"time"})  # neither a tag nor a field key in InfluxDB
 # The latency probe's readings: outside DEVICE_PATTERN, so no configured device can take the name,
@@ -47,6 +48,7 @@ PROBE_DEVICE = "_probe"
 
 _WHY_RESERVED = {
     DEVICE_TAG: "it is the tag key twinpipe writes for the device id",
+    ORIGIN_TAG: "it is the tag key twinpipe writes for replayed readings (origin=replay)",
     "seq": "it is a field twinpipe writes itself",
     "boot": "it is a field twinpipe writes itself",
     "time": "InfluxDB reserves it for the timestamp and drops such a key",
