@@ -1,8 +1,8 @@
 """Envelope → InfluxDB line protocol. Pure, so the mapping is tested without a database.
 
-One point per envelope: tags identify the series (device + configured tags, plus origin=replay for
-a replayed reading: an envelope without `origin` gets no such tag, so live series are unchanged), fields are the sensor
-values plus seq (integer) and boot (string), the timestamp is the event time in ns. A re-delivered
+One point per envelope: tags identify the series (device + configured tags, plus origin=replay
+for a replayed reading: an envelope without `origin` gets no such tag, so live series are unchanged);
+fields are the sensor values plus seq (integer) and boot (string), the timestamp is the event time in ns. A re-delivered
 envelope produces the identical point, which InfluxDB overwrites: at-least-once in, exactly-once stored.
 
 The line is built here rather than with influxdb-client's Point (a profile put Point at a quarter
@@ -22,7 +22,7 @@ replaces the fields of the earlier (InfluxDB "Duplicate points"), whatever their
 from __future__ import annotations
 
 from twinpipe.envelope import Envelope
-from twinpipe.names import ORIGIN_TAG, DEVICE_TAG, measurement_problem, tag_key_problem, tag_value_problem
+from twinpipe.names import DEVICE_TAG, ORIGIN_TAG, measurement_problem, tag_key_problem, tag_value_problem
 
 _ESCAPE_MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\n", "\r": r"\r", "\t": r"\t"})
 _ESCAPE_KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n", "\r": r"\r", "\t": r"\t"})

@@ -52,10 +52,12 @@ from twinpipe.config.publisher import (
     SerialConfig,
     SimulatorConfig,
 )
+from twinpipe.config.replay import ReplayConfig
 from twinpipe.config.schema import Config
 
 __all__ = [
     "BridgeConfig",
+    "ReplayConfig",
     "CHECKSUM_SIZES",
     "CONFIG_PATH_ENV",
     "Config",
