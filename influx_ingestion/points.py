@@ -1,9 +1,10 @@
 """Envelope → InfluxDB line protocol. Pure, so the mapping is tested without a database.
 
-One point per envelope: tags identify the series (device + configured tags, plus origin=replay
-for a replayed reading: an envelope without `origin` gets no such tag, so live series are unchanged);
+One point per envelope: tags identify the series (device + configured tags, plus origin=replay for a
+replayed reading: an envelope without `origin` gets no such tag, so live series are unchanged);
 fields are the sensor values plus seq (integer) and boot (string), the timestamp is the event time
-in ns. A re-delivered envelope produces the identical point, which InfluxDB overwrites: at-least-once in, exactly-once stored.
+in ns. A re-delivered envelope produces the identical point, which InfluxDB overwrites: at-least-
+once in, exactly-once stored.
 
 The line is built here rather than with influxdb-client's Point (a profile put Point at a quarter
 of the ingestion's CPU), and byte for byte as Point builds it: tags and fields sorted by key, floats

@@ -9,9 +9,10 @@ from twinpipe.health import HealthServer
 
 DESCRIPTION = """\
 Read sensor frames from an STM32/Nucleo board on a serial port (publisher.source: serial) or from
-simulated boards (publisher.source: simulator) or a recording (publisher.source: replay: a CSV
-or JSON lines file replayed at its recorded rhythm times publisher.replay.speed),
-wrap each reading in a twinpipe envelope and publish it to MQTT at QoS 1 on publisher.topic_template (default twin/{device}/telemetry).
+simulated boards (publisher.source: simulator) or a recording (publisher.source: replay: a CSV or
+JSON lines file replayed at its recorded rhythm times publisher.replay.speed), wrap each reading in
+a twinpipe envelope and publish it to MQTT at QoS 1 on publisher.topic_template (default
+twin/{device}/telemetry).
 
 While the broker is unreachable, readings wait in a buffer of publisher.buffer_size; overflow drops
 the oldest and is counted and logged. A missing or unplugged port is retried until it reappears.
