@@ -157,9 +157,7 @@ def csv_header(header: list[str], config: ReplayConfig) -> tuple[int, int | None
     if config.columns is not None:
         missing = [name for name in config.columns if name not in header]
         if missing:
-            raise RecordingError(
-                f"publisher.replay.columns: {missing} are not columns of {header!r:.200}"
-            )
+            raise RecordingError(f"publisher.replay.columns: {missing} are not columns of {header!r:.200}")
         names = list(config.columns)
     else:
         names = [name for name in header if name not in (config.time_column, config.device_column)]
