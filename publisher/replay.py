@@ -307,9 +307,12 @@ def time_shift_ns(mode: str, first_ns: int, last_ns: int, start_wall_ns: int, sp
     """What to add to every recorded time of a pass. keep: 0. end_now: the last row's event time is
     the wall-clock moment its send is scheduled (start + (t_last - t_0)/speed; the start itself at
     speed 0), so at speed 1 every event time is its send time and at any speed no event time is in
-    the future when it is sent."""
+    the future when it is sent. Slower than recorded (0 < speed < 1) that needs the *first* row at
+    the start instead: the recorded spacing is then shorter than the sending's."""
     if mode == "keep":
         return 0
+    if 0 < speed < 1:
+        return start_wall_ns - first_ns
     return start_wall_ns + round(schedule_s(last_ns, first_ns, speed) * 1e9) - last_ns
 
 
