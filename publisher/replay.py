@@ -404,6 +404,7 @@ class ReplaySource:
         finally:
             progress.close()
         if not stop.is_set():
+            log.info("replay reached the end of %s; delivering what is buffered, then exiting", config.path)
             self.finished.set()
 
     def _pass(self, stop: threading.Event, start: float, progress: Progress) -> bool:
