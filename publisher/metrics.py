@@ -40,8 +40,8 @@ RESEND_WINDOW = Gauge(
 )
 REPLAY_SKIPPED = Counter(
     "twinpipe_publisher_replay_rows_skipped",
-    "Rows of a replayed recording skipped (logged with their line number) by kind: bad_time, bad_value,"
-    " bad_columns, bad_device, bad_json, no_values, time_backwards; see publisher/README.md",
+    "Rows of a replayed recording skipped (logged with their line number) by kind: bad_csv, bad_time,"
+    " bad_value, bad_columns, bad_device, bad_json, no_values, time_backwards; see publisher/README.md",
     ["kind"],
 )
 MQTT_CONNECTED = Gauge("twinpipe_publisher_mqtt_connected", "1 while connected to the MQTT broker")

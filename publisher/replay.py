@@ -38,6 +38,7 @@ log = logging.getLogger("publisher.replay")
 
 # Why a row was skipped (the `kind` label of twinpipe_publisher_replay_rows_skipped_total).
 ROW_ERROR_KINDS = (
+    "bad_csv",
     "bad_time",
     "bad_value",
     "bad_columns",
@@ -177,11 +178,21 @@ def csv_rows(lines: Iterable[str], config: ReplayConfig) -> Iterator[Row | RowEr
     """CSV with a header line: the time column, an optional device column, one column per value.
     Blank lines are skipped; a row of another length than the header is an error."""
     reader = csv.reader(lines, delimiter=config.csv_delimiter)
-    header = next(reader, None)
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise RecordingError(f"the header line cannot be read as CSV: {exc}") from None
     if header is None:
         raise RecordingError("the recording is empty (no header line)")
     time_index, device_index, columns = csv_header([name.strip() for name in header], config)
-    for cells in reader:
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # e.g. a field over csv.field_size_limit(); the next line reads on
+            yield RowError(reader.line_num, "bad_csv", f"not readable as CSV: {exc}")
+            continue
         line = reader.line_num
         if not cells:
             continue
@@ -261,10 +272,13 @@ def checked(
     to_ns: int | None = None,
 ) -> Iterator[Row | RowError]:
     """Renames devices (`device_map`, recorded id → new id; the result must be a valid device id),
-    refuses a row earlier than the one before it (the schedule needs times in order) or not after its
-    device's previous row (InfluxDB keeps one point per series and time), and keeps the rows inside
-    [from_ns, to_ns] (both inclusive; rows outside are not errors and are dropped silently)."""
-    last_ns = 0
+    refuses a row not after its device's previous row (time going backwards, or the same time twice:
+    InfluxDB keeps one point per series and time), and keeps the rows inside [from_ns, to_ns] (both
+    inclusive; rows outside are not errors and are left out silently).
+
+    Rows of *different* devices may be out of order: a recording of several Kafka partitions
+    (`consumer_display --json`) interleaves devices that way. The pacing sends such a row as soon as
+    it is read, its due moment having passed."""
     last_by_device: dict[str, int] = {}
     for item in items:
         if isinstance(item, RowError):
@@ -275,11 +289,6 @@ def checked(
         if problem:
             yield RowError(item.line, "bad_device", problem)
             continue
-        if item.time_ns < last_ns:
-            yield RowError(
-                item.line, "time_backwards", f"time {item.time_ns} ns is before the previous row's {last_ns}"
-            )
-            continue
         if item.time_ns <= last_by_device.get(device, 0):
             yield RowError(
                 item.line,
@@ -287,7 +296,6 @@ def checked(
                 f"time {item.time_ns} ns is not after device {device}'s previous row (one point per time)",
             )
             continue
-        last_ns = item.time_ns
         last_by_device[device] = item.time_ns
         if (from_ns is not None and item.time_ns < from_ns) or (to_ns is not None and item.time_ns > to_ns):
             continue
@@ -326,13 +334,15 @@ class Span:
 
 
 def span(items: Iterable[Row | RowError]) -> Span:
+    """The rows, the earliest and the latest time (devices may interleave out of order)."""
     found = Span()
     for item in items:
         if isinstance(item, Row):
             if not found.rows:
-                found.first_ns = item.time_ns
+                found.first_ns = found.last_ns = item.time_ns
             found.rows += 1
-            found.last_ns = item.time_ns
+            found.first_ns = min(found.first_ns, item.time_ns)
+            found.last_ns = max(found.last_ns, item.time_ns)
     return found
 
 
@@ -365,7 +375,9 @@ class ReplaySource:
 
     def _open(self) -> TextIO:
         try:
-            return open(self._config.path, encoding="utf-8-sig", newline="")  # noqa: SIM115
+            # Undecodable bytes become U+FFFD: that row then fails its time, value or device check
+            # and is reported with its line, rather than ending the replay.
+            return open(self._config.path, encoding="utf-8-sig", errors="replace", newline="")  # noqa: SIM115
         except OSError as exc:
             raise RecordingError(f"publisher.replay.path: cannot open {self._config.path}: {exc}") from None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -223,10 +224,9 @@ def test_checked_rows_are_in_order_mapped_and_every_other_row_is_an_error(
     out = list(checked(items, device_map))
     assert sorted(item.line for item in out) == [row.line for row in items]  # nothing lost silently
     kept = [item for item in out if isinstance(item, Row)]
-    assert [r.time_ns for r in kept] == sorted(r.time_ns for r in kept)
     for device in {r.device for r in kept}:
         times = [r.time_ns for r in kept if r.device == device]
-        assert len(times) == len(set(times))
+        assert times == sorted(set(times)), "each device's times strictly increase"
     assert all(
         r.device == device_map.get(src.device, src.device)
         for r in kept
@@ -291,8 +291,79 @@ def test_end_now_ends_the_recording_when_the_replay_reaches_it_and_never_in_the_
 
 
 def test_span_counts_the_rows_to_replay() -> None:
-    found = span([Row(2, 5, "a", {}), RowError(3, "bad_time", ""), Row(4, 9, "a", {})])
-    assert (found.rows, found.first_ns, found.last_ns) == (2, 5, 9)
+    found = span([Row(2, 5, "a", {}), RowError(3, "bad_time", ""), Row(4, 9, "a", {}), Row(5, 3, "b", {})])
+    assert (found.rows, found.first_ns, found.last_ns) == (3, 3, 9)
+
+
+def test_a_device_going_back_is_refused_but_devices_may_interleave() -> None:
+    rows = [
+        Row(2, 10, "a", {}),
+        Row(3, 8, "b", {}),
+        Row(4, 9, "a", {}),
+        Row(5, 8, "b", {}),
+        Row(6, 11, "a", {}),
+    ]
+    out = list(checked(rows, {}))
+    assert [(item.line, type(item).__name__) for item in out] == [
+        (2, "Row"),
+        (3, "Row"),
+        (4, "RowError"),
+        (5, "RowError"),
+        (6, "Row"),
+    ]
+    assert all(item.kind == "time_backwards" for item in out if isinstance(item, RowError))
+
+
+# Anything a file can hold once read as UTF-8 with errors="replace": no surrogates.
+file_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=60)
+
+
+@settings(max_examples=300)
+@given(st.lists(file_text, max_size=12), st.sampled_from([None, "s", "ms"]))
+def test_any_csv_text_is_read_into_rows_or_errors_with_lines_never_an_exception(
+    body: list[str], unit: str | None
+) -> None:
+    text = "time,device,temperature,humidity\n" + "\n".join(body)
+    lines = len(io.StringIO(text, newline="").readlines())  # \r, \n and \r\n end a line, as in the file
+    for item in parse_csv(text, time_unit=unit):
+        assert 2 <= item.line <= lines
+        if isinstance(item, Row):
+            assert item.values and all(v == v and abs(v) != float("inf") for v in item.values.values())
+            assert 0 < item.time_ns < 2**63
+        else:
+            assert item.kind in ROW_ERROR_KINDS and item.reason
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(
+        st.one_of(
+            file_text,
+            st.dictionaries(
+                st.sampled_from(["time", "device", "values", "temperature", "v", "time_ns"]),
+                st.one_of(
+                    st.none(),
+                    st.booleans(),
+                    st.integers(),
+                    st.floats(),
+                    file_text,
+                    st.dictionaries(file_text, st.floats()),
+                ),
+            ).map(json.dumps),
+        ),
+        max_size=10,
+    ),
+    st.sampled_from([None, "ns"]),
+)
+def test_any_json_lines_are_read_into_rows_or_errors_never_an_exception(
+    lines: list[str], unit: str | None
+) -> None:
+    for item in jsonl_rows([line.replace("\n", " ") for line in lines], config(time_unit=unit)):
+        assert 1 <= item.line <= len(lines)
+        if isinstance(item, Row):
+            assert item.values and 0 < item.time_ns < 2**63
+        else:
+            assert item.kind in ROW_ERROR_KINDS
 
 
 # --- config ---
