@@ -57,6 +57,9 @@ class Row:
     time_ns: int  # recorded event time, ns since the epoch
     device: str
     values: dict[str, float]
+    # False for envelopes (consumer_display --json): their order is Kafka's, where a re-sent reading
+    # can follow later ones of its device; a board's own rows (CSV, plain JSON) come in time order.
+    in_time_order: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +232,7 @@ def jsonl_rows(lines: Iterable[str], config: ReplayConfig) -> Iterator[Row | Row
             except EnvelopeError as exc:
                 yield RowError(line, "bad_json", f"not a valid envelope: {exc.reason}")
                 continue
-            yield Row(line, envelope.time_ns, envelope.device, dict(envelope.values))
+            yield Row(line, envelope.time_ns, envelope.device, dict(envelope.values), in_time_order=False)
             continue
         if config.time_column not in data:
             yield RowError(line, "bad_time", f"no {config.time_column!r} key (publisher.replay.time_column)")
@@ -277,9 +280,12 @@ def checked(
     inclusive; rows outside are not errors and are left out silently).
 
     Rows of *different* devices may be out of order: a recording of several Kafka partitions
-    (`consumer_display --json`) interleaves devices that way. The pacing sends such a row as soon as
-    it is read, its due moment having passed."""
+    (`consumer_display --json`) interleaves devices that way. So may a device's envelopes (rows not
+    `in_time_order`: a reading re-sent after a failed produce lands behind later ones); of those only
+    a time already seen for the device (within the last RECENT_TIMES rows) is refused, the second
+    copy of an at-least-once delivery. The pacing sends a late row as soon as it is read."""
     last_by_device: dict[str, int] = {}
+    recent = _RecentTimes()
     for item in items:
         if isinstance(item, RowError):
             yield item
@@ -289,17 +295,52 @@ def checked(
         if problem:
             yield RowError(item.line, "bad_device", problem)
             continue
-        if item.time_ns <= last_by_device.get(device, 0):
+        last_ns = last_by_device.get(device, 0)
+        if item.in_time_order and item.time_ns <= last_ns:
             yield RowError(
                 item.line,
                 "time_backwards",
                 f"time {item.time_ns} ns is not after device {device}'s previous row (one point per time)",
             )
             continue
-        last_by_device[device] = item.time_ns
+        if not item.in_time_order and item.time_ns <= last_ns and recent.seen(device, item.time_ns):
+            yield RowError(
+                item.line,
+                "time_backwards",
+                f"device {device} has a row at time {item.time_ns} ns already (a second copy; one point per"
+                " time)",
+            )
+            continue
+        recent.add(device, item.time_ns)
+        last_by_device[device] = max(last_ns, item.time_ns)
         if (from_ns is not None and item.time_ns < from_ns) or (to_ns is not None and item.time_ns > to_ns):
             continue
-        yield item if device == item.device else Row(item.line, item.time_ns, device, item.values)
+        yield (
+            item
+            if device == item.device
+            else Row(item.line, item.time_ns, device, item.values, item.in_time_order)
+        )
+
+
+RECENT_TIMES = 100_000  # per generation; two are kept
+
+
+class _RecentTimes:
+    """The (device, time) of the last 100,000 to 200,000 rows, bounded by two dict generations."""
+
+    def __init__(self, size: int = RECENT_TIMES) -> None:
+        self._size = size
+        self._current: set[tuple[str, int]] = set()
+        self._previous: set[tuple[str, int]] = set()
+
+    def seen(self, device: str, time_ns: int) -> bool:
+        key = (device, time_ns)
+        return key in self._current or key in self._previous
+
+    def add(self, device: str, time_ns: int) -> None:
+        if len(self._current) >= self._size:
+            self._previous, self._current = self._current, set()
+        self._current.add((device, time_ns))
 
 
 # --- pure: pacing and time shift ---

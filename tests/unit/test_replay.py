@@ -193,7 +193,7 @@ def test_json_lines_read_envelopes_plain_rows_and_report_bad_lines() -> None:
     parsed = list(jsonl_rows(lines, config(device="dflt")))
     rows = [item for item in parsed if isinstance(item, Row)]
     assert rows == [
-        Row(1, T2025, "board-7", {"temperature": 21.5}),
+        Row(1, T2025, "board-7", {"temperature": 21.5}, in_time_order=False),
         Row(2, T2025 + NS, "b", {"humidity": 50.0}),
         Row(3, T2025 + 2 * NS, "dflt", {"temperature": 3.0}),
     ]
@@ -312,6 +312,22 @@ def test_a_device_going_back_is_refused_but_devices_may_interleave() -> None:
         (6, "Row"),
     ]
     assert all(item.kind == "time_backwards" for item in out if isinstance(item, RowError))
+
+
+def test_a_devices_envelopes_may_come_late_from_kafka_but_a_second_copy_is_refused() -> None:
+    def envelope(seq: int, time_ns: int) -> str:
+        return encode(Envelope("sim-1", "b", seq, time_ns, {"t": float(seq)})).decode()
+
+    # seq 0 re-sent by the bridge after a failed produce lands behind seq 1 and 2; seq 1 twice.
+    lines = [envelope(1, T2025 + 2), envelope(2, T2025 + 3), envelope(0, T2025 + 1), envelope(1, T2025 + 2)]
+    out = list(checked(jsonl_rows(lines, config()), {}))
+    assert [(item.line, type(item).__name__) for item in out] == [
+        (1, "Row"),
+        (2, "Row"),
+        (3, "Row"),
+        (4, "RowError"),
+    ]
+    assert out[3].kind == "time_backwards" and "already" in out[3].reason
 
 
 # Anything a file can hold once read as UTF-8 with errors="replace": no surrogates.
