@@ -215,7 +215,11 @@ class Publisher:
         self._source_thread.join(timeout=5)
         self._drain(time.monotonic() + self._config.publisher.shutdown_timeout_s)
         if self._replay is not None:
-            log.info("%s", self._replay.summary())
+            log.info(
+                "%s; %d acknowledged by the broker",
+                self._replay.summary(),
+                sample("twinpipe_publisher_messages_published_total"),
+            )
 
     def _replay_delivered(self) -> bool:
         """The replay reached its end and everything it handed over was acknowledged: time to exit."""

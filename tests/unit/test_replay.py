@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -402,6 +403,13 @@ def test_replay_config_errors_name_the_key() -> None:
         )
     assert "after to" in " ".join(caught.value.errors)
     with pytest.raises(ConfigError) as caught:
+        parse_config(
+            {"publisher": {"replay": {"path": "x.csv", "loop": True, "time_shift": "end_now", "speed": 60}}}
+        )
+    assert "publisher.replay: loop with time_shift: end_now needs 0 < speed <= 1" in " ".join(
+        caught.value.errors
+    )
+    with pytest.raises(ConfigError) as caught:
         parse_config({"publisher": {"replay": {"path": "x.csv", "device_map": {"a": "_probe"}}}})
     assert "publisher.replay.device_map" in " ".join(caught.value.errors)
     assert (
@@ -523,3 +531,97 @@ def test_replayed_points_are_counted_and_left_out_of_the_delay_histograms() -> N
     assert sample("twinpipe_ingestion_end_to_end_delay_seconds_count") - observed == 1
     assert sample("twinpipe_ingestion_clock_anomalies_total", delay="end_to_end", kind="absurd") == absurd
     assert sample("twinpipe_ingestion_replayed_points_total") - replayed == 2
+
+
+def test_the_display_shows_a_replayed_readings_date_and_origin() -> None:
+    from consumer_display.render import format_line
+
+    replayed = Envelope("gso", "b", 7, T2025 + 6 * 3600 * NS, {"temperature": 10.0}, origin="replay")
+    assert format_line(replayed, {}) == "2025-01-01 06:00:00 gso (replay) #7 temperature=10.00"
+    live = Envelope("gso", "b", 7, T2025 + 6 * 3600 * NS + 5 * 10**6, {"temperature": 10.0})
+    assert format_line(live, {}) == "06:00:00.005 gso #7 temperature=10.00"
+
+
+# --- the source's wiring, without servers ---
+
+
+def _recording(tmp_path: Path, rows: int, step_s: float = 1.0) -> Path:
+    path = tmp_path / "r.csv"
+    lines = ["time,temperature"] + [f"{iso(T2025 + round(i * step_s * NS))},{i}" for i in range(rows)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_looped_replay_keeps_or_shifts_times_per_pass(tmp_path: Path) -> None:
+    from publisher.replay import ReplaySource
+
+    path = _recording(tmp_path, 4, step_s=0.01)
+    for shift in ("keep", "end_now"):
+        sent: list[tuple[str, int, float]] = []
+        stop = threading.Event()
+
+        def emit(device: str, values: dict[str, float], time_ns: int, sent=sent, stop=stop) -> bool:
+            sent.append((device, time_ns, values["temperature"]))
+            if len(sent) == 9:
+                stop.set()
+            return True
+
+        speed = 0 if shift == "keep" else 1  # end_now loops only at speed ≤ 1 (config check)
+        source = ReplaySource(
+            config(path=str(path), speed=speed, loop=True, time_shift=shift), emit, lambda e: None
+        )
+        source.run(stop)
+        assert not source.finished.is_set(), "stopped, not finished"
+        assert [v for _, _, v in sent] == [0, 1, 2, 3, 0, 1, 2, 3, 0]
+        times = [t for _, t, _ in sent]
+        first, second = times[:4], times[4:8]
+        step = NS // 100
+        assert [b - a for a, b in zip(first, first[1:], strict=False)] == [step] * 3
+        if shift == "keep":
+            assert first == second == [T2025 + i * step for i in range(4)]
+        else:
+            assert second[0] > first[-1], "each pass is new history"
+            assert [b - a for a, b in zip(second, second[1:], strict=False)] == [step] * 3
+
+
+def test_a_replay_that_reaches_its_end_is_finished_and_paced_from_one_start(tmp_path: Path) -> None:
+    from publisher.replay import ReplaySource
+
+    path = _recording(tmp_path, 6, step_s=0.05)  # 20 rows/s recorded, at 1×
+    sent: list[float] = []
+    source = ReplaySource(
+        config(path=str(path), speed=1), lambda *_: sent.append(time.monotonic()) or True, lambda e: None
+    )
+    started = time.monotonic()
+    source.run(threading.Event())
+    assert source.finished.is_set() and source.rows == 6
+    lateness = [at - (started + i * 0.05) for i, at in enumerate(sent)]
+    assert all(-0.005 < late < 0.03 for late in lateness), lateness
+
+
+def test_a_recording_with_nothing_to_replay_stops_the_start_naming_the_key(tmp_path: Path) -> None:
+    from publisher.replay import ReplaySource
+
+    path = _recording(tmp_path, 3)
+    with pytest.raises(RecordingError, match="publisher.replay.path: .* has no row to replay"):
+        ReplaySource(config(path=str(path), **{"from": "2030-01-01T00:00:00Z"}), lambda *_: True, print)
+    with pytest.raises(RecordingError, match="cannot open"):
+        ReplaySource(config(path=str(tmp_path / "missing.csv")), lambda *_: True, print)
+
+
+def test_progress_is_a_bar_on_a_terminal_and_log_lines_otherwise(
+    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from publisher.replay import Progress
+
+    with caplog.at_level("INFO", logger="publisher.replay"):
+        progress = Progress(4, interval_s=0.0, interactive=False)
+        for _ in range(2):
+            progress.row()
+        progress.close()
+    assert "replay progress: 2/4 rows (50 %), 0 skipped" in caplog.text
+    bar = Progress(4, interval_s=60.0, interactive=True)
+    for _ in range(4):
+        bar.row()
+    bar.close()
+    assert "4/4" in capsys.readouterr().err

@@ -37,6 +37,12 @@ class ReplayConfig(Section):
             raise ValueError(f"from ({self.from_.isoformat()}) is after to ({self.to.isoformat()})")
         if self.path is not None:
             self.resolved_format()
+        if self.loop and self.time_shift == "end_now" and not 0 < self.speed <= 1:
+            raise ValueError(
+                f"loop with time_shift: end_now needs 0 < speed <= 1 (got {self.speed:g}): each pass ends"
+                " when the replay reaches its end, so a faster pass would rewrite the history of the one"
+                " before; use time_shift: keep, or no loop"
+            )
         if self.columns is not None and (clash := {self.time_column, self.device_column} & set(self.columns)):
             raise ValueError(f"columns: {sorted(clash)} is the time_column or device_column")
         return self
