@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> None:
         ),
     ):
         publisher.run(stop)
+    if publisher.failed:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

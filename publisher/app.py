@@ -86,6 +86,7 @@ class Publisher:
             self._source = SimulatorSource(settings.simulator, self.accept)
         if settings.source != "replay":
             self._replay = None
+        self.failed = False  # the source ended on an error (a replay's): exit status 1
         self._stop = threading.Event()
         self._source_thread = threading.Thread(
             target=self._source.run, args=(self._stop,), name="source", daemon=True
@@ -209,7 +210,7 @@ class Publisher:
         wait_s = SPOOL_FLUSH_INTERVAL_S if self._spool else 0.2
         while not stop.is_set():
             self._sender_heartbeat.beat()
-            if not self._send_one(timeout=wait_s) and self._replay_delivered():
+            if not self._send_one(timeout=wait_s) and (self._replay_delivered() or self._replay_failed()):
                 break
         self._stop.set()
         self._source_thread.join(timeout=5)
@@ -220,6 +221,16 @@ class Publisher:
                 self._replay.summary(),
                 sample("twinpipe_publisher_messages_published_total"),
             )
+
+    def _replay_failed(self) -> bool:
+        """The replay's thread died of an error (logged by threading's excepthook): a replay is a job
+        with an end, so the publisher delivers what it has and exits 1 rather than idle unhealthy."""
+        if self._replay is None or self._source_thread.is_alive() or self._replay.finished.is_set():
+            return False
+        if not self.failed:
+            self.failed = True
+            log.error("the replay stopped on an error (above); delivering what is buffered, then exiting 1")
+        return not len(self.buffer) and not self._outbox.inflight() and not self._outbox.waiting()
 
     def _replay_delivered(self) -> bool:
         """The replay reached its end and everything it handed over was acknowledged: time to exit."""

@@ -625,3 +625,30 @@ def test_progress_is_a_bar_on_a_terminal_and_log_lines_otherwise(
         bar.row()
     bar.close()
     assert "4/4" in capsys.readouterr().err
+
+
+def test_a_replay_that_dies_of_an_error_ends_the_publisher_as_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from devstack.process import free_port
+    from publisher.app import Publisher
+    from publisher.replay import ReplaySource
+
+    def broken(self: ReplaySource, stop: threading.Event) -> None:
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(ReplaySource, "run", broken)
+    monkeypatch.setattr(threading, "excepthook", lambda args: None)  # the error is the test's own
+    path = _recording(tmp_path, 3)
+    settings = parse_config(
+        {
+            "mqtt": {"port": free_port()},  # nothing listens: nothing to deliver anyway
+            "publisher": {"source": "replay", "replay": {"path": str(path)}, "shutdown_timeout_s": 0.5},
+        }
+    )
+    started = time.monotonic()
+    with caplog.at_level("ERROR", logger="publisher"), Publisher(settings) as publisher:
+        publisher.run(threading.Event())
+        assert not publisher.health_checks()["source"]()
+    assert publisher.failed and time.monotonic() - started < 5
+    assert "the replay stopped on an error" in caplog.text
