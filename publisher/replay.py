@@ -232,7 +232,13 @@ def jsonl_rows(lines: Iterable[str], config: ReplayConfig) -> Iterator[Row | Row
             except EnvelopeError as exc:
                 yield RowError(line, "bad_json", f"not a valid envelope: {exc.reason}")
                 continue
-            yield Row(line, envelope.time_ns, envelope.device, dict(envelope.values), in_time_order=False)
+            values = envelope.values
+            if config.columns is not None:
+                values = {name: values[name] for name in config.columns if name in values}
+                if not values:
+                    yield RowError(line, "no_values", f"none of publisher.replay.columns {config.columns}")
+                    continue
+            yield Row(line, envelope.time_ns, envelope.device, values, in_time_order=False)
             continue
         if config.time_column not in data:
             yield RowError(line, "bad_time", f"no {config.time_column!r} key (publisher.replay.time_column)")

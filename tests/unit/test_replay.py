@@ -201,6 +201,12 @@ def test_json_lines_read_envelopes_plain_rows_and_report_bad_lines() -> None:
     errors = {item.line: item.kind for item in parsed if isinstance(item, RowError)}
     assert errors == {4: "bad_json", 5: "bad_value", 6: "bad_json", 7: "bad_time", 9: "bad_time"}
     assert set(errors.values()) <= set(ROW_ERROR_KINDS)
+    chosen = list(jsonl_rows(lines[:3], config(columns=["humidity"])))
+    assert [(item.line, item.values if isinstance(item, Row) else item.kind) for item in chosen] == [
+        (1, "no_values"),
+        (2, {"humidity": 50.0}),
+        (3, "no_values"),
+    ]
 
 
 # --- order, device map, window ---
