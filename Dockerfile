@@ -21,9 +21,13 @@ RUN /opt/twinpipe/bin/pip install --no-cache-dir --disable-pip-version-check \
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title=twinpipe
 # dialout: the group that owns USB serial devices (/dev/ttyACM*, /dev/ttyUSB*) on Debian/Ubuntu hosts.
+# The volumes' mount points exist owned by the stages' user, so a fresh named volume (which copies
+# them) is writable by it: the publisher's spool, and the twin-dashboard service's output, which
+# Grafana (another uid) reads, hence 0755.
 RUN test "$(getent group dialout | cut -d: -f3)" = 20 \
     && useradd --system --uid 10001 --gid dialout --no-create-home --shell /usr/sbin/nologin twinpipe \
-    && install -d -o twinpipe -g dialout -m 0750 /var/lib/twinpipe/spool
+    && install -d -o twinpipe -g dialout -m 0750 /var/lib/twinpipe/spool \
+    && install -d -o twinpipe -g dialout -m 0755 /var/lib/twinpipe/twin
 COPY --from=build /opt/twinpipe /opt/twinpipe
 COPY config.yaml /etc/twinpipe/config.yaml
 ENV PATH=/opt/twinpipe/bin:$PATH \

@@ -7,7 +7,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 COMPOSE ?= docker compose
 
 .DEFAULT_GOAL := help
-.PHONY: help env up up-serial down logs watch test compose-deps bench lint format demo demo-replay check-config compose-config system-deps venv clean grafana-schema
+.PHONY: help env up up-serial down logs watch test compose-deps bench lint format demo demo-replay dashboard check-config compose-config system-deps venv clean grafana-schema
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -78,7 +78,7 @@ system-deps: ## install the servers the tests and the demo run (Debian/Ubuntu)
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
 
 # Grafana's dashboard JSON schema, generated from the npm package @grafana/schema (pinned in
-# tests/grafana_schema/package-lock.json) to validate grafana/dashboards/*.json.
+# tests/grafana_schema/package-lock.json) to validate grafana/dashboards/*.json and grafana/twin/*.json.
 GRAFANA_SCHEMA := build/grafana-dashboard.schema.json
 SCHEMA_TOOLS   := tests/grafana_schema
 $(GRAFANA_SCHEMA): $(SCHEMA_TOOLS)/package-lock.json
@@ -117,11 +117,15 @@ format: venv ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-demo: system-deps venv ## run the pipeline as local processes on local servers, show the stream (Ctrl-C stops)
+demo: system-deps venv dashboard ## run the pipeline as local processes on local servers, show the stream (Ctrl-C stops)
 	$(BIN)/python -m devstack.demo $(if $(REPLAY),--replay $(REPLAY) --speed $(or $(SPEED),3600))
 
-demo-replay: system-deps venv ## the demo on a real weather year (pvlib TMY3, Greensboro NC) at 3600x; REPLAY=, SPEED= to change
+demo-replay: system-deps venv dashboard ## the demo on a real weather year (pvlib TMY3, Greensboro NC) at 3600x; REPLAY=, SPEED= to change
 	$(BIN)/python -m devstack.demo --replay $(or $(REPLAY),recordings/greensboro-2025.csv) --speed $(or $(SPEED),3600)
+
+# Compose does not need this: its twin-dashboard service writes the dashboard Grafana loads.
+dashboard: venv ## write grafana/twin/digital-twin.json from the model in config.yaml (without compose)
+	$(BIN)/python -m twinpipe dashboard --config config.yaml
 
 check-config: venv ## validate config.yaml (with TWINPIPE__ environment overrides)
 	$(BIN)/python -m twinpipe check-config config.yaml

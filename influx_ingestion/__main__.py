@@ -16,8 +16,11 @@ from twinpipe.retry import until_connected
 
 DESCRIPTION = """\
 Consume the telemetry topic(s) in consumer group ingestion.group_id and write one InfluxDB point per
-envelope (measurement ingestion.measurement; tags: device plus ingestion.tags / device_tags; fields:
-the sensor values, seq and boot; time: the event time). Batches of up to ingestion.batch_size records
+envelope (measurement ingestion.measurement; tags: device, thing for a device of model.things, plus
+ingestion.tags / device_tags; fields: the sensor values, seq and boot; time: the event time), and for
+a device of a located thing one point in ingestion.location_measurement per
+ingestion.location_interval_s of event time (latitude, longitude, altitude, name), in the same write.
+Batches of up to ingestion.batch_size records
 (collected for ingestion.flush_interval_s; 0: whatever one poll returned) are written with the
 InfluxDB 2 API, and offsets are committed only afterwards. InfluxDB down: retry with backoff, fetch
 nothing meanwhile. Records InfluxDB rejects for their content, records that are not envelopes, and

@@ -10,6 +10,10 @@ the record's Kafka timestamp so a re-delivery gets the same verdict) and value n
 one of the series' tags. It counts, without refusing, envelope keys it does not know and points
 that overwrite a different recent reading.
 
+Accumulating also adds, for a device of a thing in the model with a location, a point of
+`ingestion.location_measurement` once per `location_interval_s` window of event time
+(points.LocationPoints); it is written in the same request as the readings, never on its own.
+
 Flushing first sets aside, as dead letters, points older than the bucket's retention (read from the
 bucket, or `ingestion.retention_s`): InfluxDB would drop them. What InfluxDB still refuses is found
 by `isolate.write_isolating` in a few requests, not one request per point.
@@ -31,15 +35,18 @@ from kafka.structs import OffsetAndMetadata
 
 from influx_ingestion import metrics
 from influx_ingestion.isolate import BEYOND_RETENTION, write_isolating
-from influx_ingestion.points import PointMapper, RecentPoints, Unstorable
+from influx_ingestion.points import LocationPoints, PointMapper, RecentPoints, Unstorable
 from twinpipe import deadletter
 from twinpipe.backoff import Backoff
 from twinpipe.config import Config
+from twinpipe.config.model import Location
 from twinpipe.envelope import EnvelopeError, decode
 from twinpipe.eventtime import implausible_time
 from twinpipe.health import Check, Heartbeat
 from twinpipe.influx import Unavailable
 from twinpipe.metrics import consumer_lag, sample
+from twinpipe.model import TwinModel
+from twinpipe.names import PROBE_DEVICE
 from twinpipe.ratelog import ThrottledLog
 from twinpipe.trace import judge
 
@@ -74,6 +81,9 @@ class Batch:
     event_times: list[int] = field(default_factory=list)  # the event time (ns) of each line
     replayed: list[bool] = field(default_factory=list)  # each line's envelope has origin (a replay)
     dead_letters: list[DeadLetter] = field(default_factory=list)  # not yet delivered to Kafka
+    # Location points due with this batch's readings, and their times (ns): no Kafka record of their own.
+    locations: list[str] = field(default_factory=list)
+    location_times: list[int] = field(default_factory=list)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)  # next offset to commit
     started: float = field(default_factory=time.monotonic)
 
@@ -95,7 +105,24 @@ class Ingestion:
         self._write = write
         self._producer = dead_letters
         settings = self._settings
-        self._mapper = PointMapper(settings.measurement, settings.tags, settings.device_tags)
+        model = TwinModel(config.model)
+
+        def thing_of(device: str) -> str | None:
+            thing = model.thing(device) if device != PROBE_DEVICE else None  # a glob "*" is no probe
+            return thing.entry if thing is not None else None
+
+        def locate(device: str) -> tuple[str, Location] | None:
+            thing = model.thing(device) if device != PROBE_DEVICE else None
+            if thing is None or thing.location is None:
+                return None
+            return thing.entry, thing.location
+
+        self._mapper = PointMapper(settings.measurement, settings.tags, settings.device_tags, thing_of)
+        self._locations = (
+            LocationPoints(settings.location_measurement, settings.location_interval_s, locate)
+            if settings.location_measurement is not None
+            else None
+        )
         self._throttled = ThrottledLog(log)
         # A flush may legitimately wait a full write timeout plus the longest backoff between beats.
         self.heartbeat = Heartbeat(max_age_s=config.influxdb.timeout_s + settings.retry_max_s + 30)
@@ -222,6 +249,11 @@ class Ingestion:
         batch.sources.append(record)
         batch.event_times.append(envelope.time_ns)
         batch.replayed.append(envelope.origin is not None)
+        if self._locations is not None:
+            due = self._locations.due(envelope.device, envelope.time_ns)
+            if due is not None:
+                batch.locations.append(due[0])
+                batch.location_times.append(due[1])
 
     # --- step 2: flush ---
 
@@ -250,10 +282,30 @@ class Ingestion:
 
     def _write_isolating_rejects(self, batch: Batch) -> list[DeadLetter]:
         """Write; what InfluxDB refuses comes back as dead letters with its reason (isolate.py)."""
-        outcome = write_isolating(batch.lines, batch.event_times, self._write_one, MAX_ISOLATION_REQUESTS)
+        readings = len(batch.lines)
+        outcome = write_isolating(
+            batch.lines + batch.locations,
+            batch.event_times + batch.location_times,
+            self._write_one,
+            MAX_ISOLATION_REQUESTS,
+        )
         if any(refused.kind == BEYOND_RETENTION for refused in outcome.refused):
             self._retention_stale = True
-        return [self._rejected(batch.sources[r.index], r.reason, r.kind) for r in outcome.refused]
+        refused_locations = [r for r in outcome.refused if r.index >= readings]
+        for refused in refused_locations:  # derived from config.yaml: no record to dead-letter, logged
+            metrics.LOCATIONS_REFUSED.inc()
+            self._throttled.warning(
+                "location",
+                "location point refused: %s: %s",
+                batch.locations[refused.index - readings],
+                refused.reason,
+            )
+        metrics.LOCATIONS_WRITTEN.inc(len(batch.locations) - len(refused_locations))
+        return [
+            self._rejected(batch.sources[r.index], r.reason, r.kind)
+            for r in outcome.refused
+            if r.index < readings
+        ]
 
     def _write_one(self, lines: list[str]) -> None:
         """One write request, counted and timed."""
@@ -311,6 +363,11 @@ class Ingestion:
                     f" ({retention_s:g} s); InfluxDB would drop it (points beyond retention policy)"
                 )
                 batch.dead_letters.append(self._rejected(batch.sources[i], reason, BEYOND_RETENTION))
+        old_locations = [i for i, time_ns in enumerate(batch.location_times) if time_ns < cutoff_ns]
+        if old_locations:  # of readings set aside just now: InfluxDB would drop them as well
+            metrics.LOCATIONS_REFUSED.inc(len(old_locations))
+            batch.locations = [line for i, line in enumerate(batch.locations) if i not in old_locations]
+            batch.location_times = [t for t in batch.location_times if t >= cutoff_ns]
         batch.lines = [batch.lines[i] for i in keep]
         batch.sources = [batch.sources[i] for i in keep]
         batch.event_times = [batch.event_times[i] for i in keep]

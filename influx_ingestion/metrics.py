@@ -23,6 +23,14 @@ OVERWRITES = Counter(
     "Points with the device and event time of a different recent reading (another boot or seq):"
     " one point in InfluxDB, the later write wins",
 )
+LOCATIONS_WRITTEN = Counter(
+    "twinpipe_ingestion_location_points_written",
+    "Location points (ingestion.location_measurement) InfluxDB acknowledged",
+)
+LOCATIONS_REFUSED = Counter(
+    "twinpipe_ingestion_location_points_refused",
+    "Location points not stored: refused by InfluxDB, or older than the retention (logged)",
+)
 RETRIES = Counter(
     "twinpipe_ingestion_retries",
     "Failed attempts that will be retried, by operation: write, dead_letters",

@@ -1,10 +1,10 @@
 """Envelope → InfluxDB line protocol. Pure, so the mapping is tested without a database.
 
-One point per envelope: tags identify the series (device + configured tags, plus origin=replay for a
-replayed reading: an envelope without `origin` gets no such tag, so live series are unchanged);
-fields are the sensor values plus seq (integer) and boot (string), the timestamp is the event time
-in ns. A re-delivered envelope produces the identical point, which InfluxDB overwrites: at-least-
-once in, exactly-once stored.
+One point per envelope: tags identify the series (device, the device's thing in the model,
+configured tags, plus origin=replay for a replayed reading: an envelope without `origin` gets no such
+tag, so live series are unchanged); fields are the sensor values plus seq (integer) and boot
+(string), the timestamp is the event time in ns. A re-delivered envelope produces the identical
+point, which InfluxDB overwrites: at-least-once in, exactly-once stored.
 
 The line is built here rather than with influxdb-client's Point (a profile put Point at a quarter
 of the ingestion's CPU), and byte for byte as Point builds it: tags and fields sorted by key, floats
@@ -22,8 +22,18 @@ replaces the fields of the earlier (InfluxDB "Duplicate points"), whatever their
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from twinpipe.config.model import Location
 from twinpipe.envelope import Envelope
-from twinpipe.names import DEVICE_TAG, ORIGIN_TAG, measurement_problem, tag_key_problem, tag_value_problem
+from twinpipe.names import (
+    DEVICE_TAG,
+    ORIGIN_TAG,
+    THING_TAG,
+    measurement_problem,
+    tag_key_problem,
+    tag_value_problem,
+)
 
 _ESCAPE_MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\n", "\r": r"\r", "\t": r"\t"})
 _ESCAPE_KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n", "\r": r"\r", "\t": r"\t"})
@@ -55,9 +65,23 @@ def _name_problems(
     return [problem for problem in problems if problem]
 
 
+def _string_field(value: str) -> str:
+    """A line protocol string field value: quoted, with `\\` and `"` escaped; a control character
+    (a newline would end the point) becomes a space."""
+    value = "".join(char if char.isprintable() else " " for char in value)
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 class PointMapper:
+    """`thing_of(device)`: the key of the device's entry in `model.things`, or None (no `thing` tag);
+    called once per device, the result is cached with the series prefix."""
+
     def __init__(
-        self, measurement: str, tags: dict[str, str], device_tags: dict[str, dict[str, str]]
+        self,
+        measurement: str,
+        tags: dict[str, str],
+        device_tags: dict[str, dict[str, str]],
+        thing_of: Callable[[str], str | None] = lambda device: None,
     ) -> None:
         problems = _name_problems(measurement, tags, device_tags)
         if problems:
@@ -65,6 +89,7 @@ class PointMapper:
         self._measurement = measurement.translate(_ESCAPE_MEASUREMENT)
         self._tags = tags
         self._device_tags = device_tags
+        self._thing_of = thing_of
         # (device, origin) → (line prefix, tag keys)
         self._series: dict[tuple[str, str | None], tuple[str, frozenset[str]]] = {}
 
@@ -72,6 +97,9 @@ class PointMapper:
         series = self._series.get((device, origin))
         if series is None:
             tags = {DEVICE_TAG: device} | self._tags | self._device_tags.get(device, {})
+            thing = self._thing_of(device)
+            if thing is not None:
+                tags[THING_TAG] = thing
             if origin is not None:  # replayed readings only: live series keep their tag set
                 tags[ORIGIN_TAG] = origin
             pairs = "".join(f",{k.translate(_ESCAPE_KEY)}={_tag_value(v)}" for k, v in sorted(tags.items()))
@@ -92,6 +120,65 @@ class PointMapper:
         fields += [("boot", f'"{envelope.boot}"'), ("seq", f"{envelope.seq}i")]
         fields.sort()
         return f"{prefix}{','.join(f'{k}={v}' for k, v in fields)} {envelope.time_ns}"
+
+
+def location_line(measurement: str, device: str, thing: str, location: Location, time_ns: int) -> str:
+    """One point of `measurement` (e.g. `twin_location`) placing a device on the map: tags `device`
+    and `thing`; fields `latitude` and `longitude` (degrees, WGS 84), `altitude` (m, only when the
+    model sets it) and `name` (the location's name, a string)."""
+    pairs = f",{DEVICE_TAG}={_tag_value(device)},{THING_TAG}={_tag_value(thing)}"
+    fields = [
+        ("latitude", _float(float(location.latitude))),
+        ("longitude", _float(float(location.longitude))),
+    ]
+    if location.altitude is not None:
+        fields.append(("altitude", _float(float(location.altitude))))
+    fields.append(("name", _string_field(location.name)))
+    fields.sort()
+    body = ",".join(f"{k}={v}" for k, v in fields)
+    return f"{measurement.translate(_ESCAPE_MEASUREMENT)}{pairs} {body} {time_ns}"
+
+
+class LocationPoints:
+    """When a modelled device's location point is due, and the point.
+
+    `locate(device)` gives (thing key, location) or None (not modelled, or no location). A device's
+    location is written for every `interval_s` window of event time in which it has a reading,
+    stamped with the window's start (`time_ns - time_ns % interval`): the first reading of a run
+    writes one, and a dashboard range of at least one interval that holds readings holds a location.
+    The stamp depends only on the device and the reading's time, so a re-delivery, a restart or a
+    second replica rewrites the identical point (InfluxDB overwrites it) instead of adding one. The
+    windows written are remembered (bounded: forgotten in one go past 100,000), so the usual reading
+    costs one dict lookup."""
+
+    def __init__(
+        self,
+        measurement: str,
+        interval_s: float,
+        locate: Callable[[str], tuple[str, Location] | None],
+    ) -> None:
+        problem = measurement_problem(measurement)
+        if problem:
+            raise ValueError(problem)
+        self._measurement = measurement
+        self._interval_ns = int(interval_s * 1e9)
+        self._locate = locate
+        self._written: dict[tuple[str, int], None] = {}
+
+    def due(self, device: str, time_ns: int) -> tuple[str, int] | None:
+        """The location point to write with this reading and its time (ns), or None (written
+        already, or no location)."""
+        window = (device, time_ns - time_ns % self._interval_ns)
+        if window in self._written:
+            return None
+        if len(self._written) >= MAX_CACHED_DEVICES:
+            self._written.clear()
+        self._written[window] = None
+        placed = self._locate(device)
+        if placed is None:
+            return None
+        thing, location = placed
+        return location_line(self._measurement, device, thing, location, window[1]), window[1]
 
 
 RECENT_POINTS = 50_000  # per generation; two generations are kept

@@ -31,6 +31,7 @@ from twinpipe.config import Config
 from twinpipe.envelope import ORIGIN_REPLAY, TRACE_PUBLISH, encode, new_boot_id
 from twinpipe.health import Check, Heartbeat
 from twinpipe.metrics import sample
+from twinpipe.model import TwinModel
 from twinpipe.ratelog import ThrottledLog
 from twinpipe.takeover import SessionGuard
 
@@ -74,9 +75,14 @@ class Publisher:
             "publisher",
             (config.mqtt.reconnect_min_s, config.mqtt.reconnect_max_s),
         )
+        self._model = TwinModel(config.model)
+        # Serial frames are range-checked by the decoder (with their raw bytes in the log); readings
+        # of other sources, and json/kv keys taken without a fields list, here in accept().
+        self._check_ranges = settings.source != "serial" or not settings.serial.frame.fields
         if settings.source == "serial":
+            serial_ranges = self._model.ranges(settings.serial.device_id, settings.serial.frame.fields)
             self._source: SerialSource | SimulatorSource = SerialSource(
-                settings.serial, self.accept, self._on_frame_error
+                settings.serial, self.accept, self._on_frame_error, serial_ranges
             )
         elif settings.source == "replay":
             self._source = self._replay = ReplaySource(
@@ -141,6 +147,9 @@ class Publisher:
     # --- source side (source thread) ---
 
     def accept(self, device: str, values: dict[str, float], read_ns: int) -> None:
+        if self._check_ranges and (outside := self._outside_range(device, values)):
+            self._out_of_range(device, outside, values[outside])
+            return
         sequencer = self._sequencers.get(device)
         if sequencer is None:
             sequencer = self._sequencers[device] = Sequencer(device, self.boot)
@@ -148,12 +157,37 @@ class Publisher:
         envelope = sequencer.stamp(values, read_ns)
         self._buffer_put(Pending(envelope, self._spool.append(envelope) if self._spool else None))
 
+    def _outside_range(self, device: str, values: dict[str, float]) -> str | None:
+        """The first value name whose value lies outside its datastream's range, or None."""
+        for name, value in values.items():
+            stream = self._model.datastream(device, name)
+            if stream is not None and stream.range is not None:
+                low, high = stream.range
+                if not low <= value <= high:
+                    return name
+        return None
+
+    def _out_of_range(self, device: str, name: str, value: float) -> None:
+        metrics.OUT_OF_RANGE.labels(name).inc()
+        self._throttled.warning(
+            f"range-{name}",
+            "dropped a reading of %s: %s = %g is outside its plausible range %s (model:); %d so far",
+            device,
+            name,
+            value,
+            list(self._model.datastream(device, name).range),  # type: ignore[union-attr]
+            sample("twinpipe_publisher_out_of_range_total", datastream=name),
+        )
+
     def accept_replayed(self, device: str, values: dict[str, float], time_ns: int) -> bool:
         """A replayed row: marked origin=replay, and never dropped: waits while the buffer is full.
         False when the publisher is stopping (the row was not taken)."""
         sequencer = self._sequencers.get(device)
         if sequencer is None:
             sequencer = self._sequencers[device] = Sequencer(device, self.boot)
+        if outside := self._outside_range(device, values):  # the model's plausible ranges, as live
+            self._out_of_range(device, outside, values[outside])
+            return True  # handled: dropped and counted like a live reading out of range
         envelope = sequencer.stamp(values, time_ns, ORIGIN_REPLAY)
         pending = Pending(envelope, self._spool.append(envelope) if self._spool else None)
         if not self.buffer.put_waiting(pending, self._stop):
@@ -190,6 +224,8 @@ class Publisher:
             )
 
     def _on_frame_error(self, device: str, error: FrameError) -> None:
+        if error.value is not None:
+            metrics.OUT_OF_RANGE.labels(error.value).inc()
         metrics.ERRORS.labels("frame").inc()
         metrics.FRAME_ERRORS.labels(error.kind).inc()
         self._throttled.warning(
@@ -216,9 +252,16 @@ class Publisher:
         self._source_thread.join(timeout=5)
         self._drain(time.monotonic() + self._config.publisher.shutdown_timeout_s)
         if self._replay is not None:
+            out_of_range = sum(
+                point.value
+                for metric in metrics.OUT_OF_RANGE.collect()
+                for point in metric.samples
+                if point.name.endswith("_total")
+            )
             log.info(
-                "%s; %d acknowledged by the broker",
+                "%s; %d outside the model's plausible ranges (dropped); %d acknowledged by the broker",
                 self._replay.summary(),
+                out_of_range,
                 sample("twinpipe_publisher_messages_published_total"),
             )
 

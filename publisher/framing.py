@@ -59,6 +59,7 @@ class FrameError:
     reason: str
     raw: bytes
     kind: str = "malformed"
+    value: str | None = None  # out_of_range: the value name (datastream) outside its range
 
 
 class BadFrame(ValueError):
@@ -268,6 +269,7 @@ def check_ranges(
                 "(misaligned frame or faulty sensor)",
                 raw,
                 "out_of_range",
+                name,
             )
     return None
 
@@ -693,14 +695,16 @@ class BinaryDecoder:
             self._noise_size = 0
 
 
-def make_decoder(config: FrameConfig) -> Decoder:
+def make_decoder(config: FrameConfig, ranges: Mapping[str, tuple[float, float]] | None = None) -> Decoder:
+    """A decoder for the configured frame format; `ranges` (value name → [min, max], from the model's
+    datastreams) drop frames with a value outside, counted as out_of_range."""
     if config.format == "binary":
         return BinaryDecoder(
             config.sync(),
             config.layout,
             config.fields,
             config.scales(),
-            config.ranges,
+            ranges,
             config.checksum,
             config.checksum_covers,
         )
@@ -710,7 +714,7 @@ def make_decoder(config: FrameConfig) -> Decoder:
         "csv": lambda line: parse_csv_line(line, config.fields, config.csv_delimiter),
         "kv": lambda line: parse_kv_line(line, config.fields, skipped),
     }
-    return LineDecoder(parsers[config.format], config.max_line_bytes, config.ranges, skipped)
+    return LineDecoder(parsers[config.format], config.max_line_bytes, ranges, skipped)
 
 
 def encode_frame(config: FrameConfig, reading: Reading) -> bytes:

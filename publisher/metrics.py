@@ -18,6 +18,13 @@ FRAME_ERRORS = Counter(
     "Serial frames dropped (and runs of skipped bytes) by kind; see publisher/README.md",
     ["kind"],
 )
+OUT_OF_RANGE = Counter(
+    "twinpipe_publisher_out_of_range",
+    "Readings dropped, never published, because a value was outside its datastream's plausible range "
+    "(model: in config.yaml), by datastream (the value name); serial frames are also counted in "
+    "frame_errors_total{kind=out_of_range}",
+    ["datastream"],
+)
 DROPPED = Counter("twinpipe_publisher_buffer_dropped", "Readings dropped because the buffer was full")
 BUFFER_DEPTH = Gauge("twinpipe_publisher_buffer_depth_readings", "Readings waiting in the buffer")
 BUFFER_CAPACITY = Gauge("twinpipe_publisher_buffer_capacity_readings", "publisher.buffer_size")

@@ -52,7 +52,3 @@ def models_for_fields(fields: list[str], sensors: dict[str, SensorModel]) -> dic
             raise ValueError(f"publisher.simulator.sensors: no model for frame field {field!r}")
         models[field] = match
     return models
-
-
-def device_ids(config: SimulatorConfig) -> list[str]:
-    return [f"{config.device_prefix}-{i + 1}" for i in range(config.devices)]

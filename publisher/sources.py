@@ -11,9 +11,9 @@ from collections.abc import Callable
 import serial
 
 from publisher.framing import FrameError, make_decoder
-from publisher.simulator import SimulatedBoard, device_ids
+from publisher.simulator import SimulatedBoard
 from twinpipe.backoff import Backoff
-from twinpipe.config import SerialConfig, SimulatorConfig
+from twinpipe.config import SerialConfig, SimulatorConfig, simulated_device_ids
 from twinpipe.retry import until_connected
 
 log = logging.getLogger("publisher.source")
@@ -51,8 +51,15 @@ def open_serial(config: SerialConfig) -> serial.Serial:
 class SerialSource:
     """Reads one board. A missing or unplugged port is logged once and retried with backoff, forever."""
 
-    def __init__(self, config: SerialConfig, emit: Emit, on_frame_error: OnFrameError) -> None:
+    def __init__(
+        self,
+        config: SerialConfig,
+        emit: Emit,
+        on_frame_error: OnFrameError,
+        ranges: dict[str, tuple[float, float]] | None = None,
+    ) -> None:
         self._config = config
+        self._ranges = ranges or {}
         self._emit = emit
         self._on_frame_error = on_frame_error
 
@@ -78,7 +85,7 @@ class SerialSource:
                 port.close()
 
     def _read(self, port: serial.Serial, stop: threading.Event) -> None:
-        decoder = make_decoder(self._config.frame)
+        decoder = make_decoder(self._config.frame, self._ranges)
         device = self._config.device_id
         try:
             while not stop.is_set():
@@ -105,7 +112,8 @@ class SimulatorSource:
     def run(self, stop: threading.Event) -> None:
         config = self._config
         rng = random.Random(config.seed)
-        boards = {device: SimulatedBoard(config.sensors, config, rng) for device in device_ids(config)}
+        devices = simulated_device_ids(config)
+        boards = {device: SimulatedBoard(config.sensors, config, rng) for device in devices}
         log.info("simulating %d board(s) at %g readings/s each", len(boards), config.rate_hz)
         interval = 1.0 / config.rate_hz
         next_tick = time.monotonic()

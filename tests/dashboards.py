@@ -13,8 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from twinpipe.config import Config
+from twinpipe.dashboard import streams
+from twinpipe.envelope import Envelope
+
 ROOT = Path(__file__).resolve().parents[1]
-DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
+# The hand-written dashboards, then the Digital twin's copy generated from the shipped config.yaml
+# (twinpipe/dashboard.py; compose writes its own from the config.yaml it mounts).
+TWIN_DASHBOARD = ROOT / "grafana" / "twin" / "digital-twin.json"
+DASHBOARDS = [
+    *sorted((ROOT / "grafana" / "dashboards").glob("*.json")),
+    *sorted(TWIN_DASHBOARD.parent.glob("*.json")),
+]
 INFLUX_UID = "twinpipe-influxdb"
 PROMETHEUS_UID = "twinpipe-prometheus"
 
@@ -85,3 +95,20 @@ def substitute(text: str, chosen: dict[str, str]) -> str:
     leftover = re.findall(r"\$\w+", text)
     assert not leftover, f"unsubstituted variables {leftover} in {text!r}"
     return text
+
+
+def example_device(devices: str) -> str:
+    """A device id a thing entry's `devices` (an id or a glob) matches: `sim-*` → `sim-twin`."""
+    # A character class: its first character, or '_' for a negated one ([!...]).
+    device = re.sub(r"\[(!?)(.)[^\]]*\]", lambda m: "_" if m.group(1) else m.group(2), devices)
+    return device.replace("*", "twin").replace("?", "t")
+
+
+def model_readings(config: Config, time_ns: int, boot: str = "twin") -> list[Envelope]:
+    """One reading of every datastream the Digital twin dashboard shows, for one device of each thing
+    in the model (mid-range values): what its per-thing queries need to return data."""
+    envelopes = []
+    for thing in config.model.things.values():
+        values = {s.value: (sum(s.range) / 2 if s.range else 1.0) for s in streams(config.model, thing)}
+        envelopes.append(Envelope(example_device(thing.devices), boot, 0, time_ns, values))
+    return envelopes

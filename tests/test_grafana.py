@@ -12,7 +12,16 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.dashboards import DASHBOARDS, INFLUX_UID, PROMETHEUS_UID, ROOT, load, queries, variables
+from tests.dashboards import (
+    DASHBOARDS,
+    INFLUX_UID,
+    PROMETHEUS_UID,
+    ROOT,
+    TWIN_DASHBOARD,
+    load,
+    queries,
+    variables,
+)
 
 SCHEMA = ROOT / "build" / "grafana-dashboard.schema.json"
 PROVISIONING = ROOT / "grafana" / "provisioning"
@@ -30,8 +39,8 @@ def datasources() -> dict[str, dict]:
 
 
 def test_three_dashboards_with_unique_uids() -> None:
-    titles = {load(path)["uid"]: load(path)["title"] for path in DASHBOARDS}
-    assert set(titles) == {"twinpipe-twin", "twinpipe-health", "twinpipe-latency"}
+    uids = sorted(load(path)["uid"] for path in DASHBOARDS)
+    assert uids == ["twinpipe-health", "twinpipe-latency", "twinpipe-twin"]
 
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
@@ -73,9 +82,23 @@ def test_influxdb_datasource_uses_influxql_with_a_token_from_the_environment() -
     assert datasources()[PROMETHEUS_UID]["isDefault"] is True
 
 
-def test_dashboard_provider_loads_the_folder_compose_mounts() -> None:
-    provider = yaml.safe_load((PROVISIONING / "dashboards" / "twinpipe.yml").read_text())["providers"][0]
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    mounts = compose["services"]["grafana"]["volumes"]
-    assert f"./grafana/dashboards:{provider['options']['path']}:ro" in mounts
+def test_dashboard_providers_load_the_folders_compose_mounts_each_uid_once() -> None:
+    """The hand-written dashboards come from the repository, the Digital twin from the volume the
+    twin-dashboard service writes (tests/test_deploy.py checks the writing side); the repository's
+    generated copy stays out of Grafana, or two files would carry the uid twinpipe-twin."""
+    document = yaml.safe_load((PROVISIONING / "dashboards" / "twinpipe.yml").read_text())
+    providers = {provider["name"]: provider for provider in document["providers"]}
+    assert set(providers) == {"twinpipe", "twinpipe-twin"}
+    grafana = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["grafana"]
+    mounts = grafana["volumes"]
+    assert f"./grafana/dashboards:{providers['twinpipe']['options']['path']}:ro" in mounts
+    twin = providers["twinpipe-twin"]["options"]["path"]
+    assert f"twin-dashboard:{twin}:ro" in mounts
     assert "./grafana/provisioning:/etc/grafana/provisioning:ro" in mounts
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home == f"{twin}/{TWIN_DASHBOARD.name}"
+    paths = [provider["options"]["path"] for provider in providers.values()]
+    assert not any(a != b and a.startswith(f"{b}/") for a in paths for b in paths), "nested folders"
+    hand_written = [load(path)["uid"] for path in (ROOT / "grafana" / "dashboards").glob("*.json")]
+    assert load(TWIN_DASHBOARD)["uid"] not in hand_written
+    assert not any(mount.startswith("./grafana/twin") for mount in mounts)

@@ -1,4 +1,5 @@
-"""`python -m twinpipe check-config [PATH]`: validate a config.yaml and print every error."""
+"""`python -m twinpipe check-config [PATH]`: validate a config.yaml and print every error.
+`python -m twinpipe dashboard [--check]`: write (or compare) the Digital twin dashboard from the model."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
+from pathlib import Path
 
 from twinpipe.cli import CONFIG_EPILOG
 from twinpipe.config import CONFIG_PATH_ENV, ConfigError, env_overrides, load_config, resolve_path
@@ -25,7 +27,27 @@ def main(argv: list[str] | None = None) -> int:
     probe.add_argument(
         "--config", metavar="PATH", help="config file (default: $TWINPIPE_CONFIG or ./config.yaml)"
     )
+    board = commands.add_parser(
+        "dashboard",
+        help="write the Digital twin dashboard (grafana/twin/digital-twin.json) from config.yaml's model",
+        description="Write the Digital twin dashboard from the config file's model (TWINPIPE__ environment"
+        " overrides are not applied: Grafana serves the one dashboard to the whole stack).",
+    )
+    board.add_argument(
+        "--config", metavar="PATH", help="config file (default: $TWINPIPE_CONFIG or ./config.yaml)"
+    )
+    board.add_argument(
+        "--output",
+        metavar="PATH",
+        help="dashboard file (default: the repository's grafana/twin/digital-twin.json; compose's"
+        " twin-dashboard service writes into the volume Grafana provisions from)",
+    )
+    board.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if the file differs from the model's"
+    )
     args = parser.parse_args(argv)
+    if args.command == "dashboard":
+        return dashboard(args.config, args.output, args.check)
     if args.command == "healthcheck":
         return healthcheck(args.config, "/readyz" if args.ready else "/healthz")
     return check_config(args.path, os.environ)
@@ -61,6 +83,47 @@ def check_config(path: str | None, environ: Mapping[str, str]) -> int:
         )
         print(f"config OK: built-in defaults{with_overrides}")
     return 0
+
+
+def dashboard(path: str | None, output: str | None, check: bool) -> int:
+    """Render the Digital twin dashboard from the config file's model (twinpipe/dashboard.py).
+    TWINPIPE__ overrides are not applied: they configure one process, while the dashboard file is
+    provisioned to Grafana for the whole stack, which reads the same config.yaml."""
+    from twinpipe.dashboard import OUTPUT, render
+
+    try:
+        text = render(load_config(resolve_path(path, os.environ), {}))
+    except ConfigError as exc:
+        print("\n".join(exc.errors), file=sys.stderr)
+        return 1
+    target = Path(output) if output else OUTPUT
+    current = target.read_text() if target.is_file() else None
+    if check:
+        if current != text:
+            print(f"{target} differs from the model: run python -m twinpipe dashboard", file=sys.stderr)
+            return 1
+        print(f"{target} matches the model")
+        return 0
+    if current == text:
+        print(f"{target} is up to date")
+        return 0
+    try:
+        write_replacing(target, text)
+    except OSError as exc:
+        print(f"cannot write the dashboard to {target}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{target} written from the model")
+    return 0
+
+
+def write_replacing(target: Path, text: str) -> None:
+    """Write beside `target`, then rename over it: Grafana re-reads provisioned files every 30 s
+    (grafana/provisioning/dashboards/twinpipe.yml) and sees the old file or the new one, never half
+    of one. Mode 0644 because Grafana reads it as another user (uid 472) than the writer (10001)."""
+    temporary = target.with_name(f".{target.name}.tmp")
+    temporary.write_text(text)
+    temporary.chmod(0o644)
+    os.replace(temporary, target)
 
 
 def healthcheck(path: str | None, endpoint: str = "/healthz") -> int:

@@ -55,6 +55,36 @@ def test_make_up_completes_the_env_and_waits_until_every_service_is_healthy(comp
         assert services[name]["Health"] == "healthy", services[name]
     assert services["mosquitto-passwd"]["State"] == "exited" and services["mosquitto-passwd"]["ExitCode"] == 0
     assert ("grafana" in services) == UPSTREAM, "no Grafana stand-in: left out of the stand-in run"
+    assert ("twin-dashboard" in services) == UPSTREAM, "left out with Grafana, the one waiting for it"
+    if UPSTREAM:
+        twin = services["twin-dashboard"]
+        assert twin["State"] == "exited" and twin["ExitCode"] == 0, twin
+
+
+def test_the_twin_dashboard_service_writes_the_model_s_dashboard_where_grafana_reads_it(
+    compose_run: ComposeRun,
+) -> None:
+    """The one-shot that gives Grafana the Digital twin from the config.yaml the stages read, into a
+    fresh named volume (writable only if the image made its mount point the stage user's), read
+    back as Grafana reads it: uid 472, read-only. The stand-in run has no Grafana and so no `up`
+    of it: the service runs on its own, as `up` would run it."""
+    if not UPSTREAM:
+        result = compose_run.compose("run", "--rm", "-T", "twin-dashboard")
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert "written from the model" in result.stdout + result.stderr
+    shown = compose_run.engine.docker(
+        "run",
+        "--rm",
+        "--user",
+        "472:0",
+        "--volume",
+        f"{compose_run.project}_twin-dashboard:/var/lib/grafana-twin:ro",
+        "--entrypoint",
+        "cat",
+        compose_run.environment["TWINPIPE_IMAGE"],
+        "/var/lib/grafana-twin/digital-twin.json",
+    )
+    assert shown.stdout == (ROOT / "grafana" / "twin" / "digital-twin.json").read_text()
 
 
 def test_the_image_is_built_once_with_pinned_dependencies_and_no_untagged_leftovers(

@@ -7,16 +7,21 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 import urllib.parse
 import urllib.request
 from typing import Any
+
+from kafka import KafkaProducer
 
 from devstack.process import free_port, http_get, metric_value, stage_ready
 from devstack.prometheus import Prometheus
 from tests.dashboards import (
     DASHBOARDS,
     INFLUX_UID,
+    TWIN_DASHBOARD,
     load,
+    model_readings,
     queries,
     regex_value,
     substitute,
@@ -24,6 +29,8 @@ from tests.dashboards import (
     variables,
 )
 from tests.harness import Pipeline, poll
+from twinpipe.config import parse_config
+from twinpipe.envelope import encode
 
 STAGES = ("publisher", "mqtt_kafka_bridge", "influx_ingestion", "latency_probe")
 DEVICES = 3
@@ -125,6 +132,23 @@ def test_metrics_probe_and_every_dashboard_query_on_a_running_pipeline(pipeline:
             "six successful scrapes of every stage",
         )
 
+        # The twin panels show every thing of the model: one reading of each of its datastreams for
+        # a device of each, through Kafka and the running ingestion (the simulator covers only its own).
+        twin = model_readings(parse_config(pipeline.config(), {}), time.time_ns())
+        producer = KafkaProducer(bootstrap_servers=[pipeline.stack.kafka.bootstrap], acks="all")
+        for envelope in twin:
+            producer.send(pipeline.telemetry_topic, key=envelope.device.encode(), value=encode(envelope))
+        producer.flush()
+        producer.close()
+        poll(
+            lambda: pipeline.influx_rows(
+                'SELECT count("seq") FROM "telemetry" WHERE "boot" = \'twin\' GROUP BY "device"'
+            ),
+            lambda rows: len(rows) == len(twin),
+            30,
+            "a reading of every thing in InfluxDB",
+        )
+
         grafana = Grafana(pipeline, prometheus)
         empty = []
         checked = 0
@@ -142,6 +166,15 @@ def test_metrics_probe_and_every_dashboard_query_on_a_running_pipeline(pipeline:
                 or regex_value(values, declared[name]["datasource"]["uid"])
                 for name, values in options.items()
             }
+            if "device" in options and "sensor" in options:
+                # One device and one of *its* sensors: devices of different things measure different values.
+                device = options["device"][0]
+                row = grafana.influx(
+                    f'SELECT last(*) FROM "telemetry" WHERE "device" = \'{device}\' AND time > now() - 15m'
+                )[0]
+                latest = zip(row["columns"], row["values"][0], strict=True)
+                has = {column.removeprefix("last_") for column, value in latest if value is not None}
+                options["sensor"] = [s for s in options["sensor"] if s in has]
             first = {
                 name: regex_value(values[:1], declared[name]["datasource"]["uid"])
                 for name, values in options.items()
@@ -153,6 +186,21 @@ def test_metrics_probe_and_every_dashboard_query_on_a_running_pipeline(pipeline:
                     if not grafana.has_data(query.datasource_uid, text):
                         empty.append(f"{query.dashboard} / {query.panel}: {text}")
         assert not empty, "panels without data:\n" + "\n".join(empty)
+
+        # The map's shape, as its transformations see it: one table row per located device with numeric
+        # latitude/longitude, and a numeric state for each of them to join on `device`.
+        twin_panels = load(TWIN_DASHBOARD)["panels"]
+        the_map = next(panel for panel in twin_panels if panel["type"] == "geomap")
+        frames = {t["refId"]: grafana.influx(substitute(t["query"], {})) for t in the_map["targets"]}
+        located = {}
+        for series in frames.pop("locations"):
+            assert len(series["values"]) == 1, series
+            row = dict(zip(series["columns"], series["values"][0], strict=True))
+            assert isinstance(row["latitude"], float) and isinstance(row["longitude"], float), row
+            located[series["tags"]["device"]] = row
+        states = {s["tags"]["device"]: s["values"][0][1] for frame in frames.values() for s in frame}
+        assert {e.device for e in twin} <= set(located), located
+        assert set(located) <= set(states) and all(isinstance(states[d], float) for d in located), states
 
     # What the stages counted agrees with itself, and nothing was lost on the way.
     probe_metrics, bridge_metrics = page("latency_probe"), page("mqtt_kafka_bridge")

@@ -10,9 +10,13 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from publisher.framing import CHECKSUMS, BinaryDecoder, FrameError, LineDecoder, encode_frame, make_decoder
-from twinpipe.config import NUCLEO_FIELDS, ConfigError, FrameConfig, parse_config
+from twinpipe.config import NUCLEO_FIELDS, ConfigError, FrameConfig, ModelConfig, parse_config
+from twinpipe.model import TwinModel
 
 NUCLEO = FrameConfig()  # the shipped default is the original Nucleo frame
+# The shipped model's plausible ranges of the Nucleo board's datastreams (°C, %), as the publisher
+# gives them to the decoder.
+NUCLEO_RANGES = TwinModel(ModelConfig()).ranges("nucleo-1", NUCLEO_FIELDS)
 
 
 def nucleo_frame(*raw: int) -> bytes:
@@ -28,7 +32,7 @@ def errors(items: list) -> list[FrameError]:
 
 
 def test_nucleo_binary_frame_is_decoded_big_endian_divided_by_100() -> None:
-    decoder = make_decoder(NUCLEO)
+    decoder = make_decoder(NUCLEO, NUCLEO_RANGES)
     first, second = (
         nucleo_frame(2450, 6012, 2301, 5500, -150, 4999),
         nucleo_frame(2451, 6013, 2302, 5501, 0, 5000),
@@ -221,7 +225,7 @@ def test_property_lost_bytes_with_a_checksum_never_give_a_wrong_value(
 ) -> None:
     """Random lost bytes too: with a CRC-32 in the frame every decoded reading is a frame that was sent,
     in order, and every frame after the first gap that follows the last loss is decoded."""
-    config = FrameConfig(layout=LOSSY, checksum="crc32", ranges={})
+    config = FrameConfig(layout=LOSSY, checksum="crc32")
     stream = [encode_frame(config, scaled(raw)) for raw in frames]
     length = len(stream[0])
     events: list[bytes | None] = []
@@ -251,7 +255,7 @@ def test_property_lost_bytes_with_a_checksum_never_give_a_wrong_value(
 
 def test_one_frame_per_second_board_gives_every_frame_the_first_included() -> None:
     """The issue's 1 frame/s board: each frame arrives alone and is followed by a quiet read timeout."""
-    decoder = make_decoder(NUCLEO)
+    decoder = make_decoder(NUCLEO, NUCLEO_RANGES)
     frames = [nucleo_frame(2400 + i, 5000, 2300, 5100, 2200, 5200) for i in range(10)]
     out = run(decoder, [GAP] + [event for frame in frames for event in (frame[:5], frame[5:], GAP)])
     assert [r["ambient_temperature"] for r in readings(out)] == [24.0 + i / 100 for i in range(10)]
@@ -259,7 +263,7 @@ def test_one_frame_per_second_board_gives_every_frame_the_first_included() -> No
 
 
 def test_a_partial_first_frame_is_reported_as_skipped_never_as_an_incomplete_complete_frame() -> None:
-    decoder = make_decoder(NUCLEO)
+    decoder = make_decoder(NUCLEO, NUCLEO_RANGES)
     frames = [nucleo_frame(2400 + i, 5000, 2300, 5100, 2200, 5200) for i in range(3)]
     out = run(decoder, [frames[0][9:], GAP, frames[1], GAP, frames[2][:10], GAP])
     assert [r["ambient_temperature"] for r in readings(out)] == [24.01]
@@ -273,7 +277,8 @@ def joined_mid_stream(raw: list[tuple[int, ...]], offset: int, gap_at: int, size
     stream = b"".join(nucleo_frame(*r) for r in raw)
     cut = gap_at * FRAME_LEN
     return run(
-        make_decoder(NUCLEO), [*chunked(stream[offset:cut], sizes), GAP, *chunked(stream[cut:], sizes), GAP]
+        make_decoder(NUCLEO, NUCLEO_RANGES),
+        [*chunked(stream[offset:cut], sizes), GAP, *chunked(stream[cut:], sizes), GAP],
     )
 
 
@@ -312,7 +317,7 @@ def test_a_lock_proven_before_zeros_appear_decodes_them() -> None:
     raw = [(2000 + i, 5000, 2100, 5100, 2200 if i < 10 else 0, 5200 if i < 10 else 0) for i in range(40)]
     stream = b"".join(nucleo_frame(*r) for r in raw)
     for size in (1, 16, 64):
-        out = run(make_decoder(NUCLEO), [*chunked(stream, [size]), GAP])
+        out = run(make_decoder(NUCLEO, NUCLEO_RANGES), [*chunked(stream, [size]), GAP])
         assert readings(out) == [scaled(r) for r in raw], size
 
 
@@ -348,12 +353,12 @@ def test_f1_saturated_humidity_and_zero_last_field_joined_mid_stream_store_nothi
     if rate_gap:
         events.insert(rate_gap, GAP)
     events.append(GAP)
-    out = run(make_decoder(NUCLEO), events)
+    out = run(make_decoder(NUCLEO, NUCLEO_RANGES), events)
     for reading in readings(out):
         assert reading in sent, NOT_STORED_SHIFTED
     # Locked on a clean start, the same frames are dropped as out of range, never shifted.
     out = run(
-        make_decoder(NUCLEO),
+        make_decoder(NUCLEO, NUCLEO_RANGES),
         [
             *chunked(
                 b"".join(nucleo_frame(*r) for r in [(2500, 5000, 2400, 5500, 2300, 5600)] * 8) + stream, [64]
@@ -398,7 +403,7 @@ def test_property_ranges_never_choose_an_alignment(
             events += [*chunked(buffer, sizes), GAP]
             buffer = b""
     events += [*chunked(buffer, sizes), GAP]
-    decoded = readings(run(make_decoder(NUCLEO), events))
+    decoded = readings(run(make_decoder(NUCLEO, NUCLEO_RANGES), events))
     position = 0
     for reading in decoded:  # in order, each the frame sent at its position
         while position < len(sent) and sent[position] != reading:
@@ -423,7 +428,7 @@ def test_noise_between_frames_costs_at_most_the_frame_before_it() -> None:
     raw = [(2000 + i, 2, 3, 4, 5, 6) for i in range(60)]
     stream = b"".join(nucleo_frame(*r) + (noise if i % 10 == 4 else b"") for i, r in enumerate(raw))
     for size in (1, 3, 7, 16, 17, 40, 4096):
-        out = run(make_decoder(NUCLEO), [GAP, *chunked(stream, [size]), GAP])
+        out = run(make_decoder(NUCLEO, NUCLEO_RANGES), [GAP, *chunked(stream, [size]), GAP])
         got = [round(r["ambient_temperature"] * 100) - 2000 for r in readings(out)]
         lost = sorted(set(range(60)) - set(got))
         # The frame before each noise run; and the first ones: the gap when the port opened does not
@@ -435,7 +440,7 @@ def test_noise_between_frames_costs_at_most_the_frame_before_it() -> None:
 
 
 def test_out_of_range_values_are_dropped_and_counted_never_published() -> None:
-    decoder = make_decoder(NUCLEO)
+    decoder = make_decoder(NUCLEO, NUCLEO_RANGES)
     # −327.68 °C humidity: what a misaligned frame looks like; 101 % humidity: a bad reading.
     good = (2000, 5000, 2100, 5100, 2200, 5200)
     out = run(
@@ -454,7 +459,7 @@ def test_out_of_range_values_are_dropped_and_counted_never_published() -> None:
     assert readings(out) == [scaled(good)] * 2
     assert [e.kind for e in errors(out)] == ["out_of_range", "out_of_range"]
     assert "ambient_humidity = -327.68 is outside its range [0, 100]" in errors(out)[0].reason
-    line = make_decoder(FrameConfig(format="csv", fields=["t"], ranges={"t": (0, 50)}))
+    line = make_decoder(FrameConfig(format="csv", fields=["t"]), {"t": (0, 50)})
     assert [e.kind for e in errors(line.feed(b"51\n"))] == ["out_of_range"]
 
 
@@ -488,11 +493,7 @@ def test_checksum_byte_coverage_and_order_are_as_documented() -> None:
 @pytest.mark.parametrize(
     ("frame", "message"),
     [
-        ({"ranges": {"co2": [0, 5000]}}, "publisher.serial.frame: ranges: ['co2'] not in fields"),
-        (
-            {"ranges": {"ambient_humidity": [100, 0]}},
-            "publisher.serial.frame.ranges: ambient_humidity: expected [min, max]",
-        ),
+        ({"ranges": {"co2": [0, 5000]}}, "publisher.serial.frame.ranges: unknown key"),
         ({"checksum": "crc32"}, "layout '>6h' holds 5 values and the checksum but fields lists 6"),
         (
             {"checksum": "crc16-xmodem", "layout": ">6hI"},
@@ -508,17 +509,14 @@ def test_frame_config_errors_name_the_key(frame: dict, message: str) -> None:
     assert message in str(caught.value)
 
 
-def test_default_ranges_follow_the_fields() -> None:
-    assert FrameConfig().ranges["ambient_humidity"] == (0.0, 100.0)
-    assert FrameConfig().ranges["wall2_temperature"] == (-40.0, 125.0)
-    assert FrameConfig(format="csv", fields=["t", "wall1_humidity"]).ranges == {
-        "wall1_humidity": (0.0, 100.0)
-    }
-    assert FrameConfig(format="json", fields=[], ranges={"t": (0, 1)}).ranges == {"t": (0, 1)}
+def test_the_shipped_model_gives_the_nucleo_ranges() -> None:
+    assert NUCLEO_RANGES["ambient_humidity"] == (0.0, 100.0)
+    assert NUCLEO_RANGES["wall2_temperature"] == (-40.0, 125.0)
+    assert set(NUCLEO_RANGES) == set(NUCLEO_FIELDS)
 
 
 def test_decoding_keeps_up_with_far_more_than_1000_frames_per_second() -> None:
-    decoder = make_decoder(NUCLEO)
+    decoder = make_decoder(NUCLEO, NUCLEO_RANGES)
     locked = b"".join(nucleo_frame(2000 + i % 500, 5000, 2100, 5100, 2200, 5200) for i in range(20_000))
     began = time.perf_counter()
     count = sum(len(decoder.feed(locked[p : p + 160])) for p in range(0, len(locked), 160))
@@ -527,7 +525,7 @@ def test_decoding_keeps_up_with_far_more_than_1000_frames_per_second() -> None:
     # Joined mid-stream, the same frames are ambiguous (wall 2 at 0.00) and stay so: hunting, holding
     # and dropping must keep up too (measured here: ~80,000 frames/s; ~1,800 before caching).
     frames = b"".join(nucleo_frame(2000 + i % 500, 5000, 2100, 5100, 0, 0) for i in range(20_000))
-    hunting = make_decoder(NUCLEO)
+    hunting = make_decoder(NUCLEO, NUCLEO_RANGES)
     began = time.perf_counter()
     dropped = sum(len(hunting.feed(frames[p : p + 16])) for p in range(5, len(frames), 16))
     rate = 20_000 / (time.perf_counter() - began)
@@ -535,7 +533,7 @@ def test_decoding_keeps_up_with_far_more_than_1000_frames_per_second() -> None:
 
 
 def test_bytes_left_when_the_port_closes_are_reported_not_decoded() -> None:
-    decoder = make_decoder(NUCLEO)
+    decoder = make_decoder(NUCLEO, NUCLEO_RANGES)
     frame = nucleo_frame(2000, 5000, 2100, 5100, 2200, 5200)
     assert run(decoder, [GAP, frame]) == []  # not confirmed yet: no next sync, no quiet gap
     closed = decoder.close()
@@ -559,7 +557,7 @@ def test_a_byte_lost_while_hunting_does_not_let_a_false_alignment_in_a_run_of_ze
         offset = rng.randint(0, 15)
         lost = rng.randint(offset, offset + 10 * FRAME_LEN)
         damaged = stream[offset:lost] + stream[lost + 1 :]
-        out = run(make_decoder(NUCLEO), list(chunked(damaged, [64])))
+        out = run(make_decoder(NUCLEO, NUCLEO_RANGES), list(chunked(damaged, [64])))
         for reading in readings(out):
             assert reading in sent, (offset, lost, reading)
 
@@ -585,7 +583,7 @@ def test_f2_a_board_pausing_after_the_sync_with_an_unplugged_ambient_sensor_stor
     raw = [(0, 0, 2100 + i, 5000 + i, 2200 + i, 6000 + i) for i in range(12)]
     events = pausing_inside(raw)
     for start in (0, 1, 2, 3):  # port opened before the first sync, after it, or a frame later
-        out = run(make_decoder(NUCLEO), events[start:])
+        out = run(make_decoder(NUCLEO, NUCLEO_RANGES), events[start:])
         assert readings(out) == [], NOT_STORED_SHIFTED
         out = run(plain_decoder(), events[start:])
         assert readings(out) == [], NOT_STORED_SHIFTED
@@ -595,7 +593,7 @@ def test_a_board_pausing_inside_frames_is_decoded_once_the_sync_proves_the_align
     """The same firmware with every sensor plugged in: the gaps prove nothing, the sync recurrence does
     (7 frames), and from then on every frame is decoded; a gap inside a frame keeps the lock."""
     raw = [(2000 + i, 4000 + i, 2100 + i, 5000 + i, 2200 + i, 6000 + i) for i in range(20)]
-    out = run(make_decoder(NUCLEO), pausing_inside(raw))
+    out = run(make_decoder(NUCLEO, NUCLEO_RANGES), pausing_inside(raw))
     assert suffix_start(readings(out), [scaled(r) for r in raw]) <= BinaryDecoder.PROOF_FRAMES
     assert all(e.kind == "noise" for e in errors(out))
 
@@ -633,7 +631,7 @@ def test_property_quiet_gaps_anywhere_inside_frames_never_give_a_wrong_value(
     events: list[bytes | None] = []
     for begin, end in zip(cuts, cuts[1:], strict=False):
         events += [*chunked(stream[begin:end], sizes), GAP]
-    out = run(make_decoder(NUCLEO) if ranges else plain_decoder(), events)
+    out = run(make_decoder(NUCLEO, NUCLEO_RANGES) if ranges else plain_decoder(), events)
     sent = [scaled(raw) for raw in frames]
     if ranges:
         decoded = readings(out)
@@ -715,7 +713,7 @@ def test_property_every_reading_carries_the_arrival_time_of_its_last_byte(
     that completed it, never a later one (so never more than one frame period late)."""
     raw = [(2000 + i, 4000 + i, 2100, 5000, 2200, 6000 + i) for i in range(count)]
     stream = b"".join(nucleo_frame(*r) for r in raw)
-    decoder = make_decoder(NUCLEO)
+    decoder = make_decoder(NUCLEO, NUCLEO_RANGES)
     arrival: dict[int, int] = {}  # frame index → time of the read holding its last byte
     out: list = []
     pos, clock = offset, 0
@@ -738,7 +736,7 @@ def test_f4_frames_held_while_hunting_keep_their_own_times() -> None:
     """The reported run: 10 frames/s joined mid-stream, seq 0-6 read over 0.6 s were stamped 1 ns
     apart (all with the time of the read that proved them)."""
     raw = [(2000 + i, 4000 + i, 2100, 5000, 2200, 6000) for i in range(12)]
-    decoder = make_decoder(NUCLEO)
+    decoder = make_decoder(NUCLEO, NUCLEO_RANGES)
     out = []
     for i, r in enumerate(raw):
         out += decoder.feed(nucleo_frame(*r), i * 100_000_000)
@@ -754,13 +752,13 @@ def test_gaps_earn_trust_at_frame_boundaries_and_lose_it_for_good_inside_a_frame
     clean = [nucleo_frame(2000 + i, 5000, 2100, 5100, 2200, 5200) for i in range(4)]
     zero_last = [nucleo_frame(2000 + i, 5000, 2100, 5100, 0, 0) for i in range(4)]
     noise = b"\x00\x17\x00\x00\x2a"
-    trusted = make_decoder(NUCLEO)
+    trusted = make_decoder(NUCLEO, NUCLEO_RANGES)
     assert isinstance(trusted, BinaryDecoder)
     out = run(trusted, [event for frame in clean for event in (frame, GAP)])
     assert len(readings(out)) == 4 and trusted.gaps_trusted()
     out = run(trusted, [noise, GAP, *[event for frame in zero_last for event in (frame, GAP)]])
     assert [r["ambient_temperature"] for r in readings(out)] == [20.0, 20.01, 20.02, 20.03]
-    wary = make_decoder(NUCLEO)
+    wary = make_decoder(NUCLEO, NUCLEO_RANGES)
     assert isinstance(wary, BinaryDecoder)
     events = [clean[0][:9], GAP, clean[0][9:]] + [event for frame in clean[1:] for event in (frame, GAP)]
     out = run(wary, [clean[0], GAP, *events])
@@ -788,7 +786,7 @@ def test_last_field_zero_at_one_frame_per_second_decodes_every_frame(opened_late
     events = one_per_second(frames)
     if opened_late:
         events = [GAP, frames[0][7:], *events[2:]]
-    for decoder in (make_decoder(NUCLEO), plain_decoder()):
+    for decoder in (make_decoder(NUCLEO, NUCLEO_RANGES), plain_decoder()):
         out = run(decoder, events)
         expected = [scaled(r) for r in raw[1 if opened_late else 0 :]]
         assert readings(out) == expected
@@ -804,7 +802,7 @@ def test_last_two_fields_zero_at_one_frame_per_second_is_held_not_guessed() -> N
     which the assumption allows, so nothing proves either: nothing is published, the held frames are
     dropped as "ambiguous" (counted, with their bytes), never stored shifted."""
     raw = [(2400 + i, 5000, 2300, 5100, 0, 0) for i in range(40)]
-    out = run(make_decoder(NUCLEO), one_per_second([nucleo_frame(*r) for r in raw]))
+    out = run(make_decoder(NUCLEO, NUCLEO_RANGES), one_per_second([nucleo_frame(*r) for r in raw]))
     assert readings(out) == []
     kinds = {e.kind for e in errors(out)}
     assert kinds == {"ambiguous"}, kinds
@@ -874,7 +872,7 @@ def test_the_cost_of_the_assumption_a_pause_inside_the_sync_with_a_zero_first_fi
         ]
     decoded = readings(run(plain_decoder(), events))
     assert decoded and all(reading != scaled(raw[0]) for reading in decoded)
-    config = FrameConfig(layout=LOSSY, checksum="crc32", ranges={})
+    config = FrameConfig(layout=LOSSY, checksum="crc32")
     stream = b"".join(encode_frame(config, scaled(r)) for r in raw)
     length = len(stream) // len(raw)
     events = [GAP]

@@ -40,17 +40,18 @@ from twinpipe.config.kafka import KafkaConfig
 from twinpipe.config.latency_probe import LatencyProbeConfig
 from twinpipe.config.loading import env_overrides, load_config, parse_config, resolve_path
 from twinpipe.config.logs import LoggingConfig
+from twinpipe.config.model import ModelConfig
 from twinpipe.config.mqtt import MqttConfig, MqttTls
 from twinpipe.config.publisher import (
     CHECKSUM_SIZES,
     DEFAULT_SENSORS,
     NUCLEO_FIELDS,
-    NUCLEO_RANGES,
     FrameConfig,
     PublisherConfig,
     SensorModel,
     SerialConfig,
     SimulatorConfig,
+    simulated_device_ids,
 )
 from twinpipe.config.replay import ReplayConfig
 from twinpipe.config.schema import Config
@@ -79,10 +80,10 @@ __all__ = [
     "LatencyProbeConfig",
     "LoggingConfig",
     "Measurement",
+    "ModelConfig",
     "MqttConfig",
     "MqttTls",
     "NUCLEO_FIELDS",
-    "NUCLEO_RANGES",
     "Port",
     "Positive",
     "PublisherConfig",
@@ -96,6 +97,7 @@ __all__ = [
     "TagValue",
     "ValueName",
     "default_device_level",
+    "simulated_device_ids",
     "env_overrides",
     "host_rule",
     "load_config",

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
 import struct
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
@@ -23,12 +22,6 @@ NUCLEO_FIELDS = [
 ]
 
 
-# Plausible ranges of the Nucleo fields (°C for temperatures: the usual -40..125 °C sensor range; % for
-# relative humidity). A value outside is a misaligned frame or a faulty sensor, never stored.
-NUCLEO_RANGES: dict[str, tuple[float, float]] = {
-    name: (0.0, 100.0) if name.endswith("humidity") else (-40.0, 125.0) for name in NUCLEO_FIELDS
-}
-
 # frame.checksum → size in bytes (the layout's last item must be an unsigned integer of this size).
 CHECKSUM_SIZES = {"crc16-xmodem": 2, "crc16-ccitt-false": 2, "crc32": 4, "sum8": 1, "xor8": 1}
 
@@ -41,27 +34,8 @@ class FrameConfig(Section):
     sync_hex: str = "00000000"
     layout: str = ">6h"
     scale: Annotated[list[float], BeforeValidator(lambda v: v if isinstance(v, list) else [v])] = [0.01]
-    ranges: dict[str, tuple[float, float]] = Field(default_factory=lambda: dict(NUCLEO_RANGES))
     checksum: Literal["crc16-xmodem", "crc16-ccitt-false", "crc32", "sum8", "xor8"] | None = None
     checksum_covers: Literal["values", "frame"] = "values"
-
-    @model_validator(mode="before")
-    @classmethod
-    def _default_ranges(cls, data: Any) -> Any:
-        """Without an explicit `ranges`, the Nucleo ranges apply to whichever Nucleo fields are configured."""
-        if isinstance(data, dict) and "ranges" not in data:
-            fields = data.get("fields", NUCLEO_FIELDS)
-            if isinstance(fields, list):
-                data = {**data, "ranges": {k: v for k, v in NUCLEO_RANGES.items() if k in fields}}
-        return data
-
-    @field_validator("ranges")
-    @classmethod
-    def _ranges(cls, value: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
-        for name, (low, high) in value.items():
-            if not (math.isfinite(low) and math.isfinite(high)) or low > high:
-                raise ValueError(f"{name}: expected [min, max] with finite min <= max, got [{low}, {high}]")
-        return value
 
     @field_validator("sync_hex")
     @classmethod
@@ -93,8 +67,6 @@ class FrameConfig(Section):
 
     @model_validator(mode="after")
     def _binary_shape(self) -> FrameConfig:
-        if self.fields and (unknown := sorted(set(self.ranges) - set(self.fields))):
-            raise ValueError(f"ranges: {unknown} not in fields {self.fields}")
         if self.format == "binary":
             count = len(struct.unpack(self.layout, bytes(struct.calcsize(self.layout))))
             values = count - (self.checksum is not None)
@@ -161,6 +133,11 @@ class SimulatorConfig(Section):
         if problem:
             raise ValueError(f"device_prefix makes device ids that are not allowed: {problem}")
         return self
+
+
+def simulated_device_ids(config: SimulatorConfig) -> list[str]:
+    """The simulated boards' device ids: <device_prefix>-1 ... -<devices>."""
+    return [f"{config.device_prefix}-{i + 1}" for i in range(config.devices)]
 
 
 class PublisherConfig(Section):

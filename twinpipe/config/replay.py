@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, Field, model_validator
+from pydantic import AwareDatetime, ConfigDict, Field, model_validator
 
 from twinpipe.config.common import DeviceId, Positive, Section, ValueName
 
@@ -15,6 +15,9 @@ FORMAT_BY_SUFFIX = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json
 
 
 class ReplayConfig(Section):
+    # `from` is a Python keyword: the field is from_, written and dumped as `from`.
+    model_config = ConfigDict(**Section.model_config, serialize_by_alias=True)
+
     path: Path | None = None
     format: Literal["auto", "csv", "jsonl"] = "auto"
     time_column: Annotated[str, Field(min_length=1)] = "time"

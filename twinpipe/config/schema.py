@@ -12,8 +12,9 @@ from twinpipe.config.ingestion import IngestionConfig
 from twinpipe.config.kafka import KafkaConfig
 from twinpipe.config.latency_probe import LatencyProbeConfig
 from twinpipe.config.logs import LoggingConfig
+from twinpipe.config.model import ModelConfig
 from twinpipe.config.mqtt import MqttConfig
-from twinpipe.config.publisher import PublisherConfig
+from twinpipe.config.publisher import PublisherConfig, simulated_device_ids
 from twinpipe.names import tag_field_collisions
 
 
@@ -28,12 +29,43 @@ class Config(Section):
     latency_probe: LatencyProbeConfig = LatencyProbeConfig()
     health: HealthConfig = HealthConfig()
     logging: LoggingConfig = LoggingConfig()
+    model: ModelConfig = ModelConfig()
 
     def telemetry_topics(self, override: list[str] | None) -> list[str]:
         return override or [self.kafka.telemetry_topic]
 
 
 def cross_section_errors(config: Config) -> list[str]:
+    return _tag_collisions(config) + _unproduced_datastreams(config)
+
+
+def _unproduced_datastreams(config: Config) -> list[str]:
+    """A thing entry that matches the serial board or simulated boards may only declare datastreams
+    for values those produce (frame.fields, simulator.sensors): anything else is a typo that would
+    describe a stream that never flows. Entries matching neither (other producers, replays) are not
+    checked: their values are not known here."""
+    serial = config.publisher.serial
+    simulated = simulated_device_ids(config.publisher.simulator)
+    errors = []
+    for key, thing in config.model.things.items():
+        produced: dict[str, list[str]] = {}
+        if serial.frame.fields and thing.matches(serial.device_id):
+            produced["publisher.serial.frame.fields"] = list(serial.frame.fields)
+        if any(thing.matches(device) for device in simulated):
+            produced["publisher.simulator.sensors"] = list(config.publisher.simulator.sensors)
+        if not produced:
+            continue
+        known = {name for names in produced.values() for name in names}
+        for value in thing.datastreams:
+            if value not in known:
+                errors.append(
+                    f"model.things.{key}.datastreams.{value}: {thing.devices!r} never produces {value!r}"
+                    f" (it produces {sorted(known)}: {', '.join(produced)})"
+                )
+    return errors
+
+
+def _tag_collisions(config: Config) -> list[str]:
     """A configured tag key that is also a configured value name would hide the tag (twinpipe.names)."""
     values = {"publisher.simulator.sensors": list(config.publisher.simulator.sensors)}
     values["publisher.serial.frame.fields"] = config.publisher.serial.frame.fields
