@@ -422,6 +422,10 @@ def test_replay_config_errors_name_the_key() -> None:
         parse_config({"publisher": {"replay": {"path": "x.JSONL"}}}).publisher.replay.resolved_format()
         == "jsonl"
     )
+    windowed = parse_config({"publisher": {"replay": {"path": "x.csv", "from": "2025-06-01T00:00:00+02:00"}}})
+    assert windowed.publisher.replay.from_ns() == T2025 + (151 * 86400 - 7200) * NS
+    dumped = windowed.model_dump(mode="json")  # written back as `from`, read again the same
+    assert parse_config(dumped, {}) == windowed
 
 
 # --- envelope origin ---
