@@ -121,7 +121,7 @@ demo: system-deps venv dashboard ## run the pipeline as local processes on local
 	$(BIN)/python -m devstack.demo $(if $(REPLAY),--replay $(REPLAY) --speed $(or $(SPEED),3600))
 
 demo-replay: system-deps venv dashboard ## the demo on a real weather year (pvlib TMY3, Greensboro NC) at 3600x; REPLAY=, SPEED= to change
-	$(BIN)/python -m devstack.demo --replay $(or $(REPLAY),recordings/greensboro-2025.csv) --speed $(or $(SPEED),3600)
+	$(BIN)/python -m devstack.demo --replay $(or $(REPLAY),recordings/greensboro-tmy3.csv) --speed $(or $(SPEED),3600)
 
 # Compose does not need this: its twin-dashboard service writes the dashboard Grafana loads.
 dashboard: venv ## write grafana/twin/digital-twin.json from the model in config.yaml (without compose)

@@ -8,7 +8,7 @@ how many points reached InfluxDB. `--check N` runs without the display and verif
 board's first N readings (seq 0 .. N-1) were stored.
 
 `--replay FILE` replays a recording instead of simulating boards (publisher.source: replay), e.g. the
-shipped pvlib weather year `recordings/greensboro-2025.csv` at `--speed 3600` (an hour per second).
+shipped pvlib weather year `recordings/greensboro-tmy3.csv` at `--speed 3600` (an hour per second).
 The publisher exits by itself at the recording's end; the display keeps running until Ctrl-C.
 """
 

@@ -1,6 +1,6 @@
 """Convert a TMY3 weather file (as pvlib ships them, `pvlib/data/*.csv`) into a twinpipe recording.
 
-    python -m devstack.pvlib_recording 723170TYA.CSV greensboro recordings/greensboro-2025.csv
+    python -m devstack.pvlib_recording 723170TYA.CSV greensboro recordings/greensboro-tmy3.csv
 
 TMY3 layout (NREL, "Users Manual for TMY3 Data Sets", NREL/TP-581-43156): line 1 is the station
 (id, name, state, time zone as hours from UTC, latitude, longitude, elevation m), line 2 the header,

@@ -64,7 +64,7 @@ def test_the_demo_starts_the_publisher_once_the_bridge_has_subscribed(
 def test_the_demo_replays_a_whole_pvlib_year_into_influxdb(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    recording = Path(__file__).resolve().parents[2] / "recordings" / "sand-point-2025.csv"
+    recording = Path(__file__).resolve().parents[2] / "recordings" / "sand-point-tmy3.csv"
     with LocalStack(tmp_path / "servers") as stack:
         args = demo.parse_args(["--replay", str(recording), "--speed", "0", "--check", "8760"])
         status = demo.run(stack, tmp_path, args)

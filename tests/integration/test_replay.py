@@ -24,7 +24,7 @@ from tests.harness import Pipeline, poll
 from twinpipe.envelope import Envelope, decode
 
 ROOT = Path(__file__).resolve().parents[2]
-GREENSBORO = ROOT / "recordings" / "greensboro-2025.csv"
+GREENSBORO = ROOT / "recordings" / "greensboro-tmy3.csv"
 
 
 class TimedCollector:

@@ -482,7 +482,7 @@ def test_a_full_buffer_makes_the_replay_wait_and_drops_nothing() -> None:
     ("name", "device", "offset_h"), [("greensboro", "greensboro", -5), ("sand-point", "sand-point", -9)]
 )
 def test_shipped_recordings_are_a_whole_hourly_year_in_utc(name: str, device: str, offset_h: int) -> None:
-    path = ROOT / "recordings" / f"{name}-2025.csv"
+    path = ROOT / "recordings" / f"{name}-tmy3.csv"
     with open(path, encoding="utf-8", newline="") as stream:
         parsed = list(checked(csv_rows(stream, config(path=str(path))), {}))
     rows = [item for item in parsed if isinstance(item, Row)]
@@ -662,3 +662,25 @@ def test_a_replay_that_dies_of_an_error_ends_the_publisher_as_failed(
         assert not publisher.health_checks()["source"]()
     assert publisher.failed and time.monotonic() - started < 5
     assert "the replay stopped on an error" in caplog.text
+
+
+def test_replayed_readings_pass_the_models_plausible_ranges_like_live_ones(tmp_path: Path) -> None:
+    from publisher.app import Publisher
+    from twinpipe.metrics import sample
+
+    settings = parse_config(
+        {
+            "publisher": {
+                "source": "replay",
+                "replay": {"path": str(ROOT / "recordings" / "greensboro-tmy3.csv")},
+            }
+        }
+    )
+    publisher = Publisher(settings)  # not connected: accept_replayed only buffers
+    before = sample("twinpipe_publisher_out_of_range_total", datastream="temperature")
+    assert publisher.accept_replayed("greensboro", {"temperature": 200.0, "humidity": 50.0}, T2025)
+    assert len(publisher.buffer) == 0
+    assert sample("twinpipe_publisher_out_of_range_total", datastream="temperature") - before == 1
+    assert publisher.accept_replayed("greensboro", {"temperature": 20.0, "humidity": 50.0}, T2025)
+    [pending] = [publisher.buffer.get(0)]
+    assert pending is not None and pending.envelope.origin == "replay" and pending.envelope.time_ns == T2025
