@@ -25,6 +25,7 @@ from twinpipe.envelope import Envelope, decode
 
 ROOT = Path(__file__).resolve().parents[2]
 GREENSBORO = ROOT / "recordings" / "greensboro-tmy3.csv"
+SAND_POINT = ROOT / "recordings" / "sand-point-tmy3.csv"
 
 
 class TimedCollector:
@@ -279,3 +280,44 @@ def test_a_live_stream_recorded_with_consumer_display_replays_beside_it(pipeline
 
     assert sorted(map(key, replayed)) == sorted(map(key, live_rows))
     assert len(pipeline.influx_rows('SELECT * FROM "telemetry" WHERE "origin" = \'\'')) == len(live_rows)
+
+
+def test_the_twin_dashboards_queries_show_a_replayed_station_year(pipeline: Pipeline) -> None:
+    """The Digital twin dashboard, generated from the model, run over the replayed year (time range
+    2025, where `time_shift: keep` put it): the map row of the station, its latest values, history."""
+    from tests.dashboards import queries, substitute
+    from twinpipe.config import parse_config
+    from twinpipe.dashboard import digital_twin
+
+    pipeline.stage("influx_ingestion")
+    bridge = pipeline.stage("mqtt_kafka_bridge")
+    poll(bridge.log, lambda log: "connected to MQTT broker" in log, 20, "bridge connected")
+    publisher = pipeline.stage("publisher", replay_config(SAND_POINT, speed=0))
+    assert wait_exit(publisher, 120) == 0, publisher.log()
+    poll(pipeline.influx_count, lambda n: n >= 8760, 120, "the replayed year in InfluxDB")
+
+    dashboard = digital_twin(parse_config(pipeline.config(), {}))
+    year = {
+        "$timeFilter": "time >= '2025-01-01T00:00:00Z' AND time < '2026-01-02T00:00:00Z'",
+        "$__interval": "1d",
+    }
+    found: dict[str, list] = {}
+    for query in queries(dashboard):
+        if "'sand-point'" not in query.text and "twin_location" not in query.text:
+            continue
+        text = query.text
+        for name, value in year.items():
+            text = text.replace(name, value)
+        series = pipeline.stack.influxd.query(substitute(text, {}), pipeline.bucket)
+        rows = [
+            dict(zip(s["columns"], v, strict=True)) | s.get("tags", {}) for s in series for v in s["values"]
+        ]
+        found[f"{query.panel}: {text[:60]}"] = rows
+        assert rows, f"{query.panel}: {text} returned nothing"
+    print("\n".join(f"{key} → {len(rows)} rows, first {rows[0]}" for key, rows in found.items()))
+    station = [rows for key, rows in found.items() if key.startswith("Things") and "latitude" in key]
+    assert station and {
+        (r["latitude"], r["longitude"]) for r in station[0] if r.get("device") == "sand-point"
+    } == {(55.317, -160.517)}
+    history = [rows for key, rows in found.items() if key.startswith("History") and "temperature" in key]
+    assert len(history[0]) >= 365, "a daily mean for every day of the year"
