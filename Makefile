@@ -7,7 +7,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 COMPOSE ?= docker compose
 
 .DEFAULT_GOAL := help
-.PHONY: help env up up-serial down logs watch test compose-deps bench lint format demo dashboard check-config compose-config system-deps venv clean grafana-schema
+.PHONY: help env up up-serial down logs watch test compose-deps bench lint format demo demo-replay dashboard check-config compose-config system-deps venv clean grafana-schema
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -118,7 +118,10 @@ format: venv ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format .
 
 demo: system-deps venv dashboard ## run the pipeline as local processes on local servers, show the stream (Ctrl-C stops)
-	$(BIN)/python -m devstack.demo
+	$(BIN)/python -m devstack.demo $(if $(REPLAY),--replay $(REPLAY) --speed $(or $(SPEED),3600))
+
+demo-replay: system-deps venv dashboard ## the demo on a real weather year (pvlib TMY3, Greensboro NC) at 3600x; REPLAY=, SPEED= to change
+	$(BIN)/python -m devstack.demo --replay $(or $(REPLAY),recordings/greensboro-tmy3.csv) --speed $(or $(SPEED),3600)
 
 # Compose does not need this: its twin-dashboard service writes the dashboard Grafana loads.
 dashboard: venv ## write grafana/twin/digital-twin.json from the model in config.yaml (without compose)

@@ -16,10 +16,15 @@ def hop_delays_ms(envelope: Envelope, kafka_timestamp_ms: int | None, now_ns: in
 
 
 def format_line(envelope: Envelope, delays_ms: dict[str, float]) -> str:
-    stamp = datetime.fromtimestamp(envelope.time_ns / 1e9, UTC).strftime("%H:%M:%S.%f")[:-3]
+    """A replayed reading (`origin`) shows its date too (recorded times are rarely today's) and the
+    origin; its hops are the replay's own trip through the pipeline."""
+    moment = datetime.fromtimestamp(envelope.time_ns / 1e9, UTC)
+    stamp = moment.strftime("%Y-%m-%d %H:%M:%S" if envelope.origin else "%H:%M:%S.%f")
+    stamp = stamp if envelope.origin else stamp[:-3]
     values = " ".join(f"{name}={value:.2f}" for name, value in envelope.values.items())
     hops = " ".join(f"{hop} {ms:.1f}ms" for hop, ms in delays_ms.items())
-    return f"{stamp} {envelope.device} #{envelope.seq} {values}" + (f" | {hops}" if hops else "")
+    origin = f" ({envelope.origin})" if envelope.origin else ""
+    return f"{stamp} {envelope.device}{origin} #{envelope.seq} {values}" + (f" | {hops}" if hops else "")
 
 
 class Throttle:

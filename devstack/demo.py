@@ -6,6 +6,10 @@ same servers the tests use. Stages start in the order compose gives them by read
 subscribed, because until then Mosquitto keeps nothing for it. Ctrl-C stops everything and reports
 how many points reached InfluxDB. `--check N` runs without the display and verifies that every
 board's first N readings (seq 0 .. N-1) were stored.
+
+`--replay FILE` replays a recording instead of simulating boards (publisher.source: replay), e.g. the
+shipped pvlib weather year `recordings/greensboro-tmy3.csv` at `--speed 3600` (an hour per second).
+The publisher exits by itself at the recording's end; the display keeps running until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -38,6 +42,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="one board writing Nucleo binary frames into a pseudo-terminal, read by the serial path",
     )
     parser.add_argument(
+        "--replay", type=Path, metavar="FILE", help="replay a recording (CSV or JSON lines) instead"
+    )
+    parser.add_argument(
+        "--speed",
+        type=float,
+        default=3600.0,
+        help="with --replay: 1 = recorded rhythm, N = N× faster, 0 = as fast as possible (default 3600)",
+    )
+    parser.add_argument(
+        "--time-shift",
+        choices=["keep", "end_now"],
+        default="keep",
+        help="with --replay: keep the recorded times, or shift them to end now (default keep)",
+    )
+    parser.add_argument(
         "--check",
         type=int,
         metavar="N",
@@ -63,11 +82,13 @@ def main(argv: list[str] | None = None) -> int:
 def run(stack: LocalStack, workdir: Path, args: argparse.Namespace) -> int:
     """The stages on `stack`'s servers, started in readiness order; the exit status of --check."""
     board_port = workdir / "ttyDEMO"
-    publisher = (
-        {"source": "serial", "serial": {"port": str(board_port)}}
-        if args.serial
-        else {"source": "simulator", "simulator": {"devices": args.devices, "rate_hz": args.rate}}
-    )
+    if args.replay:
+        replay = {"path": str(args.replay.resolve()), "speed": args.speed, "time_shift": args.time_shift}
+        publisher: dict = {"source": "replay", "replay": replay}
+    elif args.serial:
+        publisher = {"source": "serial", "serial": {"port": str(board_port)}}
+    else:
+        publisher = {"source": "simulator", "simulator": {"devices": args.devices, "rate_hz": args.rate}}
     config = write_config(
         workdir / "config.yaml",
         merged(
@@ -110,6 +131,8 @@ def run(stack: LocalStack, workdir: Path, args: argparse.Namespace) -> int:
             stage.start()
         wait_until_ready(bridge, bridge_health)
         stages.append(last.start())
+        if args.check is not None and args.replay:
+            return check_replay(stack, args.check, stages[:-1])  # the publisher exits at the end
         if args.check is not None:
             return check(stack, boards, args.check, args.rate, stages)
         show(config)
@@ -175,6 +198,31 @@ def check(
             print(f"{board}: readings {missing} of the first {count} were not stored")
         else:
             print(f"{board}: readings 0 .. {count - 1} stored")
+    return 1 if failed else 0
+
+
+def check_replay(stack: LocalStack, count: int, stages: list[StageProcess]) -> int:
+    """Wait for `count` replayed points (tag origin=replay); 0 if each device's are seq 0 .. n-1."""
+
+    def stored() -> list[dict]:
+        for stage in stages:
+            if not stage.running():
+                raise RuntimeError(f"{stage.module} exited; see {stage.log_path}")
+        return stack.influxd.rows(
+            'SELECT "device", "seq", "origin" FROM "telemetry" WHERE "origin" = \'replay\'', BUCKET
+        )
+
+    rows = poll(stored, lambda rows: len(rows) >= count, READY_TIMEOUT_S + 60, f"{count} replayed points")
+    seqs: dict[str, set[int]] = {}
+    for row in rows:
+        seqs.setdefault(row["device"], set()).add(int(row["seq"]))
+    failed = 0
+    for device, found in sorted(seqs.items()):
+        if found != set(range(len(found))):
+            failed += 1
+            print(f"{device}: replayed readings {sorted(set(range(max(found) + 1)) - found)[:20]} missing")
+        else:
+            print(f"{device}: replayed readings 0 .. {len(found) - 1} stored, tagged origin=replay")
     return 1 if failed else 0
 
 

@@ -79,6 +79,7 @@ class Batch:
     lines: list[str] = field(default_factory=list)
     sources: list[ConsumerRecord] = field(default_factory=list)  # the record behind each line
     event_times: list[int] = field(default_factory=list)  # the event time (ns) of each line
+    replayed: list[bool] = field(default_factory=list)  # each line's envelope has origin (a replay)
     dead_letters: list[DeadLetter] = field(default_factory=list)  # not yet delivered to Kafka
     # Location points due with this batch's readings, and their times (ns): no Kafka record of their own.
     locations: list[str] = field(default_factory=list)
@@ -247,6 +248,7 @@ class Ingestion:
         batch.lines.append(line)
         batch.sources.append(record)
         batch.event_times.append(envelope.time_ns)
+        batch.replayed.append(envelope.origin is not None)
         if self._locations is not None:
             due = self._locations.due(envelope.device, envelope.time_ns)
             if due is not None:
@@ -369,6 +371,7 @@ class Ingestion:
         batch.lines = [batch.lines[i] for i in keep]
         batch.sources = [batch.sources[i] for i in keep]
         batch.event_times = [batch.event_times[i] for i in keep]
+        batch.replayed = [batch.replayed[i] for i in keep]
 
     def _rejected(self, record: ConsumerRecord, reason: str, kind: str) -> DeadLetter:
         self._throttled.warning(
@@ -455,9 +458,18 @@ def observe_write_delays(batch: Batch, acked_ns: int, max_plausible_s: float = 3
     """Kafka timestamp → write acknowledged, and board read → write acknowledged, for up to
     DELAY_SAMPLES_PER_BATCH evenly spaced points of the batch. Negative delays are clock trouble
     (stages on hosts whose clocks disagree); delays above `max_plausible_s` are a spool backlog, a
-    replay or a wrong clock, not latency. Both are counted by kind, never observed."""
+    replay or a wrong clock, not latency. Both are counted by kind, never observed. Replayed readings
+    (envelope `origin`) are left out and counted in `replayed_points_total`: their event time is the
+    recording's, so the delay is not the pipeline's."""
+    replayed = sum(batch.replayed)
+    if replayed:
+        metrics.REPLAYED_POINTS.inc(replayed)
     step = max(1, -(-len(batch.sources) // DELAY_SAMPLES_PER_BATCH))  # ceil; 1 for a batch of dead letters
-    for record, event_ns in zip(batch.sources[::step], batch.event_times[::step], strict=True):
+    for record, event_ns, was_replayed in zip(
+        batch.sources[::step], batch.event_times[::step], batch.replayed[::step], strict=True
+    ):
+        if was_replayed:
+            continue
         for histogram, name, delay_s in (
             (metrics.WRITE_DELAY, "write", acked_ns / 1e9 - record.timestamp / 1e3),
             (metrics.END_TO_END_DELAY, "end_to_end", (acked_ns - event_ns) / 1e9),

@@ -69,6 +69,11 @@ CLOCK_ANOMALIES = Counter(
     " disagree) or absurd (above ingestion.max_plausible_delay_s: a backlog, a replay or a wrong clock)",
     ["delay", "kind"],
 )
+REPLAYED_POINTS = Counter(
+    "twinpipe_ingestion_replayed_points",
+    "Points written from replayed readings (envelope origin=replay, tag origin=replay); left out of the"
+    " write and end-to-end delay histograms",
+)
 LAG = Gauge(
     "twinpipe_ingestion_consumer_lag_records",
     "Records behind: the fetch high watermark minus the committed offset, summed over partitions",

@@ -17,6 +17,10 @@ CLOCK_ANOMALIES = Counter(
     ["hop", "kind"],
 )
 RECORDS = Counter("twinpipe_latency_probe_records", "Telemetry records read from Kafka")
+REPLAYED = Counter(
+    "twinpipe_latency_probe_replayed_records",
+    "Replayed readings (envelope origin=replay) read from Kafka; left out of the hop delays",
+)
 INVALID = Counter("twinpipe_latency_probe_invalid_records", "Records that are not envelopes (skipped)")
 LAST_SEEN = Gauge(
     "twinpipe_latency_probe_device_last_seen_timestamp_seconds",

@@ -125,6 +125,8 @@ class LatencyProbe:
         if self.book.is_mine(envelope):
             for delay in self.book.seen("kafka", [envelope.seq], now_ns):
                 self._probe_arrived("kafka", delay)
+        elif envelope.origin is not None:  # a replay's event times are the recording's, not a latency
+            metrics.REPLAYED.inc()
         elif envelope.device != PROBE_DEVICE:  # another probe instance's readings are its business
             self.recorder.record(envelope, record.timestamp, now_ns)
 

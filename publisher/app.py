@@ -21,13 +21,14 @@ from publisher import metrics
 from publisher.buffer import DropOldestBuffer
 from publisher.framing import FrameError
 from publisher.outbox import Outbox, Pending, describe, drain, publish_packet_size
+from publisher.replay import ReplaySource, RowError
 from publisher.sequencer import Sequencer
 from publisher.sources import SerialSource, SimulatorSource
 from publisher.spool import FLUSH_INTERVAL_S as SPOOL_FLUSH_INTERVAL_S
 from publisher.spool import Spool
 from twinpipe.clients import mqtt_client
 from twinpipe.config import Config
-from twinpipe.envelope import TRACE_PUBLISH, encode, new_boot_id
+from twinpipe.envelope import ORIGIN_REPLAY, TRACE_PUBLISH, encode, new_boot_id
 from twinpipe.health import Check, Heartbeat
 from twinpipe.metrics import sample
 from twinpipe.model import TwinModel
@@ -56,7 +57,11 @@ class Publisher:
         self._broker_max_packet: int | None = None  # MQTT 5 CONNACK Maximum Packet Size
         self._lost: tuple[str, int | None] = ("", None)  # why the last connection ended (see _on_disconnect)
         self._throttled = ThrottledLog(log)
-        name = settings.serial.device_id if settings.source == "serial" else settings.simulator.device_prefix
+        name = {
+            "serial": settings.serial.device_id,
+            "simulator": settings.simulator.device_prefix,
+            "replay": settings.replay.device,
+        }[settings.source]
         client_id = settings.client_id or f"twinpipe-publisher-{name}-{self.boot[-6:]}"
         self._client = mqtt_client(config.mqtt, client_id)
         self._client.max_inflight_messages_set(0)  # the Outbox keeps max_inflight; paho must not queue
@@ -79,8 +84,15 @@ class Publisher:
             self._source: SerialSource | SimulatorSource = SerialSource(
                 settings.serial, self.accept, self._on_frame_error, serial_ranges
             )
+        elif settings.source == "replay":
+            self._source = self._replay = ReplaySource(
+                settings.replay, self.accept_replayed, self._on_skipped_row
+            )
         else:
             self._source = SimulatorSource(settings.simulator, self.accept)
+        if settings.source != "replay":
+            self._replay = None
+        self.failed = False  # the source ended on an error (a replay's): exit status 1
         self._stop = threading.Event()
         self._source_thread = threading.Thread(
             target=self._source.run, args=(self._stop,), name="source", daemon=True
@@ -97,7 +109,11 @@ class Publisher:
                 self._buffer_put(Pending(envelope, segment))
 
     def health_checks(self) -> dict[str, Check]:
-        return {"source": self._source_thread.is_alive, "sender": self._sender_heartbeat.alive}
+        return {"source": self._source_alive, "sender": self._sender_heartbeat.alive}
+
+    def _source_alive(self) -> bool:
+        """A replay that reached its end finished normally: healthy until the publisher exits."""
+        return self._source_thread.is_alive() or (self._replay is not None and self._replay.finished.is_set())
 
     def ready_checks(self) -> dict[str, Check]:
         return {"mqtt": self._connected.is_set, "session": self._session.ready}
@@ -163,6 +179,35 @@ class Publisher:
             sample("twinpipe_publisher_out_of_range_total", datastream=name),
         )
 
+    def accept_replayed(self, device: str, values: dict[str, float], time_ns: int) -> bool:
+        """A replayed row: marked origin=replay, and never dropped: waits while the buffer is full.
+        False when the publisher is stopping (the row was not taken)."""
+        sequencer = self._sequencers.get(device)
+        if sequencer is None:
+            sequencer = self._sequencers[device] = Sequencer(device, self.boot)
+        if outside := self._outside_range(device, values):  # the model's plausible ranges, as live
+            self._out_of_range(device, outside, values[outside])
+            return True  # handled: dropped and counted like a live reading out of range
+        envelope = sequencer.stamp(values, time_ns, ORIGIN_REPLAY)
+        pending = Pending(envelope, self._spool.append(envelope) if self._spool else None)
+        if not self.buffer.put_waiting(pending, self._stop):
+            return False  # stopping; with a spool, the next start sends it
+        metrics.READINGS.inc()
+        return True
+
+    def _on_skipped_row(self, error: RowError) -> None:
+        metrics.REPLAY_SKIPPED.labels(error.kind).inc()
+        self._throttled.warning(
+            f"replay-{error.kind}",
+            "replay: skipped line %d of %s (%s): %s; %d %s so far",
+            error.line,
+            self._config.publisher.replay.path,
+            error.kind,
+            error.reason,
+            sample("twinpipe_publisher_replay_rows_skipped_total", kind=error.kind),
+            error.kind,
+        )
+
     def _buffer_put(self, item: Pending) -> None:
         dropped = self.buffer.put(item)
         if dropped is not None:
@@ -201,10 +246,44 @@ class Publisher:
         wait_s = SPOOL_FLUSH_INTERVAL_S if self._spool else 0.2
         while not stop.is_set():
             self._sender_heartbeat.beat()
-            self._send_one(timeout=wait_s)
+            if not self._send_one(timeout=wait_s) and (self._replay_delivered() or self._replay_failed()):
+                break
         self._stop.set()
         self._source_thread.join(timeout=5)
         self._drain(time.monotonic() + self._config.publisher.shutdown_timeout_s)
+        if self._replay is not None:
+            out_of_range = sum(
+                point.value
+                for metric in metrics.OUT_OF_RANGE.collect()
+                for point in metric.samples
+                if point.name.endswith("_total")
+            )
+            log.info(
+                "%s; %d outside the model's plausible ranges (dropped); %d acknowledged by the broker",
+                self._replay.summary(),
+                out_of_range,
+                sample("twinpipe_publisher_messages_published_total"),
+            )
+
+    def _replay_failed(self) -> bool:
+        """The replay's thread died of an error (logged by threading's excepthook): a replay is a job
+        with an end, so the publisher delivers what it has and exits 1 rather than idle unhealthy."""
+        if self._replay is None or self._source_thread.is_alive() or self._replay.finished.is_set():
+            return False
+        if not self.failed:
+            self.failed = True
+            log.error("the replay stopped on an error (above); delivering what is buffered, then exiting 1")
+        return not len(self.buffer) and not self._outbox.inflight() and not self._outbox.waiting()
+
+    def _replay_delivered(self) -> bool:
+        """The replay reached its end and everything it handed over was acknowledged: time to exit."""
+        return (
+            self._replay is not None
+            and self._replay.finished.is_set()
+            and not len(self.buffer)
+            and not self._outbox.inflight()
+            and not self._outbox.waiting()
+        )
 
     def _send_one(self, timeout: float) -> bool:
         if self._spool:

@@ -3,6 +3,7 @@
 from prometheus_client import Counter, Gauge
 
 from publisher.framing import FRAME_ERROR_KINDS
+from publisher.replay import ROW_ERROR_KINDS
 
 READINGS = Counter("twinpipe_publisher_readings", "Readings taken from the board or the simulator")
 PUBLISHED = Counter("twinpipe_publisher_messages_published", "Messages the MQTT broker acknowledged")
@@ -44,11 +45,19 @@ RESEND_WINDOW = Gauge(
     "twinpipe_publisher_resend_window_readings",
     "Acknowledged readings kept for a re-send after a broker crash",
 )
+REPLAY_SKIPPED = Counter(
+    "twinpipe_publisher_replay_rows_skipped",
+    "Rows of a replayed recording skipped (logged with their line number) by kind: bad_csv, bad_time,"
+    " bad_value, bad_columns, bad_device, bad_json, no_values, time_backwards; see publisher/README.md",
+    ["kind"],
+)
 MQTT_CONNECTED = Gauge("twinpipe_publisher_mqtt_connected", "1 while connected to the MQTT broker")
 
 for kind in ("frame", "publish", "broker"):
     ERRORS.labels(kind)
 for kind in FRAME_ERROR_KINDS:
     FRAME_ERRORS.labels(kind)
+for kind in ROW_ERROR_KINDS:
+    REPLAY_SKIPPED.labels(kind)
 for kind in SET_ASIDE_KINDS:
     SET_ASIDE.labels(kind)

@@ -14,10 +14,15 @@ class Sequencer:
         self._next_seq = 0
         self._last_ns = 0
 
-    def stamp(self, values: dict[str, float], read_ns: int) -> Envelope:
-        # Event times of one device must differ: InfluxDB keeps one point per series and timestamp.
-        time_ns = max(read_ns, self._last_ns + 1)
-        self._last_ns = time_ns
-        envelope = Envelope(self.device, self.boot, self._next_seq, time_ns, values)
+    def stamp(self, values: dict[str, float], read_ns: int, origin: str | None = None) -> Envelope:
+        """A replayed reading (`origin`) keeps its recorded time exactly: the replay checked its order,
+        and a looped replay with time_shift keep sends the same times again on purpose."""
+        if origin is None:
+            # Event times of one device must differ: InfluxDB keeps one point per series and timestamp.
+            time_ns = max(read_ns, self._last_ns + 1)
+            self._last_ns = time_ns
+        else:
+            time_ns = read_ns
+        envelope = Envelope(self.device, self.boot, self._next_seq, time_ns, values, origin=origin)
         self._next_seq += 1
         return envelope

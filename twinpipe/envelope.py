@@ -6,7 +6,9 @@
 `boot` changes every time a publisher starts and `seq` counts from 0 within a boot, so a gap in
 `seq` under one `boot` is lost data while a new `boot` is a restart. `time_ns` is the event time
 (when the frame was read). `trace` holds one wall-clock timestamp (ns) per stage that touched the
-message, keyed by the stage's TRACE_* name. Which device ids and value names are allowed is defined
+message, keyed by the stage's TRACE_* name. `origin` is optional: absent for live readings,
+"replay" for readings replayed from a recording (the ingestion stores it as the tag origin=replay
+and leaves such readings out of its delay figures). Which device ids and value names are allowed is defined
 in `twinpipe.names` (what InfluxDB can store unchanged); a payload breaking a rule is refused with
 the rule as its reason.
 
@@ -46,7 +48,11 @@ TRACE_PUBLISH = "publish"
 TRACE_BRIDGE = "bridge"
 
 BOOT_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}")  # printable: it is stored as a string field
-KNOWN_KEYS = frozenset({"v", "device", "boot", "seq", "time_ns", "values", "trace"})
+KNOWN_KEYS = frozenset({"v", "device", "boot", "seq", "time_ns", "values", "trace", "origin"})
+# `origin`: optional; absent for live readings, "replay" for readings a recording replayed
+# (publisher.source: replay). Stored as the tag origin=<value> only when present.
+ORIGIN_REPLAY = "replay"
+ORIGINS = frozenset({ORIGIN_REPLAY})
 _INT64_MAX = 2**63 - 1
 
 
@@ -69,9 +75,10 @@ class Envelope:
     values: dict[str, float]
     trace: dict[str, int] = field(default_factory=dict)
     extra: dict[str, object] = field(default_factory=dict)  # top-level keys this version does not know
+    origin: str | None = None  # None = live; one of ORIGINS otherwise
 
     def to_dict(self) -> dict:
-        return {
+        data = {
             **self.extra,
             "v": VERSION,
             "device": self.device,
@@ -81,6 +88,9 @@ class Envelope:
             "values": self.values,
             "trace": self.trace,
         }
+        if self.origin is not None:
+            data["origin"] = self.origin
+        return data
 
 
 def new_boot_id() -> str:
@@ -152,7 +162,12 @@ def decode(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> Envelope:
         if not NAME_PATTERN.fullmatch(stage):
             raise EnvelopeError(f"trace stage name {stage!r:.80} is not allowed")
         _check_time(stamp, f"trace.{stage}")
-    return Envelope(device, boot, seq, time_ns, {k: float(v) for k, v in values.items()}, trace, extra)
+    origin = data.get("origin")
+    if origin is not None and (not isinstance(origin, str) or origin not in ORIGINS):
+        raise EnvelopeError(f"origin must be one of {sorted(ORIGINS)} or absent, got {origin!r:.40}")
+    return Envelope(
+        device, boot, seq, time_ns, {k: float(v) for k, v in values.items()}, trace, extra, origin
+    )
 
 
 def _finite_float(value: int | float) -> float | None:

@@ -2,13 +2,14 @@
 
 Every point twinpipe writes is
 
-    <measurement>,device=<id>[,thing=<key>][,<key>=<value>...] <value>=<float>,...,boot="..",seq=..i <t>
+    <measurement>,device=<id>[,thing=<key>][,origin=replay][,<key>=<value>...] <value>=<float>,...,
+    boot="..",seq=..i <t>
 
-(`thing` for a device of an entry in `model.things`), so a device id is a tag value, configured
-tags (`ingestion.tags`, `ingestion.device_tags`) are tag keys and values, and the names in an
-envelope's `values` are field keys beside twinpipe's own fields `seq` and `boot`. The rules below
-keep every such string storable *unchanged* and queryable; each is derived from
-InfluxDB's documentation or behaviour:
+(`thing` for a device of an entry in `model.things`, `origin` for a replayed reading), so a device
+id is a tag value, configured tags (`ingestion.tags`, `ingestion.device_tags`) are tag keys and
+values, and the names in an envelope's `values` are field keys beside twinpipe's own fields `seq`
+and `boot`. The rules below keep every such string storable *unchanged* and queryable; each is
+derived from InfluxDB's documentation or behaviour:
 
 * `time` is not a field or tag key: InfluxDB drops such a key (and its value) or rejects the point,
   because InfluxQL could not tell it from the timestamp (influxdb#1834, #23024; InfluxDB 1.x/2.x
@@ -41,6 +42,7 @@ NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 
 DEVICE_TAG = "device"  # the tag key twinpipe itself writes
 THING_TAG = "thing"  # the tag key of a modelled device's thing entry (model.things.<key>)
+ORIGIN_TAG = "origin"  # the tag key the ingestion writes for replayed readings (envelope `origin`)
 TWINPIPE_FIELDS = frozenset({"seq", "boot"})  # the field keys twinpipe itself writes
 INFLUX_RESERVED_KEYS = frozenset({"time"})  # neither a tag nor a field key in InfluxDB
 # The latency probe's readings: outside DEVICE_PATTERN, so no configured device can take the name,
@@ -50,6 +52,7 @@ PROBE_DEVICE = "_probe"
 _WHY_RESERVED = {
     DEVICE_TAG: "it is the tag key twinpipe writes for the device id",
     THING_TAG: "it is the tag key twinpipe writes for a modelled device's thing (model.things)",
+    ORIGIN_TAG: "it is the tag key twinpipe writes for replayed readings (origin=replay)",
     "seq": "it is a field twinpipe writes itself",
     "boot": "it is a field twinpipe writes itself",
     "time": "InfluxDB reserves it for the timestamp and drops such a key",

@@ -59,3 +59,19 @@ def test_the_demo_starts_the_publisher_once_the_bridge_has_subscribed(
         assert status == [0], out
         assert "sim-1: readings 0 .. 9 stored" in out and "sim-2: readings 0 .. 9 stored" in out
         assert "waiting for mqtt_kafka_bridge to be ready (subscribed) before the publisher starts" in out
+
+
+def test_the_demo_replays_a_whole_pvlib_year_into_influxdb(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recording = Path(__file__).resolve().parents[2] / "recordings" / "sand-point-tmy3.csv"
+    with LocalStack(tmp_path / "servers") as stack:
+        args = demo.parse_args(["--replay", str(recording), "--speed", "0", "--check", "8760"])
+        status = demo.run(stack, tmp_path, args)
+        out = capsys.readouterr().out
+        assert status == 0, out
+        assert "sand-point: replayed readings 0 .. 8759 stored, tagged origin=replay" in out
+        counts = stack.influxd.rows(
+            'SELECT count("seq") FROM "telemetry" WHERE "device" = \'sand-point\' GROUP BY "origin"', "twin"
+        )
+        assert [row["count"] for row in counts] == [8760], "every row once, all tagged origin=replay"

@@ -315,7 +315,7 @@ def test_cli_rejects_a_bad_config_naming_the_key(tmp_path: Path) -> None:
         [sys.executable, "-m", "publisher", "--config", str(bad)], capture_output=True, text=True
     )
     assert result.returncode == 2
-    assert "publisher.source: Input should be 'simulator' or 'serial', got 'usb'" in result.stderr
+    assert "publisher.source: Input should be 'simulator', 'serial' or 'replay', got 'usb'" in result.stderr
     assert "publisher.buffer_size" in result.stderr
 
 

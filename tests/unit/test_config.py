@@ -40,7 +40,7 @@ def test_defaults_are_valid() -> None:
         ({"influxdb": {"url": "localhost:8086"}}, "influxdb.url: expected an http:// or https:// URL"),
         (
             {"publisher": {"source": "usb"}},
-            "publisher.source: Input should be 'simulator' or 'serial', got 'usb'",
+            "publisher.source: Input should be 'simulator', 'serial' or 'replay', got 'usb'",
         ),
         (
             {"publisher": {"topic_template": "twin/+/x"}},
@@ -196,6 +196,7 @@ def test_missing_explicit_file_and_bad_yaml(tmp_path: Path) -> None:
 def _keys(model: type, prefix: str = "") -> set[str]:
     keys = set()
     for name, field in model.model_fields.items():
+        name = field.alias or name  # publisher.replay.from (from_ in Python)
         keys.add(prefix + name)
         annotation = field.annotation
         if isinstance(annotation, type) and hasattr(annotation, "model_fields"):

@@ -98,3 +98,26 @@ def test_probe_book_times_each_stage_once_and_expires_the_missing() -> None:
     lost = book.expire(2_600 * MS)  # the second probe is 1.1 s old
     assert lost == {"kafka": [1], "influxdb": [1]}
     assert book.oldest_pending("kafka") is None
+
+
+def test_replayed_readings_are_counted_and_kept_out_of_the_hop_delays() -> None:
+    from types import SimpleNamespace
+
+    from latency_probe.probe import LatencyProbe
+    from twinpipe.envelope import Envelope, encode
+    from twinpipe.metrics import sample
+
+    recorded: list[Envelope] = []
+    probe = SimpleNamespace(
+        book=SimpleNamespace(is_mine=lambda envelope: False),
+        recorder=SimpleNamespace(record=lambda envelope, *_: recorded.append(envelope)),
+    )
+    now_ns = 1_800_000_000 * 10**9
+    year_ago = now_ns - 365 * 86400 * 10**9
+    replayed = Envelope("gso", "b", 0, year_ago, {"t": 1.0}, {"read": year_ago}, origin="replay")
+    live = Envelope("gso", "b", 1, now_ns - 10**6, {"t": 1.0}, {"read": now_ns - 10**6})
+    before = sample("twinpipe_latency_probe_replayed_records_total")
+    for envelope in (replayed, live):
+        LatencyProbe.handle(probe, SimpleNamespace(value=encode(envelope), timestamp=now_ns // 10**6), now_ns)
+    assert [e.seq for e in recorded] == [1]
+    assert sample("twinpipe_latency_probe_replayed_records_total") - before == 1

@@ -368,6 +368,7 @@ def test_absurd_delays_are_counted_by_kind_and_never_observed() -> None:
     batch = Batch(
         sources=[SimpleNamespace(timestamp=now_ns // 10**6 - 5)] * 3,
         event_times=[now_ns - 10**7, now_ns - 9 * DAY_NS, now_ns + 10**9],  # ok, a spool backlog, ahead
+        replayed=[False] * 3,
     )
     observed = sample("twinpipe_ingestion_end_to_end_delay_seconds_count")
     total = sample("twinpipe_ingestion_end_to_end_delay_seconds_sum")

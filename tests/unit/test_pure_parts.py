@@ -154,6 +154,7 @@ def test_write_delays_are_observed_for_an_even_sample_of_each_batch(points: int,
     batch = Batch(
         sources=[SimpleNamespace(timestamp=now_ns // 1_000_000 - 5) for _ in range(points)],
         event_times=[now_ns - 10_000_000] * points,
+        replayed=[False] * points,
     )
     before = sample("twinpipe_ingestion_end_to_end_delay_seconds_count")
     observe_write_delays(batch, now_ns)

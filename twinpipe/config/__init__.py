@@ -53,11 +53,13 @@ from twinpipe.config.publisher import (
     SimulatorConfig,
     simulated_device_ids,
 )
+from twinpipe.config.replay import ReplayConfig
 from twinpipe.config.schema import Config
 from twinpipe.config.sensorthings import SensorThingsConfig
 
 __all__ = [
     "BridgeConfig",
+    "ReplayConfig",
     "CHECKSUM_SIZES",
     "CONFIG_PATH_ENV",
     "Config",

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from twinpipe.config.common import DeviceId, Positive, Section, ValueName, placeholders
+from twinpipe.config.replay import ReplayConfig
 from twinpipe.names import device_problem
 
 NUCLEO_FIELDS = [
@@ -140,7 +141,7 @@ def simulated_device_ids(config: SimulatorConfig) -> list[str]:
 
 
 class PublisherConfig(Section):
-    source: Literal["simulator", "serial"] = "simulator"
+    source: Literal["simulator", "serial", "replay"] = "simulator"
     topic_template: str = "twin/{device}/telemetry"
     client_id: str | None = None
     buffer_size: Annotated[int, Field(ge=1)] = 100_000
@@ -153,6 +154,13 @@ class PublisherConfig(Section):
     resend_window_s: Annotated[float, Field(ge=0)] = 15.0
     serial: SerialConfig = SerialConfig()
     simulator: SimulatorConfig = SimulatorConfig()
+    replay: ReplayConfig = ReplayConfig()
+
+    @model_validator(mode="after")
+    def _replay_needs_a_file(self) -> PublisherConfig:
+        if self.source == "replay" and self.replay.path is None:
+            raise ValueError("source: replay needs publisher.replay.path (the recording to replay)")
+        return self
 
     @field_validator("topic_template")
     @classmethod
