@@ -20,18 +20,11 @@ from devstack.process import free_port, http_get, poll
 from devstack.stack import LocalStack, merged, write_config
 from devstack.stages import StageProcess
 from tests.sensorthings_schemas import ERROR, check
+from twinpipe.config import NUCLEO_FIELDS
 
 T0 = 1_796_000_000_000_000_000  # 2026-11-30T00:53:20Z in ns
 STEP = 1_000_000_000  # one reading per second, as the board sends them
 POINTS = 2_500
-NUCLEO_FIELDS = [
-    "ambient_temperature",
-    "ambient_humidity",
-    "wall1_temperature",
-    "wall1_humidity",
-    "wall2_temperature",
-    "wall2_humidity",
-]
 
 
 def nucleo_value(field: str, i: int) -> float:
