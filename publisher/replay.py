@@ -76,9 +76,22 @@ class RecordingError(ValueError):
 # --- pure: parsing ---
 
 
-def parse_time(value: object, unit: str | None) -> int:
+# A recorded time later than now by more than this is a typo (2099 for 2025), never replayed: it
+# would also move every other row under time_shift end_now (ingestion.max_event_future_s' default).
+FUTURE_SLACK_NS = 300 * 1_000_000_000
+
+
+def parse_time(value: object, unit: str | None, now_ns: int | None = None) -> int:
     """ISO 8601 text with a zone, or an epoch number (int, float or numeric text) in `unit`, → ns.
-    Raises ValueError with the reason."""
+    Raises ValueError with the reason, also for a time more than 5 min after `now_ns` (default: now)."""
+    ns = _recorded_ns(value, unit)
+    limit = (time.time_ns() if now_ns is None else now_ns) + FUTURE_SLACK_NS
+    if ns > limit:
+        raise ValueError(f"time {value!r:.40} is in the future (a typo?); a recording holds past readings")
+    return ns
+
+
+def _recorded_ns(value: object, unit: str | None) -> int:
     if isinstance(value, bool):
         raise ValueError(f"time {value!r} is not a time")
     if isinstance(value, int | float):

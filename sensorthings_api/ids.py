@@ -131,6 +131,15 @@ def parse_instant(text: str) -> int:
         hours, minutes = int(zone[1:3]), int(zone[4:6])
         if hours > 23 or minutes > 59:
             raise BadRequest(f"{text!r} is not a valid instant: zone offset {zone} out of range")
-        moment -= sign * timedelta(hours=hours, minutes=minutes)
+        try:
+            moment -= sign * timedelta(hours=hours, minutes=minutes)
+        except OverflowError:
+            raise BadRequest(f"{text!r} is outside the instants InfluxDB can store") from None
     whole = (moment - _EPOCH) // timedelta(seconds=1)
-    return whole * 1_000_000_000 + int((fraction or "").ljust(9, "0"))
+    ns = whole * 1_000_000_000 + int((fraction or "").ljust(9, "0"))
+    # InfluxDB stores int64 ns: 1677-09-21T00:12:43.145224192Z .. 2262-04-11T23:47:16.854775807Z.
+    if not -(2**63) <= ns <= 2**63 - 1:
+        raise BadRequest(
+            f"{text!r} is outside the instants InfluxDB can store (1677-09-21 to 2262-04-11, int64 ns)"
+        )
+    return ns

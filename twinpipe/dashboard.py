@@ -40,7 +40,7 @@ from typing import Any
 
 from twinpipe.config import Config
 from twinpipe.config.model import ModelConfig, ObservedProperty, Thing, Unit
-from twinpipe.model import grafana_unit
+from twinpipe.model import grafana_unit, stream_range
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "grafana" / "twin" / "digital-twin.json"
@@ -77,13 +77,15 @@ def streams(model: ModelConfig, thing: Thing) -> list[Stream]:
     if thing.datastreams:
         for value, declared in thing.datastreams.items():
             prop = model.observed_properties[declared.observed_property]
+            unit = declared.unit or prop.unit
+            value_range = stream_range(declared.range, unit, prop)
             found.append(
                 Stream(
                     value,
                     declared.name or _humanise(value),
                     declared.observed_property,
-                    declared.unit or prop.unit,
-                    (declared.range or prop.range).pair() if (declared.range or prop.range) else None,
+                    unit,
+                    value_range.pair() if value_range else None,
                 )
             )
         return found

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from twinpipe.config.model import Location, ModelConfig, ObservedProperty, Sensor, Unit
+from twinpipe.config.model import Location, ModelConfig, ObservedProperty, Range, Sensor, Unit
 
 # UCUM code → Grafana unit id (grafana/packages/grafana-data/src/valueFormats/categories.ts); any
 # other code is shown with its symbol as a suffix ("suffix:<symbol>"), which Grafana renders as is.
@@ -90,6 +90,15 @@ def _humanise(value: str) -> str:
     return value.replace("_", " ").capitalize()
 
 
+def stream_range(declared: Range | None, unit: Unit, prop: ObservedProperty) -> Range | None:
+    """A datastream's plausible range: its own, else its observed property's when it keeps that unit.
+    A datastream in another unit (°F for a °C property) has no range unless it declares one: the
+    property's range is in the property's unit."""
+    if declared is not None:
+        return declared
+    return prop.range if unit == prop.unit else None
+
+
 class TwinModel:
     """`model:` of config.yaml, resolved per device and value."""
 
@@ -141,8 +150,7 @@ class TwinModel:
         prop = self.config.observed_properties[pid]
         sensor_id = (declared.sensor if declared else None) or entry.sensor
         unit = (declared.unit if declared else None) or prop.unit
-        declared_range = declared.range if declared else None
-        value_range = declared_range or prop.range
+        value_range = stream_range(declared.range if declared else None, unit, prop)
         return ResolvedDatastream(
             id=f"{device}:{value}",
             device=device,

@@ -257,3 +257,21 @@ def test_any_device_and_value_resolve_consistently(device: str, value: str) -> N
         assert stream.observed_property_id == prop
         expected = ModelConfig().observed_properties[prop].range  # type: ignore[index]
         assert stream.range == (expected.pair() if expected else None)
+
+
+def test_a_datastream_in_another_unit_does_not_inherit_the_property_range() -> None:
+    """The observed property's range is in its own unit: 130 °F (54 °C) must not be dropped."""
+    things = {
+        "oven": {
+            "devices": "oven-1",
+            "name": "Oven",
+            "datastreams": {
+                "core_temperature": {
+                    "observed_property": "temperature",
+                    "unit": {"code": "[degF]", "symbol": "°F"},
+                }
+            },
+        }
+    }
+    model = TwinModel(ModelConfig.model_validate({**DEFAULT_MODEL, "things": things}))
+    assert model.datastream("oven-1", "core_temperature").range is None  # type: ignore[union-attr]

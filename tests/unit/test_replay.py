@@ -64,14 +64,14 @@ def test_iso_times_with_any_zone_read_back_exactly(time_ns: int, zone: str) -> N
     if not 1 <= local.year <= 9999:
         return
     text = local.isoformat() + zone
-    assert parse_time(text, None) == time_ns
+    assert parse_time(text, None, now_ns=2**63) == time_ns  # any time, judged from the far future
 
 
 @given(st.integers(min_value=1, max_value=9_000_000_000), st.sampled_from(["s", "ms", "us", "ns"]))
 def test_epoch_numbers_need_and_follow_the_declared_unit(number: int, unit: str) -> None:
     factor = {"s": NS, "ms": 10**6, "us": 10**3, "ns": 1}[unit]
-    assert parse_time(str(number), unit) == number * factor
-    assert parse_time(number, unit) == number * factor
+    assert parse_time(str(number), unit, now_ns=2**63) == number * factor
+    assert parse_time(number, unit, now_ns=2**63) == number * factor
     with pytest.raises(ValueError, match="time_unit is not set"):
         parse_time(str(number), None)
 
@@ -684,3 +684,12 @@ def test_replayed_readings_pass_the_models_plausible_ranges_like_live_ones(tmp_p
     assert publisher.accept_replayed("greensboro", {"temperature": 20.0, "humidity": 50.0}, T2025)
     [pending] = [publisher.buffer.get(0)]
     assert pending is not None and pending.envelope.origin == "replay" and pending.envelope.time_ns == T2025
+
+
+def test_a_time_in_the_future_is_a_bad_row_not_a_shift_of_the_whole_recording() -> None:
+    """A typo'd year (2099 for 2025) is refused, so it neither reaches the broker nor moves every
+    other row under time_shift end_now (found by a new-user run)."""
+    now = parse_time("2026-12-01T00:00:00Z", None)
+    assert parse_time("2026-12-01T00:04:59Z", None, now_ns=now) > now
+    with pytest.raises(ValueError, match="in the future"):
+        parse_time("2099-01-01T00:00:02Z", None, now_ns=now)

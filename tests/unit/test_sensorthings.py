@@ -318,3 +318,19 @@ def test_following_next_links_yields_every_observation_once_in_order_and_ends(
     expected = sorted((t for t in times if from_ns is None or t >= from_ns), reverse=descending)
     assert body["@iot.count"] == len(expected)
     assert seen == ([format_instant(t) for t in expected] if top else [])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0001-01-01T00:00:00+01:00",
+        "9999-12-31T23:59:59-01:00",
+        "9999-12-31T23:59:59Z",
+        "1500-01-01T00:00:00Z",
+        "2262-04-12T00:00:00Z",
+    ],
+)
+def test_instants_beyond_int64_nanoseconds_are_a_bad_request_not_a_server_error(text: str) -> None:
+    """Found by a new-user run: these gave 500 (OverflowError) or 503 (InfluxDB's int64 parse error)."""
+    with pytest.raises(BadRequest, match="outside the instants InfluxDB can store"):
+        parse_instant(text)
