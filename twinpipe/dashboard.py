@@ -40,7 +40,7 @@ from typing import Any
 
 from twinpipe.config import Config
 from twinpipe.config.model import ModelConfig, ObservedProperty, Thing, Unit
-from twinpipe.model import grafana_unit, stream_range
+from twinpipe.model import grafana_unit, humanise, stream_defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "grafana" / "twin" / "digital-twin.json"
@@ -67,27 +67,14 @@ class Stream:
     range: tuple[float, float] | None
 
 
-def _humanise(value: str) -> str:
-    return value.replace("_", " ").capitalize()
-
-
 def streams(model: ModelConfig, thing: Thing) -> list[Stream]:
     """The datastreams of a thing entry, in file order (see the module docstring for the rule)."""
     found = []
     if thing.datastreams:
         for value, declared in thing.datastreams.items():
             prop = model.observed_properties[declared.observed_property]
-            unit = declared.unit or prop.unit
-            value_range = stream_range(declared.range, unit, prop)
-            found.append(
-                Stream(
-                    value,
-                    declared.name or _humanise(value),
-                    declared.observed_property,
-                    unit,
-                    value_range.pair() if value_range else None,
-                )
-            )
+            name, unit, value_range = stream_defaults(value, declared, prop)
+            found.append(Stream(value, name, declared.observed_property, unit, value_range))
         return found
     for pid, prop in model.observed_properties.items():
         found.append(Stream(pid, prop.name, pid, prop.unit, prop.range.pair() if prop.range else None))
@@ -276,7 +263,7 @@ def _split(stream: Stream) -> tuple[str, str]:
     """(column, row) of a datastream on the board: `wall1_temperature` → ("Wall1", "temperature")."""
     suffix = "_" + stream.property_id
     if stream.value.endswith(suffix):
-        return _humanise(stream.value[: -len(suffix)]), stream.property_id
+        return humanise(stream.value[: -len(suffix)]), stream.property_id
     return stream.name, stream.property_id
 
 

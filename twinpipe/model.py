@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from twinpipe.config.model import Location, ModelConfig, ObservedProperty, Range, Sensor, Unit
+from twinpipe.config.model import Datastream, Location, ModelConfig, ObservedProperty, Sensor, Unit
 
 # UCUM code → Grafana unit id (grafana/packages/grafana-data/src/valueFormats/categories.ts); any
 # other code is shown with its symbol as a suffix ("suffix:<symbol>"), which Grafana renders as is.
@@ -86,17 +86,23 @@ class ResolvedThing:
     declared: tuple[str, ...]  # value names the entry lists explicitly
 
 
-def _humanise(value: str) -> str:
+def humanise(value: str) -> str:
+    """A display name from a value name: `wall1_temperature` → `Wall1 temperature`."""
     return value.replace("_", " ").capitalize()
 
 
-def stream_range(declared: Range | None, unit: Unit, prop: ObservedProperty) -> Range | None:
-    """A datastream's plausible range: its own, else its observed property's when it keeps that unit.
-    A datastream in another unit (°F for a °C property) has no range unless it declares one: the
-    property's range is in the property's unit."""
-    if declared is not None:
-        return declared
-    return prop.range if unit == prop.unit else None
+def stream_defaults(
+    value: str, declared: Datastream | None, prop: ObservedProperty
+) -> tuple[str, Unit, tuple[float, float] | None]:
+    """A datastream's name, unit and plausible [min, max]: what it declares, else derived (the name
+    from the value name; the observed property's unit, and its range only when the datastream keeps
+    that unit, since the range is in the property's unit: °F under a °C property has none)."""
+    name = declared.name if declared and declared.name else humanise(value)
+    unit = (declared.unit if declared else None) or prop.unit
+    value_range = (
+        declared.range if declared and declared.range else (prop.range if unit == prop.unit else None)
+    )
+    return name, unit, value_range.pair() if value_range else None
 
 
 class TwinModel:
@@ -149,18 +155,17 @@ class TwinModel:
             return None
         prop = self.config.observed_properties[pid]
         sensor_id = (declared.sensor if declared else None) or entry.sensor
-        unit = (declared.unit if declared else None) or prop.unit
-        value_range = stream_range(declared.range if declared else None, unit, prop)
+        name, unit, value_range = stream_defaults(value, declared, prop)
         return ResolvedDatastream(
             id=f"{device}:{value}",
             device=device,
             value=value,
-            name=(declared.name if declared and declared.name else _humanise(value)),
+            name=name,
             description=(declared.description if declared else "") or prop.description,
             observed_property_id=pid,
             observed_property=prop,
             unit=unit,
-            range=value_range.pair() if value_range else None,
+            range=value_range,
             sensor_id=sensor_id,
             sensor=self.config.sensors.get(sensor_id) if sensor_id else None,
         )
