@@ -10,7 +10,7 @@ import time
 
 from kafka import KafkaConsumer, TopicPartition
 
-from consumer_display.render import Throttle, format_line, hop_delays_ms
+from consumer_display.render import Redeliveries, Throttle, format_line, hop_delays_ms
 from twinpipe.cli import load_or_exit, stage_parser, stop_on_signals
 from twinpipe.clients import kafka_consumer
 from twinpipe.config import Config
@@ -21,6 +21,8 @@ Print the telemetry stream: time, device, seq, values and the delay of each hop 
 envelope's trace (board read → MQTT → bridge → Kafka → here). Reads without a consumer group, so it
 never takes records away from the ingestion. At high rates it shows display.max_lines_per_s lines
 per second and a summary of the rest; --json prints every envelope, one per line, for piping.
+A reading delivered twice (the pipeline is at-least-once) is shown once; how many repeats were
+hidden is said on stderr at exit.
 """
 
 
@@ -54,6 +56,7 @@ def show(consumer: KafkaConsumer, args: argparse.Namespace, config: Config, stop
     out = sys.stdout
     devices = set(args.device or config.display.devices)
     throttle = Throttle(config.display.max_lines_per_s)
+    redelivered = Redeliveries()
     shown = 0
     deadline = time.monotonic() + args.duration if args.duration else None
     while not stop.is_set() and (args.count is None or shown < args.count):
@@ -65,7 +68,7 @@ def show(consumer: KafkaConsumer, args: argparse.Namespace, config: Config, stop
             except EnvelopeError as exc:
                 print(f"! {record.topic}/{record.partition}/{record.offset}: {exc.reason}", file=sys.stderr)
                 continue
-            if devices and envelope.device not in devices:
+            if (devices and envelope.device not in devices) or redelivered.is_repeat(envelope):
                 continue
             shown += 1
             if args.json:
@@ -79,6 +82,8 @@ def show(consumer: KafkaConsumer, args: argparse.Namespace, config: Config, stop
         if summary:
             out.write(summary + "\n")
         out.flush()  # once per poll, not per message
+    if redelivered.repeats:
+        print(f"{redelivered.repeats} reading(s) delivered more than once were shown once", file=sys.stderr)
     return shown
 
 

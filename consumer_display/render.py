@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from datetime import UTC, datetime
 
 from twinpipe.envelope import Envelope
@@ -61,3 +62,26 @@ class Throttle:
         self._window_start, self._shown, self._skipped = now, 0, 0
         self._skipped_devices.clear()
         return line
+
+
+class Redeliveries:
+    """Recognises a reading delivered again: the pipeline is at-least-once, so a reconnect can put the
+    same reading (device, boot, seq) into Kafka twice. Remembers the last `memory` readings;
+    a repeat further back than that is shown again."""
+
+    def __init__(self, memory: int = 4096) -> None:
+        self._order: deque[tuple[str, str, int]] = deque()
+        self._seen: set[tuple[str, str, int]] = set()
+        self._memory = memory
+        self.repeats = 0
+
+    def is_repeat(self, envelope: Envelope) -> bool:
+        key = (envelope.device, envelope.boot, envelope.seq)
+        if key in self._seen:
+            self.repeats += 1
+            return True
+        self._seen.add(key)
+        self._order.append(key)
+        if len(self._order) > self._memory:
+            self._seen.discard(self._order.popleft())
+        return False

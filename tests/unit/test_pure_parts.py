@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from consumer_display.render import Throttle, format_line, hop_delays_ms
+from consumer_display.render import Redeliveries, Throttle, format_line, hop_delays_ms
 from influx_ingestion.ingestion import Batch, observe_write_delays
 from influx_ingestion.points import PointMapper
 from mqtt_kafka_bridge.acks import InOrderAcks
@@ -134,6 +134,20 @@ def test_throttle_summarises_what_it_did_not_show() -> None:
     now[0] = 1.0
     assert throttle.summary() == "… 8 more messages from 3 device(s) in 1.0 s (10 msg/s)"
     assert throttle.admit("d0")
+
+
+def test_the_display_shows_a_redelivered_reading_once_and_counts_it() -> None:
+    def reading(device: str, seq: int, boot: str) -> Envelope:
+        return Envelope(device=device, boot=boot, seq=seq, time_ns=10, values={"temperature": 0.0})
+
+    redelivered = Redeliveries(memory=3)
+    stream = [reading("sim-1", 0, "a"), reading("sim-1", 0, "a"), reading("sim-2", 0, "a")]
+    stream += [reading("sim-1", 0, "b")]  # a restarted publisher: new boot, seq from 0 again
+    assert [redelivered.is_repeat(e) for e in stream] == [False, True, False, False]
+    assert redelivered.repeats == 1
+    for seq in range(1, 4):  # pushes sim-1 #0 out of the memory of 3
+        redelivered.is_repeat(reading("sim-1", seq, "a"))
+    assert not redelivered.is_repeat(reading("sim-1", 0, "a")), "forgotten beyond its memory"
 
 
 def test_client_library_repeats_pass_once_per_interval_ours_always() -> None:
