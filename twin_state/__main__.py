@@ -1,4 +1,4 @@
-"""python -m twin_state: the twin's desired/reported state per device, commands and their journal, over HTTP."""
+"""python -m twin_state: the twin's desired/reported state per device and its command journal, over HTTP."""
 
 from __future__ import annotations
 
@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     token = settings.secret_token()
     if token is None and not settings.read_only:
         print(
-            f"twin_state.token: required for writes; set {ENV_PREFIX}TWIN_STATE__TOKEN or twin_state.token_file,"
-            " or twin_state.read_only: true",
+            f"twin_state.token: required for writes; set {ENV_PREFIX}TWIN_STATE__TOKEN or"
+            " twin_state.token_file, or twin_state.read_only: true",
             file=sys.stderr,
         )
         return 2

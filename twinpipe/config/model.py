@@ -10,16 +10,16 @@
                                                                description}}}}
 
 A thing entry describes one device (`devices: nucleo-1`) or a fleet (`devices: "sim-*"`, a glob):
-each matching device is one SensorThings Thing. `settings` are what a user may set on the device through the twin (twin_state/README.md): a bool, a
-number (in a UCUM unit, within [minimum, maximum]) or one of an enum's values. A setting's name must
-not be a datastream's value name of the same thing: the device's `reported` state holds both its
-latest readings and its settings under their names, so one would hide the other.
-
-A value a thing does not list is still a datastream
+each matching device is one SensorThings Thing. A value a thing does not list is still a datastream
 when its name is an observed property's id or ends with `_<id>` (`wall1_temperature` →
 `temperature`): the observed property's unit and range are the defaults, so a fleet needs no
 per-device entries. How a device and a value resolve is `twinpipe.model`'s job; this module is the
 schema and its checks.
+
+`settings` are what a user may set on a device through the twin (twin_state/README.md): a bool, a
+number (in a UCUM unit, within [minimum, maximum]) or one of an enum's values. A setting's name must
+not be a datastream's value name of the same thing: the device's `reported` state holds both its
+latest readings and its settings under their names, so one would hide the other.
 
 Units are UCUM codes (https://ucum.org/ucum), checked with `ucumvert`'s UCUM grammar (the maintained
 Python UCUM parser, also used to convert UCUM to pint units): `Cel`, `%`, `hPa`, `ug/m3`, `dB`.
