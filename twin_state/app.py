@@ -5,8 +5,6 @@ Handlers are plain `def`s: FastAPI runs them in its thread pool, so a request wa
 long-polling a command never holds up another.
 """
 
-from __future__ import annotations
-
 import hmac
 from typing import Annotated, Any
 
