@@ -27,9 +27,10 @@ OLDEST_UNACKNOWLEDGED = Gauge(
     "twinpipe_twin_state_oldest_unacknowledged_seconds",
     "Age of the oldest open command not acknowledged yet (0 when there is none), wall clock",
 )
-BAD_RECORDS = Counter(
-    "twinpipe_twin_state_bad_records",
-    "Records of the command or event topic refused (sent to the dead-letter topic), by topic kind",
+DEAD_LETTERS = Counter(
+    "twinpipe_twin_state_dead_letters",
+    "Records of the command topic (kind command) or event topic (kind event) refused and sent to the"
+    " dead-letter topic with their reason",
     ["kind"],
 )
 PERSISTED = Counter("twinpipe_twin_state_persisted", "State documents written to the state topic")
@@ -46,7 +47,7 @@ for _state in STATES:
     if _state != "queued":
         SINCE_QUEUED.labels(_state)
 for _kind in ("command", "event"):
-    BAD_RECORDS.labels(_kind)
+    DEAD_LETTERS.labels(_kind)
 
 
 def count(transitions: list[Transition]) -> None:

@@ -237,7 +237,7 @@ class TwinStateStage:
 
     def _dead_letter(self, record: Any, kind: str, reason: str) -> None:
         assert self._producer is not None
-        metrics.BAD_RECORDS.labels(kind).inc()
+        metrics.DEAD_LETTERS.labels(kind).inc()
         source = f"{record.topic}/{record.partition}/{record.offset}"
         log.warning("%s refused (dead-lettered): %s", source, reason)
         self._producer.send(
