@@ -11,6 +11,7 @@ import uvicorn
 from twin_state import metrics
 from twin_state.app import create_app
 from twin_state.influx_out import InfluxOut
+from twin_state.lifecycle import Transition
 from twin_state.stage import TwinStateStage, Unavailable
 from twin_state.store import Twin
 from twinpipe.cli import load_or_exit, stage_parser, stop_on_signals
@@ -40,6 +41,19 @@ token twin_state.token or twin_state.token_file (or set twin_state.read_only: tr
 log = logging.getLogger("twinpipe.twin_state")
 
 
+def log_closed(transitions: list[Transition]) -> None:
+    """Say in the log when a command ends, and why when it did not succeed."""
+    for t in transitions:
+        if t.state in ("expired", "failed"):
+            log.warning(
+                "command %s to %s %s after %.1f s: %s", t.id, t.device, t.state, t.since_queued_s, t.detail
+            )
+        elif t.state == "applied":
+            log.info(
+                "command %s to %s applied after %.3f s: %s", t.id, t.device, t.since_queued_s, t.settings
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = stage_parser("python -m twin_state", DESCRIPTION).parse_args(argv)
     config = load_or_exit(args.config)
@@ -61,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     twin = Twin(lambda device: set(model.settings(device)), settings.journal_size)
     stop = stop_on_signals()
     influx = InfluxOut(writer, settings.influx_measurement_commands, settings.influx_measurement_settings)
-    twin.on_transitions += [metrics.count, influx.transitions]
+    twin.on_transitions += [metrics.count, influx.transitions, log_closed]
     twin.on_settings.append(influx.settings)
     with TwinStateStage(config, twin, model) as stage, influx:
         server = uvicorn.Server(

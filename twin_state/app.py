@@ -16,6 +16,7 @@ from twin_state import metrics
 from twin_state.lifecycle import STATES, new_state
 from twin_state.stage import TwinStateStage, Unavailable
 from twinpipe.model import TwinModel
+from twinpipe.names import device_problem
 
 MAX_EXPIRY_S = 7 * 86400
 
@@ -96,6 +97,9 @@ def create_app(stage: TwinStateStage, model: TwinModel, token: str | None) -> Fa
         },
     )
     def set_desired(device: str, body: DesiredRequest, _: Annotated[None, Depends(writer)]) -> dict[str, Any]:
+        problem = device_problem(device, allow_probe=False)
+        if problem:
+            raise HTTPException(422, f"device {device!r}: {problem}")
         if not model.settings(device):
             raise HTTPException(
                 404, f"device {device!r} has no settings in the model (model.things.*.settings)"

@@ -51,7 +51,6 @@ class TwinStateStage:
         self.consuming = threading.Event()
         self._producer: KafkaProducer | None = None
         self._consumer: KafkaConsumer | None = None
-        self._readings: KafkaConsumer | None = None
         self._throttled = ThrottledLog(log, interval_s=30)
         self._persisting = threading.Lock()  # states reach the topic in the order they were made
 
@@ -63,9 +62,8 @@ class TwinStateStage:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        for consumer in (self._consumer, self._readings):
-            if consumer is not None:
-                consumer.close(autocommit=False)
+        if self._consumer is not None:
+            self._consumer.close(autocommit=False)
         if self._producer is not None:
             self._producer.close(timeout=10)
 
@@ -183,34 +181,26 @@ class TwinStateStage:
     def run(self, stop: threading.Event) -> None:
         """Consume until `stop` is set; expire on the timer between polls."""
         kafka = self.config.kafka
+        topics = [self.settings.command_topic, self.settings.event_topic, kafka.telemetry_topic]
         self._consumer = kafka_consumer(kafka, self.settings.group_id, auto_offset_reset="earliest")
-        self._consumer.subscribe([self.settings.command_topic, self.settings.event_topic])
-        # Readings only update `reported` to the latest: a first start follows them from now on instead
-        # of replaying the telemetry topic's whole retention.
-        self._readings = kafka_consumer(
-            kafka, self.settings.group_id + ".telemetry", auto_offset_reset="latest"
-        )
-        self._readings.subscribe([kafka.telemetry_topic])
+        self._consumer.subscribe(topics)
         next_tick = 0.0
-        wait_ms = int(self.settings.expiry_check_s * 500)
         while not stop.is_set():
             self.heartbeat.beat()
-            batches = self._consumer.poll(timeout_ms=wait_ms, max_records=2000)
-            readings = self._readings.poll(timeout_ms=wait_ms if not batches else 0, max_records=5000)
-            if self._consumer.assignment() and self._readings.assignment():
+            batches = self._consumer.poll(
+                timeout_ms=int(self.settings.expiry_check_s * 1000), max_records=2000
+            )
+            if self._consumer.assignment():
                 self.consuming.set()
-            for records in [*batches.values(), *readings.values()]:
+            for records in batches.values():
                 for record in records:
                     self._take(record)
             if time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + self.settings.expiry_check_s
                 self.twin.tick(time.time_ns())
                 metrics.gauge_open(self.twin.open_commands())
-            if self.persist():
-                if batches:
-                    self._commit(self._consumer)
-                if readings:
-                    self._commit(self._readings)
+            if self.persist() and batches:
+                self._commit(self._consumer)
 
     def _commit(self, consumer: KafkaConsumer) -> None:
         try:

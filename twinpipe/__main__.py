@@ -61,15 +61,15 @@ def add_command_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "command",
         help="set desired settings of a device through the twin state API and follow the command",
-        description="Set desired settings of DEVICE through the twin state API (python -m twin_state): the"
-        " API checks them against the model's settings of the device's thing, writes a command the bridge"
-        " sends to the board, and records its lifecycle: queued -> sent -> delivered -> written ->"
-        " acknowledged -> applied, or expired / failed. Prints each state as it is reached.",
+        description="Set desired settings of DEVICE through the twin state API (python -m twin_state): the\n"
+        "API checks them against the model's settings of the device's thing, writes a command the bridge\n"
+        "sends to the board, and records its lifecycle: queued -> sent -> delivered -> written ->\n"
+        "acknowledged -> applied, or expired / failed. Prints each state as it is reached.",
         epilog="Examples:\n  python -m twinpipe command sim-1 set heater=on\n"
         "  python -m twinpipe command nucleo-1 set heater=off report_interval_s=2 --wait\n\n"
         "VALUE: on/off/true/false for a bool, a number (in the setting's unit) or an enum's value.\n"
-        "Exit status: 0 queued (with --wait: applied); 1 expired, failed or refused by the API (the"
-        " reason is printed); 2 usage or connection error. " + CONFIG_EPILOG,
+        "Exit status: 0 queued (with --wait: applied); 1 expired, failed or refused by the API (the\n"
+        "reason is printed); 2 usage or connection error.\n\n" + CONFIG_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("device", metavar="DEVICE", help="device id, e.g. nucleo-1 or sim-1")

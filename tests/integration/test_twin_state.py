@@ -87,8 +87,8 @@ def start(pipeline: Pipeline, override: dict[str, Any] | None = None) -> TwinSta
         "twin_state", {**settings, "health": {"port": health}}, env={"TWINPIPE__TWIN_STATE__TOKEN": TOKEN}
     )
     poll(
-        lambda: http_get(f"http://127.0.0.1:{health}/readyz")[0],
-        lambda status: status == 200 or not process.running(),
+        lambda: http_get(f"http://127.0.0.1:{health}/readyz"),
+        lambda answer: answer[0] == 200 or not process.running(),
         60,
         "twin_state ready",
     )
