@@ -7,6 +7,7 @@ import sys
 import threading
 
 import uvicorn
+from kafka.errors import KafkaError
 
 from twin_state import metrics
 from twin_state.app import create_app
@@ -19,6 +20,7 @@ from twinpipe.config import ENV_PREFIX, ConfigError
 from twinpipe.health import HealthServer
 from twinpipe.influx import InfluxWriter
 from twinpipe.model import TwinModel
+from twinpipe.retry import until_connected
 
 DESCRIPTION = """\
 Keep the twin's state per device (desired, reported, delta, versions, command journal) and serve it at
@@ -99,11 +101,12 @@ def main(argv: list[str] | None = None) -> int:
                 "server": lambda: server.started or "not serving yet",
             },
         ):
-            try:
-                stage.rebuild()
-            except Unavailable as exc:
-                print(f"cannot rebuild the state: {exc}", file=sys.stderr)
-                return 1
+            what = f"Kafka {','.join(config.kafka.bootstrap_servers)} (state topic {settings.state_topic})"
+            if (
+                until_connected(stage.open, what, stop, (KafkaError, Unavailable), action="rebuild from")
+                is None
+            ):
+                return 0  # stopped while waiting
             consumer.start()
             log.info(
                 "twin state API on http://%s:%d (%s), state in %s",

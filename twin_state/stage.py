@@ -57,9 +57,15 @@ class TwinStateStage:
     # --- lifecycle ---
 
     def __enter__(self) -> TwinStateStage:
-        self._create_topics()
-        self._producer = kafka_producer(self.config.kafka, linger_ms=5)
         return self
+
+    def open(self) -> int:
+        """Create the topics, connect the producer and rebuild (`rebuild`); returns the devices read.
+        Raises KafkaError or Unavailable while Kafka cannot be reached: the caller retries."""
+        self._create_topics()
+        if self._producer is None:
+            self._producer = kafka_producer(self.config.kafka, linger_ms=5)
+        return self.rebuild(timeout_s=60)
 
     def __exit__(self, *exc_info: object) -> None:
         if self._consumer is not None:
