@@ -69,7 +69,7 @@ class TwinState:
         return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
 
 
-def start(pipeline: Pipeline, override: dict[str, Any] | None = None) -> TwinState:
+def start(pipeline: Pipeline, override: dict[str, Any] | None = None, token: str | None = TOKEN) -> TwinState:
     port, health = free_port(), free_port()
     settings = override or {
         "twin_state": {
@@ -84,7 +84,9 @@ def start(pipeline: Pipeline, override: dict[str, Any] | None = None) -> TwinSta
     }
     settings["twin_state"]["port"] = port
     process = pipeline.stage(
-        "twin_state", {**settings, "health": {"port": health}}, env={"TWINPIPE__TWIN_STATE__TOKEN": TOKEN}
+        "twin_state",
+        {**settings, "health": {"port": health}},
+        env={"TWINPIPE__TWIN_STATE__TOKEN": token} if token else {},
     )
     poll(
         lambda: http_get(f"http://127.0.0.1:{health}/readyz"),
@@ -223,6 +225,18 @@ def test_desired_to_applied_with_cli_duplicates_expiry_influx_and_metrics(pipeli
         assert entry["state"] == "expired"
         assert twin.ok("GET", "/things/sim-1/state")["reported"]["heater"] is False  # what the board has
 
+        # A malformed event goes to the dead-letter topic with its reason; the stage goes on.
+        devices.producer.send(ts["event_topic"], key=b"sim-1", value=b'{"v": 1, "id": "x", "state": "done"}')
+        devices.producer.flush()
+        (dead,) = pipeline.kafka_records(pipeline.dead_letter_topic, 1)
+        headers = dict(dead.headers)
+        assert (
+            headers["twinpipe.stage"] == b"twin_state"
+            and b"state: 'done' is not one of" in headers["twinpipe.reason"]
+        )
+        assert headers["twinpipe.source"].startswith(ts["event_topic"].encode() + b"/")
+        assert twin.metric('twinpipe_twin_state_dead_letters_total{kind="event"}') == 1
+
         assert twin.metric('twinpipe_twin_state_commands_total{state="applied"}') == 1
         assert twin.metric('twinpipe_twin_state_commands_total{state="expired"}') == 1
         assert twin.metric("twinpipe_twin_state_commands_unacknowledged") == 0
@@ -280,3 +294,8 @@ def test_refuses_to_start_without_a_token_unless_read_only(pipeline: Pipeline) -
         timeout=30,
     )
     assert run.returncode == 2 and "twin_state.token: required" in run.stderr
+    override = {"twin_state": {"read_only": True, "state_topic": f"state-ro-{pipeline.id}"}}
+    reader = start(pipeline, override, token=None)
+    status, answer = reader.call("PATCH", "/things/sim-1/desired", {"settings": {"heater": True}})
+    assert status == 403 and "read-only" in answer["detail"]
+    assert reader.call("GET", "/things/sim-1/state")[1]["desired"] == {}
