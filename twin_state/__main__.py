@@ -74,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(exc.errors), file=sys.stderr)
         return 2
     model = TwinModel(config.model)
-    twin = Twin(lambda device: set(model.settings(device)), settings.journal_size)
+    twin = Twin(
+        lambda device: set(model.settings(device)), settings.journal_size, settings.readings_persist_s
+    )
     stop = stop_on_signals()
     influx = InfluxOut(writer, settings.influx_measurement_commands, settings.influx_measurement_settings)
     twin.on_transitions += [metrics.count, influx.transitions, log_closed]
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             server.run()
             stop.set()
             consumer.join(timeout=15)
-        stage.persist()
+        stage.persist(everything=True)
     return 0 if server.started else 1
 
 

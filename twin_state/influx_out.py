@@ -104,9 +104,11 @@ class InfluxOut:
             self.flush()
 
     def flush(self) -> bool:
-        """Write what is buffered; True when the buffer is empty afterwards."""
+        """Write what is buffered; True when it was written (or refused and dropped). Lines InfluxDB
+        could not take now go back to the front of the buffer, within `max_lines`."""
         with self._lock:
             batch = list(self._lines)
+            self._lines.clear()
         if not batch:
             return True
         try:
@@ -115,11 +117,19 @@ class InfluxOut:
             self._throttled.warning(
                 "unavailable", "InfluxDB unavailable, keeping %d lines: %s", len(batch), exc
             )
+            self._add_front(batch)
             return False
         except Rejected as exc:
             metrics.INFLUX_DROPPED.inc(len(batch))
             log.error("InfluxDB refused %d journal/settings lines, dropped: %s", len(batch), exc)
+        return True
+
+    def _add_front(self, lines: list[str]) -> None:
         with self._lock:
-            for _ in range(min(len(batch), len(self._lines))):
+            self._lines.extendleft(reversed(lines))
+            overflow = max(0, len(self._lines) - self.max_lines)
+            for _ in range(overflow):
                 self._lines.popleft()
-            return not self._lines
+        if overflow:
+            metrics.INFLUX_DROPPED.inc(overflow)
+            self._throttled.warning("overflow", "InfluxDB buffer full: dropped the %d oldest lines", overflow)

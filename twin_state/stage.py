@@ -135,7 +135,7 @@ class TwinStateStage:
                             self._load(record)
         finally:
             consumer.close()
-        self.twin.take_dirty()
+        self.twin.take_dirty(everything=True)
         self.rebuilt.set()
         log.info("rebuilt the state of %d devices from %s", len(self.twin.states), topic)
         return len(self.twin.states)
@@ -254,12 +254,13 @@ class TwinStateStage:
 
     # --- persisting ---
 
-    def persist(self) -> bool:
+    def persist(self, everything: bool = False) -> bool:
         """Produce the changed devices' states to the state topic and wait for Kafka; False (and the
-        devices kept for the next try) when it did not acknowledge in time."""
+        devices kept for the next try) when it did not acknowledge in time. Devices whose readings
+        alone changed wait for twin_state.readings_persist_s, unless `everything`."""
         assert self._producer is not None
         with self._persisting:
-            dirty = self.twin.take_dirty()
+            dirty = self.twin.take_dirty(everything)
             if not dirty:
                 return True
             futures = [

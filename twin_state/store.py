@@ -8,6 +8,7 @@ Every transition and every change of a setting's desired or reported value goes 
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -28,14 +29,22 @@ class SettingChange:
 
 
 class Twin:
-    def __init__(self, setting_names: Callable[[str], set[str]], journal_size: int = 50) -> None:
+    def __init__(
+        self,
+        setting_names: Callable[[str], set[str]],
+        journal_size: int = 50,
+        readings_persist_s: float = 0.0,
+    ) -> None:
         self.setting_names = setting_names
         self.journal_size = journal_size
+        self.readings_persist_s = readings_persist_s
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         self.states: dict[str, State] = {}
         self._index: dict[str, str] = {}  # command id → device
-        self._dirty: set[str] = set()
+        self._dirty: set[str] = set()  # to persist now: commands, events, expiry
+        self._lazy: set[str] = set()  # only readings changed: persisted every readings_persist_s
+        self._persisted: dict[str, float] = {}  # device → time.monotonic() of its last persist
         self.on_transitions: list[Callable[[list[Transition]], None]] = []
         self.on_settings: list[Callable[[list[SettingChange]], None]] = []
 
@@ -97,7 +106,7 @@ class Twin:
         )
 
     def readings(self, device: str, values: dict[str, float], time_ns: int) -> None:
-        self._change(device, lambda s: (lifecycle.apply_readings(s, values, time_ns), []), time_ns)
+        self._change(device, lambda s: (lifecycle.apply_readings(s, values, time_ns), []), time_ns, lazy=True)
 
     def tick(self, now_ns: int) -> list[Transition]:
         transitions = []
@@ -108,12 +117,23 @@ class Twin:
                 )
         return transitions
 
-    def take_dirty(self) -> list[tuple[str, State]]:
-        """The devices changed since the last call, with their state documents, to persist."""
+    def take_dirty(self, everything: bool = False) -> list[tuple[str, State]]:
+        """The devices to persist, with their state documents: every one whose commands changed, and
+        those whose readings alone changed once `readings_persist_s` passed since their last persist
+        (or all, with `everything`). A reading not yet persisted is lost in a crash, and replaced by
+        the board's next one."""
+        now = time.monotonic()
         with self.lock:
-            dirty = [(device, self.states[device]) for device in sorted(self._dirty)]
+            due = {
+                d
+                for d in self._lazy
+                if everything or now - self._persisted.get(d, -math.inf) >= self.readings_persist_s
+            }
+            devices = sorted(self._dirty | due)
             self._dirty.clear()
-            return dirty
+            self._lazy -= due | set(devices)
+            self._persisted.update((device, now) for device in devices)
+            return [(device, self.states[device]) for device in devices]
 
     def mark_dirty(self, devices: list[str]) -> None:
         """Put devices back whose persisting failed, so the next persist retries them."""
@@ -121,7 +141,11 @@ class Twin:
             self._dirty.update(devices)
 
     def _change(
-        self, device: str, step: Callable[[State], tuple[State, list[Transition]]], time_ns: int
+        self,
+        device: str,
+        step: Callable[[State], tuple[State, list[Transition]]],
+        time_ns: int,
+        lazy: bool = False,
     ) -> list[Transition]:
         with self.changed:
             old = self.states.get(device) or lifecycle.new_state(device)
@@ -134,7 +158,7 @@ class Twin:
             for entry in old["commands"]:
                 if entry["id"] not in kept:
                     self._index.pop(entry["id"], None)
-            self._dirty.add(device)
+            (self._lazy if lazy else self._dirty).add(device)
             changes = self._setting_changes(device, old, new, time_ns)
             if transitions:
                 for observer in self.on_transitions:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from twin_state import codec, lifecycle
 from twin_state.codec import RecordError
 from twin_state.lifecycle import CLOSED, FORWARD, RANK
+from twin_state.store import Twin
 from twinpipe.command import CommandError, parse_assignments
 from twinpipe.config import ConfigError, parse_config
 from twinpipe.config.model import DEFAULT_MODEL
@@ -243,3 +244,24 @@ def test_the_command_line_reads_values_as_typed() -> None:
     assert parsed == {"heater": True, "report_interval_s": 2, "mode": "eco", "x": 0.5, "y": False}
     with pytest.raises(CommandError, match="expected NAME=VALUE"):
         parse_assignments(["heater"])
+
+
+def test_the_store_persists_commands_at_once_and_readings_alone_at_most_every_interval() -> None:
+    twin = Twin(lambda device: {"heater", "report_interval_s"}, readings_persist_s=3600)
+    seen: list[str] = []
+    twin.on_transitions.append(lambda transitions: seen.extend(t.state for t in transitions))
+    twin.readings("sim-1", {"temperature": 0.0}, T0)
+    assert twin.take_dirty() == [("sim-1", twin.state("sim-1"))], "never persisted: due at once"
+    twin.readings("sim-1", {"temperature": 0.5}, T0 + S)
+    assert twin.take_dirty() == []
+    twin.queue(command(), T0 + S)
+    assert [device for device, _ in twin.take_dirty()] == ["sim-1"] and seen == ["queued"]
+    twin.readings("sim-1", {"temperature": 1.0}, T0 + 2 * S)
+    assert (
+        twin.take_dirty() == [] and twin.take_dirty(everything=True)[0][1]["reported"]["temperature"] == 1.0
+    )
+    for e in HAPPY:
+        twin.event(e)
+    assert twin.command("c1")["state"] == "applied" and seen[-1] == "applied"
+    assert twin.wait("c1", "sent", 0.01)["state"] == "applied"
+    assert twin.open_commands() == [] and twin.desired_version("sim-1") == 1

@@ -37,6 +37,7 @@ class TwinStateConfig(Section):
     max_wait_s: Annotated[float, Field(ge=0, le=300)] = 60.0
     journal_size: Annotated[int, Field(ge=1, le=10000)] = 50
     expiry_check_s: Positive = 0.5
+    readings_persist_s: Annotated[float, Field(ge=0, le=3600)] = 5.0
     kafka_timeout_s: Positive = 10.0
     influx_measurement_commands: Measurement = "twin_commands"
     influx_measurement_settings: Measurement = "twin_settings"
