@@ -15,6 +15,7 @@ The publisher exits by itself at the recording's end; the display keeps running 
 from __future__ import annotations
 
 import argparse
+import secrets
 import signal
 import subprocess
 import sys
@@ -113,11 +114,21 @@ def run(stack: LocalStack, workdir: Path, args: argparse.Namespace) -> int:
         "TWINPIPE__SENSORTHINGS__HOST": "127.0.0.1",
         "TWINPIPE__SENSORTHINGS__PORT": str(sensorthings_port),
     }
+    # The twin state API, with a fresh bearer token in a file the command line reads.
+    twin_port, token_file = free_port(), workdir / "twin-state-token"
+    token_file.write_text(secrets.token_hex(16) + "\n")
+    twin_env = {
+        **stack.env(),
+        "TWINPIPE__TWIN_STATE__HOST": "127.0.0.1",
+        "TWINPIPE__TWIN_STATE__PORT": str(twin_port),
+        "TWINPIPE__TWIN_STATE__TOKEN_FILE": str(token_file),
+    }
     stages += [
         StageProcess("influx_ingestion", config, workdir, env=stack.env()),
         bridge,
         StageProcess("latency_probe", config, workdir, env=stack.env()),
         StageProcess("sensorthings_api", config, workdir, env=sensorthings_env),
+        StageProcess("twin_state", config, workdir, env=twin_env),
     ]
     last = StageProcess("publisher", config, workdir, env=stack.env())
     print(
@@ -125,6 +136,11 @@ def run(stack: LocalStack, workdir: Path, args: argparse.Namespace) -> int:
         f"InfluxDB {stack.influxd.url} (v2 API {stack.influx.url})"
     )
     print(f"SensorThings API: http://127.0.0.1:{sensorthings_port}/v1.1/Things")
+    print(
+        f"Twin state API: http://127.0.0.1:{twin_port}/docs; set a board from another terminal:\n"
+        f"  python -m twinpipe command {boards[0]} set heater=on --wait"
+        f" --url http://127.0.0.1:{twin_port} --token-file {token_file}"
+    )
     print(f"config and stage logs: {workdir}   — Ctrl-C stops the demo\n", flush=True)
     try:
         for stage in stages:

@@ -28,7 +28,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-SECRET_KEYS = ("INFLUXDB_TOKEN", "INFLUXDB_ADMIN_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "MQTT_PASSWORD")
+SECRET_KEYS = (
+    "INFLUXDB_TOKEN",
+    "INFLUXDB_ADMIN_PASSWORD",
+    "GRAFANA_ADMIN_PASSWORD",
+    "MQTT_PASSWORD",
+    "TWIN_STATE_TOKEN",
+)
 # Used by InfluxDB and Grafana only when their volume is first initialised: a new value later would
 # not match what they stored, so an empty one is refused while that volume exists.
 INIT_ONCE = {

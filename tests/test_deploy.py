@@ -24,6 +24,7 @@ STAGES = {
     "mqtt_kafka_bridge",
     "influx_ingestion",
     "latency_probe",
+    "twin_state",
     "consumer_display",
     "sensorthings_api",
 }
@@ -31,7 +32,13 @@ OBSERVERS = {"prometheus", "grafana"}
 # Set-up steps that run once per `up` and exit: mosquitto-passwd (the broker's password file) and
 # twin-dashboard (the Digital twin dashboard from config.yaml's model, for Grafana).
 ONE_SHOTS = {"mosquitto-passwd", "twin-dashboard"}
-SECRET_KEYS = {"INFLUXDB_TOKEN", "INFLUXDB_ADMIN_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "MQTT_PASSWORD"}
+SECRET_KEYS = {
+    "INFLUXDB_TOKEN",
+    "INFLUXDB_ADMIN_PASSWORD",
+    "GRAFANA_ADMIN_PASSWORD",
+    "MQTT_PASSWORD",
+    "TWIN_STATE_TOKEN",
+}
 
 
 def env_file(tmp_path: Path) -> Path:

@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import copy
 import json
+import time
+import urllib.request
+import uuid
 from pathlib import Path
 
 import jsonschema
 import pytest
 import yaml
 
+from devstack.stack import LocalStack
 from tests.dashboards import (
     DASHBOARDS,
     INFLUX_UID,
@@ -20,8 +24,15 @@ from tests.dashboards import (
     TWIN_DASHBOARD,
     load,
     queries,
+    regex_value,
+    substitute,
+    variable_values,
     variables,
 )
+from twin_state import lifecycle
+from twin_state.influx_out import setting_line, transition_line
+from twin_state.lifecycle import FORWARD
+from twin_state.store import SettingChange
 
 SCHEMA = ROOT / "build" / "grafana-dashboard.schema.json"
 PROVISIONING = ROOT / "grafana" / "provisioning"
@@ -38,9 +49,9 @@ def datasources() -> dict[str, dict]:
     return {source["uid"]: source for source in document["datasources"]}
 
 
-def test_three_dashboards_with_unique_uids() -> None:
+def test_four_dashboards_with_unique_uids() -> None:
     uids = sorted(load(path)["uid"] for path in DASHBOARDS)
-    assert uids == ["twinpipe-health", "twinpipe-latency", "twinpipe-twin"]
+    assert uids == ["twinpipe-commands", "twinpipe-health", "twinpipe-latency", "twinpipe-twin"]
 
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
@@ -102,3 +113,59 @@ def test_dashboard_providers_load_the_folders_compose_mounts_each_uid_once() -> 
     hand_written = [load(path)["uid"] for path in (ROOT / "grafana" / "dashboards").glob("*.json")]
     assert load(TWIN_DASHBOARD)["uid"] not in hand_written
     assert not any(mount.startswith("./grafana/twin") for mount in mounts)
+
+
+def test_every_commands_dashboard_query_returns_data_from_the_twin_states_points(stack: LocalStack) -> None:
+    """The Commands dashboard on the real InfluxDB: a command's whole lifecycle and an expired one, as
+    points made by the twin_state stage's own code (lifecycle → twin_state.influx_out lines), then each
+    query with its variables substituted as Grafana does: for every device and for one."""
+    bucket = f"commands{uuid.uuid4().hex[:8]}"
+    stack.influx.add_bucket(bucket)
+    now = time.time_ns() - 60 * 10**9
+    command = {"id": uuid.uuid4().hex, "device": "sim-1", "settings": {"heater": True}, "desired_version": 1}
+    command |= {"v": 1, "created_ns": now, "expires_ns": now + 30 * 10**9}
+    state, transitions = lifecycle.queue(lifecycle.new_state("sim-1"), command, now)
+    for i, name in enumerate(["sent", "delivered", "written", "acknowledged"], start=1):
+        event = {"id": command["id"], "device": "sim-1", "state": name, "time_ns": now + i * 10**8}
+        event |= {"by": "publisher", "detail": "", "reported": {"heater": True}}
+        state, more = lifecycle.apply_event(state, event)
+        transitions += more
+    lost = {**command, "id": uuid.uuid4().hex, "settings": {"heater": False}, "desired_version": 2}
+    state, more = lifecycle.queue(state, lost, now + 10**9)
+    transitions += more + lifecycle.expire(state, lost["expires_ns"])[1]
+    changes = [
+        SettingChange("sim-1", "desired", "heater", True, now),
+        SettingChange("sim-1", "reported", "heater", True, now + 4 * 10**8),
+        SettingChange("sim-1", "desired", "heater", False, now + 10**9),
+    ]
+    lines = [transition_line("twin_commands", t) for t in transitions]
+    lines += [setting_line("twin_settings", c) for c in changes]
+    request = urllib.request.Request(
+        f"{stack.influxd.url}/write?db={bucket}&precision=ns", data="\n".join(lines).encode(), method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        assert answer.status == 204
+    assert [t.state for t in transitions] == [*FORWARD, "queued", "expired"]
+
+    dashboard = load(ROOT / "grafana" / "dashboards" / "commands.json")
+    (variable,) = variables(dashboard)
+    devices = variable_values(
+        variable, lambda q: [v[1] for s in stack.influxd.query(q, bucket) for v in s["values"]]
+    )
+    assert devices == ["sim-1"]
+    empty = []
+    for chosen in ({"device": variable["allValue"]}, {"device": regex_value(devices, INFLUX_UID)}):
+        for query in queries(dashboard):
+            series = stack.influxd.query(substitute(query.text, chosen), bucket)
+            if not series:
+                empty.append(f"{query.panel}: {query.text}")
+    assert not empty, empty
+    journal = stack.influxd.query(
+        substitute(
+            next(q for q in queries(dashboard) if q.panel == "Command journal").text, {"device": "sim-1"}
+        ),
+        bucket,
+    )[0]
+    rows = [dict(zip(journal["columns"], values, strict=True)) for values in journal["values"]]
+    assert [r["state"] for r in rows][:2] == ["expired", "queued"] and rows[-1]["state"] == "queued"
+    assert rows[0]["detail"].startswith("not acknowledged before expires_ns")

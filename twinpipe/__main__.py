@@ -1,5 +1,6 @@
 """`python -m twinpipe check-config [PATH]`: validate a config.yaml and print every error.
-`python -m twinpipe dashboard [--check]`: write (or compare) the Digital twin dashboard from the model."""
+`python -m twinpipe dashboard [--check]`: write (or compare) the Digital twin dashboard from the model.
+`python -m twinpipe command DEVICE set NAME=VALUE ... [--wait]`: set desired settings of a device."""
 
 from __future__ import annotations
 
@@ -45,12 +46,75 @@ def main(argv: list[str] | None = None) -> int:
     board.add_argument(
         "--check", action="store_true", help="write nothing; exit 1 if the file differs from the model's"
     )
+    add_command_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "command":
+        return command(args)
     if args.command == "dashboard":
         return dashboard(args.config, args.output, args.check)
     if args.command == "healthcheck":
         return healthcheck(args.config, "/readyz" if args.ready else "/healthz")
     return check_config(args.path, os.environ)
+
+
+def add_command_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "command",
+        help="set desired settings of a device through the twin state API and follow the command",
+        description="Set desired settings of DEVICE through the twin state API (python -m twin_state): the\n"
+        "API checks them against the model's settings of the device's thing, writes a command the bridge\n"
+        "sends to the board, and records its lifecycle: queued -> sent -> delivered -> written ->\n"
+        "acknowledged -> applied, or expired / failed. Prints each state as it is reached.",
+        epilog="Examples:\n  python -m twinpipe command sim-1 set heater=on\n"
+        "  python -m twinpipe command nucleo-1 set heater=off report_interval_s=2 --wait\n\n"
+        "VALUE: on/off/true/false for a bool, a number (in the setting's unit) or an enum's value.\n"
+        "Exit status: 0 queued (with --wait: applied); 1 expired, failed or refused by the API (the\n"
+        "reason is printed); 2 usage or connection error.\n\n" + CONFIG_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("device", metavar="DEVICE", help="device id, e.g. nucleo-1 or sim-1")
+    parser.add_argument("action", choices=["set"], help="what to do (set desired settings)")
+    parser.add_argument("assignments", metavar="NAME=VALUE", nargs="+", help="settings, e.g. heater=on")
+    parser.add_argument(
+        "--wait", action="store_true", help="follow the command until it is applied, expired or failed"
+    )
+    parser.add_argument(
+        "--url", help="the API, default http://127.0.0.1:<twin_state.port> from the config file"
+    )
+    parser.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="file holding the bearer token (default: twin_state.token / token_file of the config,"
+        " e.g. from $TWINPIPE__TWIN_STATE__TOKEN)",
+    )
+    parser.add_argument(
+        "--expires-in",
+        type=float,
+        metavar="S",
+        help="seconds until the command expires unacknowledged (default twin_state.command_expiry_s)",
+    )
+    parser.add_argument(
+        "--config", metavar="PATH", help="config file (default: $TWINPIPE_CONFIG or ./config.yaml)"
+    )
+
+
+def command(args: argparse.Namespace) -> int:
+    from twinpipe.command import CommandError, parse_assignments, read_token, run
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print("\n".join(exc.errors), file=sys.stderr)
+        return 2
+    url = args.url or f"http://127.0.0.1:{config.twin_state.port}"
+    try:
+        token = read_token(args.token_file, config.twin_state.secret_token())
+        return run(url, token, args.device, parse_assignments(args.assignments), args.wait, args.expires_in)
+    except CommandError as exc:
+        print(exc, file=sys.stderr)
+        return exc.status
+    except KeyboardInterrupt:
+        return 130
 
 
 def check_config(path: str | None, environ: Mapping[str, str]) -> int:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from twinpipe.config.model import Datastream, Location, ModelConfig, ObservedProperty, Sensor, Unit
+from twinpipe.config.model import Datastream, Location, ModelConfig, ObservedProperty, Sensor, Setting, Unit
 
 # UCUM code → Grafana unit id (grafana/packages/grafana-data/src/valueFormats/categories.ts); any
 # other code is shown with its symbol as a suffix ("suffix:<symbol>"), which Grafana renders as is.
@@ -169,6 +169,24 @@ class TwinModel:
             sensor_id=sensor_id,
             sensor=self.config.sensors.get(sensor_id) if sensor_id else None,
         )
+
+    def settings(self, device: str) -> dict[str, Setting]:
+        """What a user may set on `device` (its thing's `settings`); empty for a device of no thing."""
+        thing = self.thing(device)
+        return dict(self.config.things[thing.entry].settings) if thing else {}
+
+    def settings_problems(self, device: str, settings: dict[str, object]) -> dict[str, str]:
+        """Why each of `settings` (name → value as decoded from JSON) cannot be set on `device`, by
+        setting name; empty when all can. An unknown name's reason lists the known ones."""
+        known = self.settings(device)
+        problems = {}
+        for name, value in settings.items():
+            setting = known.get(name)
+            if setting is None:
+                problems[name] = f"{device!r} has no setting {name!r} (it has {sorted(known)})"
+            elif (problem := setting.problem(value)) is not None:
+                problems[name] = problem
+        return problems
 
     def ranges(self, device: str, values: list[str]) -> dict[str, tuple[float, float]]:
         """Plausible [min, max] per value name of `device`, for the values that have one."""

@@ -153,6 +153,8 @@ def test_metrics_probe_and_every_dashboard_query_on_a_running_pipeline(pipeline:
         empty = []
         checked = 0
         for path in DASHBOARDS:
+            if path.name == "commands.json":
+                continue  # needs the twin_state stage's points: tests/test_grafana.py runs its queries
             dashboard = load(path)
             options = {v["name"]: grafana.variable(v) for v in variables(dashboard)}
             for name, values in options.items():

@@ -56,6 +56,7 @@ from twinpipe.config.publisher import (
 from twinpipe.config.replay import ReplayConfig
 from twinpipe.config.schema import Config
 from twinpipe.config.sensorthings import SensorThingsConfig
+from twinpipe.config.twin_state import TwinStateConfig
 
 __all__ = [
     "BridgeConfig",
@@ -97,6 +98,7 @@ __all__ = [
     "SimulatorConfig",
     "TagKey",
     "TagValue",
+    "TwinStateConfig",
     "ValueName",
     "default_device_level",
     "simulated_device_ids",

@@ -5,7 +5,9 @@
       sensors:             {<id>: {name, description, metadata, encoding_type}}
       things:              {<id>: {devices, name, description, properties, location, sensor,
                                    datastreams: {<value name>: {observed_property, sensor, name,
-                                                                description, unit, range}}}}
+                                                                description, unit, range}},
+                                   settings: {<setting name>: {kind, unit, minimum, maximum, values,
+                                                               description}}}}
 
 A thing entry describes one device (`devices: nucleo-1`) or a fleet (`devices: "sim-*"`, a glob):
 each matching device is one SensorThings Thing. A value a thing does not list is still a datastream
@@ -13,6 +15,11 @@ when its name is an observed property's id or ends with `_<id>` (`wall1_temperat
 `temperature`): the observed property's unit and range are the defaults, so a fleet needs no
 per-device entries. How a device and a value resolve is `twinpipe.model`'s job; this module is the
 schema and its checks.
+
+`settings` are what a user may set on a device through the twin (twin_state/README.md): a bool, a
+number (in a UCUM unit, within [minimum, maximum]) or one of an enum's values. A setting's name must
+not be a datastream's value name of the same thing: the device's `reported` state holds both its
+latest readings and its settings under their names, so one would hide the other.
 
 Units are UCUM codes (https://ucum.org/ucum), checked with `ucumvert`'s UCUM grammar (the maintained
 Python UCUM parser, also used to convert UCUM to pint units): `Cel`, `%`, `hPa`, `ug/m3`, `dB`.
@@ -24,7 +31,7 @@ import fnmatch
 import math
 import re
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
@@ -162,6 +169,59 @@ class Datastream(Section):
     range: Range | None = None  # default: the observed property's range
 
 
+SETTING_KINDS = ("bool", "number", "enum")
+
+
+class Setting(Section):
+    """Something a user may set on a device: `kind` bool, number (`unit` UCUM, `minimum`/`maximum`
+    inclusive, both optional) or enum (`values`, the allowed strings)."""
+
+    kind: Literal["bool", "number", "enum"]
+    unit: UcumCode | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    values: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = None
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _fits_kind(self) -> Setting:
+        number_keys = [k for k in ("unit", "minimum", "maximum") if getattr(self, k) is not None]
+        if self.kind != "number" and number_keys:
+            raise ValueError(f"{', '.join(number_keys)}: only for kind number, not {self.kind}")
+        if self.kind != "enum" and self.values is not None:
+            raise ValueError(f"values: only for kind enum, not {self.kind}")
+        if self.kind == "enum" and not self.values:
+            raise ValueError("values: kind enum needs the list of allowed values")
+        for key in ("minimum", "maximum"):
+            bound = getattr(self, key)
+            if bound is not None and not math.isfinite(bound):
+                raise ValueError(f"{key}: must be a finite number, not {bound}")
+        if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
+            raise ValueError(f"minimum ({self.minimum}) must not exceed maximum ({self.maximum})")
+        return self
+
+    def problem(self, value: Any) -> str | None:
+        """Why `value` (as decoded from JSON) cannot be set, or None: wrong kind, out of range, not
+        one of the enum's values."""
+        if self.kind == "bool":
+            return None if isinstance(value, bool) else f"expected true or false, got {value!r}"
+        if self.kind == "enum":
+            allowed = self.values or []
+            return (
+                None
+                if isinstance(value, str) and value in allowed
+                else f"expected one of {allowed}, got {value!r}"
+            )
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            return f"expected a finite number, got {value!r}"
+        unit = f" {self.unit}" if self.unit else ""
+        if self.minimum is not None and value < self.minimum:
+            return f"{value}{unit} is below the minimum {self.minimum}{unit}"
+        if self.maximum is not None and value > self.maximum:
+            return f"{value}{unit} is above the maximum {self.maximum}{unit}"
+        return None
+
+
 class Thing(Section):
     devices: Annotated[str, AfterValidator(_glob)]
     name: Text  # may contain {device}
@@ -170,6 +230,7 @@ class Thing(Section):
     location: Location | None = None
     sensor: ModelId | None = None
     datastreams: dict[ValueName, Datastream] = Field(default_factory=dict)
+    settings: dict[ValueName, Setting] = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod
@@ -210,9 +271,26 @@ class ModelConfig(Section):
                     )
                 if stream.sensor is not None and stream.sensor not in self.sensors:
                     errors.append(f"{where}.sensor: {stream.sensor!r} is not in model.sensors")
+            for name in thing.settings:
+                clash = self._datastream_named(thing, name)
+                if clash:
+                    errors.append(
+                        f"things.{thing_id}.settings.{name}: {clash}; the device's reported state holds"
+                        " its readings and its settings by name, so one would hide the other: rename"
+                        " the setting"
+                    )
         if errors:
             raise ValueError("; ".join(errors))
         return self
+
+    def _datastream_named(self, thing: Thing, name: str) -> str | None:
+        """Why `name` is (or would be read as) a datastream of `thing`, or None."""
+        if name in thing.datastreams:
+            return f"{name!r} is also a datastream of this thing"
+        for pid in self.observed_properties:
+            if name == pid or name.endswith("_" + pid):
+                return f"{name!r} would be read as a datastream of observed property {pid!r}"
+        return None
 
 
 def _default(key: str) -> Any:
@@ -228,6 +306,17 @@ def _default_model() -> ModelConfig:
 # weather stations whose recorded year ships in recordings/ (pvlib's TMY3 files). Definitions are
 # QUDT quantity kinds (https://qudt.org/vocab/quantitykind/).
 _QUDT = "https://qudt.org/vocab/quantitykind/"
+# What the Nucleo firmware and the simulated boards accept as commands (publisher.commands).
+_BOARD_SETTINGS = {
+    "heater": {"kind": "bool", "description": "The board's heater: on warms the enclosure"},
+    "report_interval_s": {
+        "kind": "number",
+        "unit": "s",
+        "minimum": 0.1,
+        "maximum": 3600.0,
+        "description": "Time between two readings the board reports",
+    },
+}
 _LAB = {"name": "Lab (example: set where your board is)", "latitude": 48.1497, "longitude": 11.5679}
 DEFAULT_MODEL: dict[str, Any] = {
     "observed_properties": {
@@ -285,6 +374,7 @@ DEFAULT_MODEL: dict[str, Any] = {
                 "wall2_temperature": {"observed_property": "temperature", "name": "Wall 2 temperature"},
                 "wall2_humidity": {"observed_property": "humidity", "name": "Wall 2 humidity"},
             },
+            "settings": _BOARD_SETTINGS,
         },
         "simulated": {
             "devices": "sim-*",
@@ -292,6 +382,7 @@ DEFAULT_MODEL: dict[str, Any] = {
             "description": "A board simulated by the publisher (publisher.source: simulator)",
             "location": {**_LAB, "name": "Simulated lab", "latitude": 48.1500, "longitude": 11.5690},
             "sensor": "simulated",
+            "settings": _BOARD_SETTINGS,
         },
         "greensboro": {
             "devices": "greensboro",

@@ -16,6 +16,7 @@ from twinpipe.config.model import ModelConfig
 from twinpipe.config.mqtt import MqttConfig
 from twinpipe.config.publisher import PublisherConfig, simulated_device_ids
 from twinpipe.config.sensorthings import SensorThingsConfig
+from twinpipe.config.twin_state import TwinStateConfig
 from twinpipe.names import tag_field_collisions
 
 
@@ -29,6 +30,7 @@ class Config(Section):
     display: DisplayConfig = DisplayConfig()
     latency_probe: LatencyProbeConfig = LatencyProbeConfig()
     sensorthings: SensorThingsConfig = SensorThingsConfig()
+    twin_state: TwinStateConfig = TwinStateConfig()
     health: HealthConfig = HealthConfig()
     logging: LoggingConfig = LoggingConfig()
     model: ModelConfig = ModelConfig()
