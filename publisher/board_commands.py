@@ -78,7 +78,9 @@ class BoardSettings:
         return "unknown-setting"
 
 
-def heater_offset(offset: float, heater_on: bool, elapsed_s: float, rise_per_s: float, max_rise: float) -> float:
+def heater_offset(
+    offset: float, heater_on: bool, elapsed_s: float, rise_per_s: float, max_rise: float
+) -> float:
     """The temperature added by the heater after `elapsed_s` more seconds: rises at `rise_per_s`
     (Cel/s) up to `max_rise` while on, falls back to 0 at the same rate while off."""
     step = rise_per_s * max(0.0, elapsed_s)

@@ -98,7 +98,9 @@ def topic_filter(template: str) -> str:
 def check_device_template(value: str) -> str:
     """An MQTT topic template with exactly one whole level `{device}` and no wildcards."""
     if placeholders(value) != {"device"} or "{device}" not in value.split("/"):
-        raise ValueError("expected an MQTT topic with {device} as one whole level, e.g. twin/{device}/command")
+        raise ValueError(
+            "expected an MQTT topic with {device} as one whole level, e.g. twin/{device}/command"
+        )
     if "+" in value or "#" in value:
         raise ValueError("an MQTT topic to publish to cannot contain wildcards")
     return value

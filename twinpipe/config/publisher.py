@@ -169,7 +169,10 @@ class CommandsConfig(Section):
     @classmethod
     def _line(cls, value: str) -> str:
         if placeholders(value) != {"id", "name", "value"}:
-            raise ValueError("expected a line with the placeholders {id}, {name} and {value}, e.g. SET {id} {name} {value}\\n")
+            raise ValueError(
+                "expected a line with the placeholders {id}, {name} and {value}, "
+                "e.g. SET {id} {name} {value}\\n"
+            )
         if not value.endswith("\n") or "\n" in value[:-1]:
             raise ValueError("expected one line ending in a newline (\\n)")
         return value
