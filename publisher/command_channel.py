@@ -80,9 +80,9 @@ class CommandChannel:
         with self._lock:
             self._generation += 1
         log.info(
-            "command session connected (%s), subscribing to %d command topic(s)",
+            "command session %s connected (%s)",
+            client._client_id.decode(),
             "resumed" if flags.session_present else "new",
-            len(self._topics),
         )
         client.subscribe([(topic, SubscribeOptions(qos=1)) for topic in self._topics])
 
@@ -93,6 +93,7 @@ class CommandChannel:
         if refused:
             log.error("MQTT broker refused %d command subscription(s): %s", len(refused), refused[0])
         else:
+            log.info("subscribed to %d command topic(s)", len(self._topics))
             self.subscribed.set()
 
     def _on_disconnect(self, *_args: Any) -> None:

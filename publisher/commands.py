@@ -129,7 +129,9 @@ class CommandRunner:
         command = incoming.command
         if command.expired(self._clock_ns()):
             late_s = (self._clock_ns() - command.expires_ns) / 1e9
-            self._finish(incoming, "expired", f"expired {late_s:.1f} s before it reached the publisher")
+            self._finish(
+                incoming, "expired", f"expired {late_s:.1f} s ago, before it was written; never written"
+            )
             return
         lines = self._codec.encode(command)
         data = b"".join(line for _, line in lines)
