@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -65,7 +64,8 @@ class Commands:
         self._assigned = False
         self.events: list[dict[str, Any]] = []
 
-    def send(self, device: str, settings: dict[str, Any], life_s: float) -> str:
+    def send(self, device: str, settings: dict[str, Any], life_s: float, age_s: float = 0) -> str:
+        """A command created `age_s` ago that expires `life_s` from now."""
         now = time.time_ns()
         command_id = uuid.uuid4().hex
         command = {
@@ -74,12 +74,16 @@ class Commands:
             "device": device,
             "settings": settings,
             "desired_version": 1,
-            "created_ns": now,
+            "created_ns": now - int(age_s * 1e9),
             "expires_ns": now + int(life_s * 1e9),
         }
         self._producer.send(self.command_topic, key=device.encode(), value=json.dumps(command).encode())
         self._producer.flush(10)
         return command_id
+
+    def send_raw(self, device: str, value: bytes) -> None:
+        self._producer.send(self.command_topic, key=device.encode(), value=value)
+        self._producer.flush(10)
 
     def _read(self) -> list[dict[str, Any]]:
         if not self._assigned:
@@ -151,6 +155,22 @@ def test_heater_on_is_sent_delivered_written_acknowledged_and_the_simulated_boar
         sent = commands.wait_for(command_id, "sent")
         assert sent["by"] == "bridge" and sent["detail"] == ""
 
+        # Already expired when the bridge reads it: an `expired` event, never published. Malformed
+        # commands and command events go to the dead-letter topic with the reason.
+        late = commands.send("sim-1", {"heater": False}, life_s=-1, age_s=10)
+        expired = commands.wait_for(late, "expired")
+        assert expired["by"] == "bridge" and "before the bridge read it" in expired["detail"]
+        commands.send_raw("sim-1", b'{"v": 1, "id": "x y", "device": "sim-1"}')
+        mqtt_client = pipeline.mqtt_client()
+        mqtt_client.publish(
+            f"{pipeline.mqtt_prefix}/sim-1/command/events", b'{"v": 1, "state": "done"}', qos=1
+        )
+        letters = pipeline.kafka_records(pipeline.dead_letter_topic, 2)
+        reasons = sorted(dict(r.headers)["twinpipe.reason"].decode() for r in letters)
+        assert reasons[0].startswith("settings: expected a non-empty object"), reasons
+        assert reasons[1].startswith("state: expected one of sent"), reasons
+        mqtt_client.disconnect()
+
         at_ack = len(collector.seqs("sim-1"))
         poll(
             lambda: collector.values("sim-1")[at_ack:],
@@ -165,6 +185,7 @@ def test_heater_on_is_sent_delivered_written_acknowledged_and_the_simulated_boar
         # 10 readings came within a few seconds of the command: the rate went up from 1/s.
         assert len(later) >= 10
         assert "failed" not in publisher.log()
+        assert late not in publisher.log(), "the expired command never reached the publisher"
     finally:
         commands.close()
         collector.close()
