@@ -174,6 +174,7 @@ class Downlink:
                 continue
             item = self._publish(command, record.value, now_ns)
             if item is None:
+                self._forget(published)
                 return False
             published.append(item)
         if not self._await_pubacks(published):
@@ -237,12 +238,17 @@ class Downlink:
                         return False
                     self._lock.wait(min(left, 0.5))
             finally:
-                for mid in [mid for mid, item in self._published.items() if item in published]:
-                    del self._published[mid]
+                self._forget(published)
         now = time.monotonic()
         for item in published:
             metrics.COMMAND_PUBACK_SECONDS.observe(now - item.sent_at)
         return True
+
+    def _forget(self, published: list[Published]) -> None:
+        """Stop waiting for these PUBACKs (answered, or to be published again)."""
+        with self._lock:
+            for mid in [mid for mid, item in self._published.items() if item in published]:
+                del self._published[mid]
 
     def _event(self, command: Command, state: str, detail: str = "") -> CommandEvent:
         metrics.COMMANDS.labels(state).inc()
