@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from devstack.mosquitto import Mosquitto
 from tests.harness import Pipeline, poll
 from tests.integration.test_publisher import Collector
 
@@ -277,3 +279,34 @@ def test_kill_9_of_the_bridge_and_the_publisher_mid_command_still_completes_it_o
         commands.close()
     assert publisher.stop() == 0
     assert bridge.stop() == 0
+
+
+def test_a_command_sent_while_the_publisher_is_away_arrives_after_a_broker_restart(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """The publisher is stopped; a command is sent (the broker queues it in the publisher's persistent
+    command session: `sent`), the broker restarts (its persistence keeps the session), and the
+    publisher, started again, gets it and the simulated board acknowledges it."""
+    broker = Mosquitto(tmp_path / "own-broker")
+    broker.start()
+    try:
+        config = override(pipeline, {"mqtt": {"port": broker.port, "reconnect_max_s": 0.5}})
+        bridge = pipeline.stage("mqtt_kafka_bridge", config)
+        publisher = pipeline.stage("publisher", config)
+        commands = Commands(pipeline)
+        try:
+            poll(publisher.log, lambda log: "subscribed to 1 command topic" in log, 20, "the command session")
+            assert publisher.stop() == 0
+            command_id = commands.send("sim-1", {"heater": True}, life_s=120)
+            assert commands.wait_for(command_id, "sent")["detail"] == "", "queued for the absent publisher"
+            broker.stop()
+            broker.start()  # same persistence file: the publisher's session and its queued command survive
+            publisher = pipeline.stage("publisher", config)
+            assert commands.wait_for(command_id, "acknowledged")["reported"] == {"heater": True}
+            assert commands.states(command_id).count("delivered") == 1
+        finally:
+            commands.close()
+        assert publisher.stop() == 0
+        assert bridge.stop() == 0
+    finally:
+        broker.stop()
