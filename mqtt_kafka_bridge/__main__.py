@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 import threading
 
-import paho.mqtt.client as mqtt
 from kafka.errors import KafkaError
 
 from mqtt_kafka_bridge.bridge import Bridge
@@ -70,11 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     if producer is None:
         return 0
 
-    def downlink(client: mqtt.Client, connected: threading.Event) -> Downlink:
+    def downlink() -> Downlink:
         consumer = kafka_consumer(
             config.kafka, settings.downlink.group_id, auto_offset_reset="earliest", max_poll_records=500
         )
-        return Downlink(config, client, connected, consumer, kafka_producer(config.kafka, linger_ms=0))
+        return Downlink(config, consumer, kafka_producer(config.kafka, linger_ms=0))
 
     with (
         Bridge(config, producer, replacement, downlink if settings.downlink.enabled else None) as bridge,

@@ -62,11 +62,10 @@ class Bridge:
         config: Config,
         producer: Producer,
         replacement: Callable[[threading.Event], Producer | None],
-        downlink: Callable[[mqtt.Client, threading.Event], Downlink] | None = None,
+        downlink: Callable[[], Downlink] | None = None,
     ) -> None:
         """`replacement(stop)`: a new producer for one found in a fatal state (see delivery.py).
-        `downlink(client, connected)`: the command direction (bridge.downlink.enabled), on this
-        bridge's MQTT connection."""
+        `downlink()`: the command direction (bridge.downlink.enabled)."""
         self._config = config
         settings = config.bridge
         # Command events from the publishers: forwarded to Kafka as such, not as telemetry.
@@ -83,7 +82,6 @@ class Bridge:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
-        self._client.on_publish = self._on_publish
         self._session = SessionGuard(
             self._client,
             settings.client_id,
@@ -112,7 +110,7 @@ class Bridge:
         metrics.UNACKED.set_function(lambda: len(self._acks))
         metrics.QUEUED.set_function(self._inbox.qsize)
         metrics.MQTT_CONNECTED.set_function(self._connected.is_set)
-        self._downlink = downlink(self._client, self._connected) if downlink else None
+        self._downlink = downlink() if downlink else None
 
     def __enter__(self) -> Bridge:
         mqtt_config, settings = self._config.mqtt, self._config.bridge
@@ -160,7 +158,7 @@ class Bridge:
             "subscribed": self._subscribed.is_set,
             "session": self._session.ready,
             "kafka": self._kafka.ready,
-        }
+        } | ({"downlink_mqtt": self._downlink.ready} if self._downlink is not None else {})
 
     def run(self, stop: threading.Event) -> None:
         self._forwarder.start()
@@ -239,10 +237,6 @@ class Bridge:
             )
         metrics.RECEIVED.inc()
         metrics.RECEIVED_BYTES.inc(len(message.payload))
-
-    def _on_publish(self, _client: mqtt.Client, _userdata: Any, mid: int, reason: Any, _props: Any) -> None:
-        if self._downlink is not None:
-            self._downlink.on_publish(mid, reason)
 
     # --- forwarding thread ---
 

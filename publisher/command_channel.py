@@ -5,12 +5,14 @@ stable `publisher.commands.client_id`, `clean_start` false and `session_expiry_s
 bridge sends while the publisher is away wait in the broker and arrive when it returns. QoS 1 with
 manual acknowledgement (the runner acknowledges after the outcome event), Receive Maximum =
 `max_waiting`. Events go to the command's MQTT 5 Response Topic (else `events_topic_template`),
-QoS 1, with the command id as Correlation Data.
+QoS 1, with the command id as Correlation Data. TCP_NODELAY on its socket: paho leaves Nagle's
+algorithm on, which held the second of two events sent back to back for the broker's delayed ACK.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from typing import Any
 
@@ -79,6 +81,9 @@ class CommandChannel:
             return
         with self._lock:
             self._generation += 1
+        sock = client.socket()
+        if sock is not None:  # events go out at once, not after the broker's delayed TCP ACK (Nagle)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         log.info(
             "command session %s connected (%s)",
             client._client_id.decode(),

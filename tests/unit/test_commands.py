@@ -162,7 +162,7 @@ def test_each_setting_is_one_line_that_an_ack_of_it_matches(command: Command) ->
 ack_lines = st.builds(lambda i, n, v: f"ACK {i} {n} {format_value(v)}", ids, names, values)
 
 
-@settings(max_examples=300)
+@settings(max_examples=150)
 @given(
     st.lists(st.tuples(st.binary(max_size=40), st.lists(ack_lines, max_size=2)), max_size=8),
     st.lists(st.integers(1, 64), min_size=1, max_size=20),
