@@ -248,10 +248,11 @@ def test_pty_board_command_waits_through_an_unplug_and_one_that_expires_meanwhil
 def test_kill_9_of_the_bridge_and_the_publisher_mid_command_still_completes_it_once(
     pipeline: Pipeline,
 ) -> None:
-    """kill -9 of the bridge right after the command is produced (before or after it published it:
-    either way it is published, perhaps twice), then kill -9 of the publisher while the command
-    waits for the unplugged board (delivered, not yet acknowledged on MQTT). The restarted
-    publisher gets it again from its persistent session and the board applies it once."""
+    """kill -9 of the bridge once it has published the command (the publisher holds it, waiting for
+    the unplugged board; the bridge may or may not have committed: then it publishes it again), then
+    kill -9 of the publisher while the command still waits (delivered, not yet acknowledged on
+    MQTT). The restarted publisher gets it again from its persistent session, the board is plugged
+    in, and applies it once (a repeat would be answered, not applied)."""
     link = pipeline.workdir / "ttyACM1"
     serial = {"source": "serial", "serial": {"port": str(link), "reconnect_max_s": 0.5}}
     config = override(pipeline, {"publisher": serial})
@@ -261,9 +262,18 @@ def test_kill_9_of_the_bridge_and_the_publisher_mid_command_still_completes_it_o
     try:
         poll(publisher.log, lambda log: "subscribed to 1 command topic" in log, 20, "the command session")
         command_id = commands.send("nucleo-1", {"heater": True}, life_s=120)
+        # The bridge published it (the publisher has it, waiting for the board): kill -9 the bridge
+        # now, whether or not it has produced `sent` and committed the offset.
+        poll(
+            publisher.log,
+            lambda log: f"command {command_id} waits" in log,
+            20,
+            "the command at the publisher",
+        )
         bridge.kill()
         bridge = pipeline.stage("mqtt_kafka_bridge", config)
         commands.wait_for(command_id, "delivered", timeout_s=30)
+        commands.wait_for(command_id, "sent", timeout_s=30)
         assert "acknowledged" not in commands.states(command_id)
         publisher.kill()
         publisher = pipeline.stage("publisher", config)
