@@ -2,11 +2,13 @@
 
 Shared by the in-process simulated boards (publisher.source: simulator) and the pty board
 (`python -m publisher.simulate`). They understand the default line format of `publisher.commands`
-(`SET <id> <name> <value>`) and answer `ACK <id> <name> <value>` (the default `ack_pattern`), or
-`ERR <id> <name> <reason>` for a setting they do not have or a value they refuse (no ACK: the
-publisher reports the command failed after its timeout). A command id already applied is not
-applied again: the board answers ACK with its current value (firmware does the same, so a command
-re-sent after a crash is harmless).
+(`SET <id> <name> <value>`) and answer `ACK <id> <name> <value>` (the default `ack_pattern`) with
+the value they now have: a value they refuse (out of range) is answered with the value they kept,
+so the twin sees reported differ from desired. A setting they do not have is not answered (the
+publisher reports the command failed after its timeout); nothing but ACK lines goes back, so no
+other text lands among the frames. A command id already applied is not applied again: the board
+answers ACK with its current value (firmware does the same, so a command re-sent after a crash is
+harmless).
 
 Settings: `heater` (bool, 1/0) and `report_interval_s` (s, 0.1..3600).
 """
@@ -24,8 +26,9 @@ REPORT_INTERVAL_RANGE = (0.1, 3600.0)
 
 @dataclass(slots=True)
 class Answer:
-    line: str  # with its newline
+    line: str | None  # with its newline; None: nothing to answer (a setting the board lacks)
     applied: bool  # False: a repeated id, or refused
+    refusal: str | None = None  # why it was not applied, when refused
 
 
 class BoardSettings:
@@ -46,9 +49,11 @@ class BoardSettings:
         if key in self._applied:
             self.repeats += 1
             return Answer(f"ACK {command_id} {name} {self.current(name)}\n", applied=False)
+        if name not in ("heater", "report_interval_s"):
+            return Answer(None, applied=False, refusal="unknown setting")
         refusal = self._apply(name, text)
         if refusal:
-            return Answer(f"ERR {command_id} {name} {refusal}\n", applied=False)
+            return Answer(f"ACK {command_id} {name} {self.current(name)}\n", applied=False, refusal=refusal)
         self._applied[key] = None
         if len(self._applied) > REMEMBERED_IDS:
             self._applied.popitem(last=False)
@@ -62,20 +67,20 @@ class BoardSettings:
     def _apply(self, name: str, text: str) -> str | None:
         if name == "heater":
             if text not in ("0", "1"):
-                return "expected-1-or-0"
+                return "expected 1 or 0"
             self.heater = text == "1"
             return None
         if name == "report_interval_s":
             try:
                 value = float(text)
             except ValueError:
-                return "not-a-number"
+                return "not a number"
             low, high = REPORT_INTERVAL_RANGE
             if not low <= value <= high:
-                return f"out-of-range-{low:g}..{high:g}"
+                return f"outside {low:g}..{high:g}"
             self.report_interval_s = value
             return None
-        return "unknown-setting"
+        return "unknown setting"
 
 
 def heater_offset(

@@ -139,10 +139,13 @@ class CommandLines:
                 answer = self._settings.handle(raw.decode("utf-8", "replace"))
                 if answer is None:
                     continue
-                state = "applied" if answer.applied else "repeated (ignored)"
-                if answer.line.startswith("ERR"):
-                    state = "refused: " + answer.line.split()[-1]
                 _, command_id, name, *_ = raw.decode("utf-8", "replace").split()
+                if answer.line is None:
+                    print(f"command {command_id} {name}: refused ({answer.refusal})", flush=True)
+                    continue
+                state = "applied" if answer.applied else "repeated (ignored)"
+                if answer.refusal:
+                    state = f"refused ({answer.refusal})"
                 print(f"command {command_id} {name}={self._settings.current(name)} {state}", flush=True)
                 data = answer.line.encode()
                 while data:

@@ -155,7 +155,7 @@ class SimulatorSource:
         for line in data.decode("utf-8", "replace").splitlines():
             with self._lock:
                 answer = board.settings.handle(line)
-            if answer is not None and self._on_ack is not None:
+            if answer is not None and answer.line is not None and self._on_ack is not None:
                 self._on_ack(device, answer.line.rstrip("\n"))
         self._changed.set()
         return True

@@ -209,9 +209,11 @@ def test_the_simulated_board_applies_an_id_once_and_answers_every_time() -> None
     interval = board.handle("SET c3 report_interval_s 0.5")
     assert interval is not None and interval.line == "ACK c3 report_interval_s 0.5\n"
     assert board.report_interval_s == 0.5
-    refused = board.handle("SET c4 report_interval_s 0.01")
-    assert refused is not None and refused.line.startswith("ERR c4") and board.report_interval_s == 0.5
-    assert board.handle("SET c5 fan 1").line == "ERR c5 fan unknown-setting\n"  # type: ignore[union-attr]
+    refused = board.handle("SET c4 report_interval_s 0.01")  # out of range: answered with what it kept
+    assert refused is not None and refused.line == "ACK c4 report_interval_s 0.5\n" and not refused.applied
+    assert refused.refusal == "outside 0.1..3600" and board.report_interval_s == 0.5
+    unknown = board.handle("SET c5 fan 1")  # no such setting: no answer (the publisher times out)
+    assert unknown is not None and unknown.line is None and unknown.refusal == "unknown setting"
     assert board.handle("hello") is None
 
 
@@ -278,7 +280,7 @@ class FakeBoard:
         self.written.append(data)
         for line in data.decode().splitlines():
             reply = self.settings.handle(line)
-            if reply is not None and self.answer and self.runner is not None:
+            if reply is not None and reply.line is not None and self.answer and self.runner is not None:
                 self.runner.on_ack(device, reply.line.strip())
         return True
 
