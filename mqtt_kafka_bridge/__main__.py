@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         consumer = kafka_consumer(
             config.kafka, settings.downlink.group_id, auto_offset_reset="earliest", max_poll_records=500
         )
-        return Downlink(config, consumer, kafka_producer(config.kafka, linger_ms=0))
+        return Downlink(config, consumer, lambda: kafka_producer(config.kafka, linger_ms=0))
 
     with (
         Bridge(config, producer, replacement, downlink if settings.downlink.enabled else None) as bridge,

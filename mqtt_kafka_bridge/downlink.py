@@ -93,7 +93,7 @@ class Downlink:
         self,
         config: Config,
         consumer: KafkaConsumer,
-        producer: KafkaProducer,
+        producer: Callable[[], KafkaProducer],
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self._config = config
@@ -104,7 +104,8 @@ class Downlink:
         self._client.on_publish = self._on_publish
         self._connected = threading.Event()
         self._consumer = consumer
-        self._producer = producer
+        self._new_producer = producer
+        self._producer: KafkaProducer | None = producer()
         self._clock_ns = clock_ns
         self._lock = threading.Condition()
         self._published: dict[int, Published] = {}  # by MQTT message id, awaiting PUBACK
@@ -124,7 +125,8 @@ class Downlink:
         self._stop.set()
         self._thread.join(timeout_s)
         self._consumer.close(autocommit=False)
-        self._producer.close(timeout=max(0.1, timeout_s))
+        if self._producer is not None:
+            self._producer.close(timeout=max(0.1, timeout_s))
         self._client.disconnect()
         self._client.loop_stop()
 
@@ -177,13 +179,16 @@ class Downlink:
                 continue
             # Not committed: read the batch again from its first offsets, after a pause.
             for partition, batch in batches.items():
-                self._consumer.seek(partition, batch[0].offset)
+                try:
+                    self._consumer.seek(partition, batch[0].offset)
+                except KafkaError:  # revoked meanwhile: its new owner reads from the committed offset
+                    continue
             self._stop.wait(backoff.next_delay())
 
     def _handle(self, records: list[Any]) -> bool:
         """Publish, produce the evidence, commit; False when the batch must be tried again."""
         events: list[CommandEvent] = []
-        futures = []
+        letters: list[tuple[Any, str]] = []
         published: list[Published] = []
         for record in records:
             try:
@@ -194,7 +199,7 @@ class Downlink:
                         f"record key {key!r} differs from the command's device {command.device!r}"
                     )
             except CommandError as exc:
-                futures.append(self._dead_letter(record, str(exc)))
+                letters.append((record, str(exc)))
                 continue
             now_ns = self._clock_ns()
             if command.expired(now_ns):
@@ -217,8 +222,7 @@ class Downlink:
                     "refused", "command %s to %s: %s", item.command.id, item.topic, detail
                 )
             events.append(self._event(item.command, state, detail))
-        futures += [self._send_event(event) for event in events]
-        if not self._settled(futures):
+        if not self._produce(letters, events):
             return False
         offsets = {}
         for record in records:
@@ -285,29 +289,39 @@ class Downlink:
         metrics.COMMANDS.labels(state).inc()
         return CommandEvent(command.id, command.device, state, self._clock_ns(), "bridge", detail)
 
-    def _send_event(self, event: CommandEvent) -> Any:
-        return self._producer.send(
+    def _send_event(self, producer: KafkaProducer, event: CommandEvent) -> Any:
+        return producer.send(
             self._settings.events_topic, key=event.device.encode(), value=encode_event(event)
         )
 
-    def _dead_letter(self, record: Any, reason: str) -> Any:
+    def _dead_letter(self, producer: KafkaProducer, record: Any, reason: str) -> Any:
         metrics.COMMANDS.labels("dead_letter").inc()
         where = f"{record.topic}/{record.partition}/{record.offset}"
         self._throttled.warning("dead-letter", "dead letter (invalid command) from %s: %s", where, reason)
-        return self._producer.send(
+        return producer.send(
             self._config.kafka.dead_letter_topic,
             key=record.key,
             value=(record.value or b"")[: self._config.bridge.max_payload_bytes],
             headers=deadletter.headers(reason, STAGE, source=where),
         )
 
-    def _settled(self, futures: list[Any]) -> bool:
-        """Every record landed (acks=all); False (and logged) when one did not."""
+    def _produce(self, letters: list[tuple[Any, str]], events: list[CommandEvent]) -> bool:
+        """Dead letters and events into Kafka, every one acknowledged (acks=all); False (logged) when
+        one did not land. The producer is then replaced: an idempotent producer can be left refusing
+        everything after an outage (see delivery.py), and the batch is tried again anyway."""
         try:
-            self._producer.flush(timeout=self._config.bridge.delivery_timeout_s)
+            if self._producer is None:
+                self._producer = self._new_producer()
+            producer = self._producer
+            futures = [self._dead_letter(producer, record, reason) for record, reason in letters]
+            futures += [self._send_event(producer, event) for event in events]
+            producer.flush(timeout=self._config.bridge.delivery_timeout_s)
             for future in futures:
                 future.get(timeout=0)
         except KafkaError as exc:
             self._throttled.warning("events", "cannot produce command events: %s; trying again", exc)
+            if self._producer is not None:
+                self._producer.close(timeout=0)
+                self._producer = None
             return False
         return True
