@@ -15,7 +15,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import bridge_latency, bridge_throughput, end_to_end, footprint, ingestion_throughput, spool_fsync
+from bench import (
+    bridge_latency,
+    bridge_throughput,
+    command_roundtrip,
+    end_to_end,
+    footprint,
+    ingestion_throughput,
+    spool_fsync,
+)
 from bench.common import spread
 from devstack.stack import LocalStack
 
@@ -117,6 +125,12 @@ def bench_spool(workdir: Path, repeat: int) -> dict:
         name: repeated(name, partial(spool_fsync.spool_writes, workdir, fsync), repeat, "p50_us", "p99_us")
         for name, fsync in variants.items()
     }
+
+
+def bench_commands(stack: LocalStack, workdir: Path, repeat: int) -> dict:
+    run = partial(command_roundtrip.roundtrip, stack, workdir, 50)
+    figures = ("p50_ms", "p99_ms", "telemetry_p50_ms", "telemetry_p99_ms")
+    return {"50 commands, one at a time": repeated("commands", run, repeat, *figures)}
 
 
 def section(title: str, columns: list[str], rows: list[list[object]], intro: str = "") -> list[str]:
@@ -241,6 +255,24 @@ def table(r: dict, command: str, info: dict) -> str:
         "finished: each delay is late by up to the query's time (last column) plus 10 ms.",
     )
     lines += section(
+        "Command round trip: produced to Kafka → the board's ACK event readable from Kafka",
+        ["run", "command p50 ms", "command p99 ms", "telemetry p50 ms", "telemetry p99 ms", "failed"],
+        [
+            [
+                name,
+                spread_text(row["p50_ms"]),
+                spread_text(row["p99_ms"]),
+                spread_text(row["telemetry_p50_ms"]),
+                spread_text(row["telemetry_p99_ms"]),
+                sum(run["failed"] for run in row["runs"]),
+            ]
+            for name, row in r.get("commands", {}).items()
+        ],
+        "Simulated boards (20 readings/s) through publisher and bridge with the downlink on; one command "
+        "at a time (bench/command_roundtrip.py). Telemetry: a reading's board read → readable from Kafka, "
+        "for the readings of the same run.",
+    )
+    lines += section(
         "Footprint at 1,000 readings/s",
         ["stage", "peak RSS (MB)", "CPU (% of a core)"],
         [[name, row["rss_mb"], row["cpu_percent"]] for name, row in r["footprint"].items()],
@@ -273,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
             "end_to_end": partial(bench_end_to_end, stack, workdir, args.repeat),
             "footprint": partial(footprint.footprint, stack, workdir, rate=1000),
             "spool": partial(bench_spool, workdir, args.repeat),
+            "commands": partial(bench_commands, stack, workdir, args.repeat),
         }
         for name, benchmark in benchmarks.items():
             print(name, flush=True)

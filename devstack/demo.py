@@ -94,7 +94,12 @@ def run(stack: LocalStack, workdir: Path, args: argparse.Namespace) -> int:
         workdir / "config.yaml",
         merged(
             stack.config(),
-            {"publisher": publisher, "health": {"port": 0}, "display": {"max_lines_per_s": 10}},
+            {
+                "publisher": {**publisher, "commands": {"enabled": True}},  # commands reach the boards
+                "bridge": {"downlink": {"enabled": True}},
+                "health": {"port": 0},
+                "display": {"max_lines_per_s": 10},
+            },
         ),
     )
     boards = ["nucleo-1"] if args.serial else [f"sim-{i + 1}" for i in range(args.devices)]

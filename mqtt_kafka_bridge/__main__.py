@@ -8,9 +8,10 @@ import threading
 from kafka.errors import KafkaError
 
 from mqtt_kafka_bridge.bridge import Bridge
+from mqtt_kafka_bridge.downlink import Downlink
 from mqtt_kafka_bridge.producers import PRODUCERS, Producer
 from twinpipe.cli import load_or_exit, stage_parser, stop_on_signals
-from twinpipe.clients import ensure_topics
+from twinpipe.clients import ensure_topics, kafka_consumer, kafka_producer
 from twinpipe.health import HealthServer
 from twinpipe.retry import until_connected
 
@@ -28,6 +29,12 @@ kafka-python (default) or confluent-kafka (librdkafka, faster). A record that fa
 bridge.delivery_timeout_s) is re-sent after a backoff, oldest first; a producer left in a fatal state
 is replaced; two clients on one bridge.client_id are named in the log. SIGTERM: deliver, acknowledge,
 exit 0.
+
+With bridge.downlink.enabled, also the way down: commands from Kafka bridge.downlink.command_topic
+are published to MQTT twin/{device}/command (QoS 1, MQTT 5 message expiry = the command's remaining
+life), a "sent" event goes to bridge.downlink.events_topic after the broker's PUBACK, then the
+offset is committed; expired commands are not published ("expired" event). Command events the
+publishers send on twin/{device}/command/events are forwarded to bridge.downlink.events_topic.
 """
 
 
@@ -43,8 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     kafka = f"Kafka {','.join(config.kafka.bootstrap_servers)}"
 
     def connect() -> Producer:
+        downlink_topics = (
+            [settings.downlink.command_topic, settings.downlink.events_topic]
+            if settings.downlink.enabled
+            else []
+        )
         ensure_topics(
-            config.kafka, [config.kafka.telemetry_topic, config.kafka.dead_letter_topic, *fixed_topics]
+            config.kafka,
+            [config.kafka.telemetry_topic, config.kafka.dead_letter_topic, *fixed_topics, *downlink_topics],
         )
         return PRODUCERS[settings.producer](config)
 
@@ -55,8 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     producer = until_connected(connect, kafka, stop, (KafkaError,))
     if producer is None:
         return 0
+
+    def downlink() -> Downlink:
+        consumer = kafka_consumer(
+            config.kafka, settings.downlink.group_id, auto_offset_reset="earliest", max_poll_records=500
+        )
+        return Downlink(config, consumer, lambda: kafka_producer(config.kafka, linger_ms=0))
+
     with (
-        Bridge(config, producer, replacement) as bridge,
+        Bridge(config, producer, replacement, downlink if settings.downlink.enabled else None) as bridge,
         HealthServer(config.health.host, config.health.port, bridge.health_checks(), bridge.ready_checks()),
     ):
         bridge.run(stop)

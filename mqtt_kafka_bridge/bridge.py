@@ -17,16 +17,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.client import topic_matches_sub
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from mqtt_kafka_bridge import metrics
 from mqtt_kafka_bridge.acks import InOrderAcks, Pending
 from mqtt_kafka_bridge.delivery import Delivery, Record
+from mqtt_kafka_bridge.downlink import Downlink
 from mqtt_kafka_bridge.producers import Producer
 from mqtt_kafka_bridge.routing import Router, RoutingError
 from twinpipe import deadletter
 from twinpipe.clients import connect_properties, mqtt_client
+from twinpipe.command_messages import CommandError, decode_event
 from twinpipe.config import Config
+from twinpipe.config.bridge import topic_filter
 from twinpipe.envelope import PROBE_DEVICE, TRACE_BRIDGE, EnvelopeError, decode, encode
 from twinpipe.health import Check
 from twinpipe.metrics import sample
@@ -58,10 +62,14 @@ class Bridge:
         config: Config,
         producer: Producer,
         replacement: Callable[[threading.Event], Producer | None],
+        downlink: Callable[[], Downlink] | None = None,
     ) -> None:
-        """`replacement(stop)`: a new producer for one found in a fatal state (see delivery.py)."""
+        """`replacement(stop)`: a new producer for one found in a fatal state (see delivery.py).
+        `downlink()`: the command direction (bridge.downlink.enabled)."""
         self._config = config
         settings = config.bridge
+        # Command events from the publishers: forwarded to Kafka as such, not as telemetry.
+        self._events_filter = topic_filter(settings.downlink.mqtt_events_topic) if downlink else None
         self._router = Router(
             settings.routes,
             config.kafka.telemetry_topic,
@@ -102,6 +110,7 @@ class Bridge:
         metrics.UNACKED.set_function(lambda: len(self._acks))
         metrics.QUEUED.set_function(self._inbox.qsize)
         metrics.MQTT_CONNECTED.set_function(self._connected.is_set)
+        self._downlink = downlink() if downlink else None
 
     def __enter__(self) -> Bridge:
         mqtt_config, settings = self._config.mqtt, self._config.bridge
@@ -113,9 +122,13 @@ class Bridge:
             properties=connect_properties(settings.session_expiry_s, settings.max_inflight),
         )
         self._client.loop_start()
+        if self._downlink is not None:
+            self._downlink.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        if self._downlink is not None:
+            self._downlink.stop(5)
         self._client.disconnect()
         self._disconnected.wait(5)
         self._client.loop_stop()
@@ -132,7 +145,10 @@ class Bridge:
         )
 
     def health_checks(self) -> dict[str, Check]:
-        return {"forwarder": self._forwarder.is_alive}
+        checks: dict[str, Check] = {"forwarder": self._forwarder.is_alive}
+        if self._downlink is not None:
+            checks["downlink"] = self._downlink.alive
+        return checks
 
     def ready_checks(self) -> dict[str, Check]:
         """Ready once subscribed: until then the broker has no session to queue messages in for us,
@@ -142,7 +158,7 @@ class Bridge:
             "subscribed": self._subscribed.is_set,
             "session": self._session.ready,
             "kafka": self._kafka.ready,
-        }
+        } | ({"downlink_mqtt": self._downlink.ready} if self._downlink is not None else {})
 
     def run(self, stop: threading.Event) -> None:
         self._forwarder.start()
@@ -177,7 +193,14 @@ class Bridge:
         options = SubscribeOptions(
             qos=1, retainAsPublished=False, retainHandling=SubscribeOptions.RETAIN_SEND_ON_SUBSCRIBE
         )
-        client.subscribe([(topic, options) for topic in self._router.subscriptions()])
+        client.subscribe([(topic, options) for topic in self._subscriptions()])
+
+    def _subscriptions(self) -> list[str]:
+        topics = self._router.subscriptions()
+        if self._events_filter is not None:
+            prefix = f"$share/{self._config.bridge.shared_group}/" if self._config.bridge.shared_group else ""
+            topics.append(prefix + self._events_filter)
+        return topics
 
     def _on_disconnect(
         self, client: mqtt.Client, _userdata: Any, flags: Any, reason: Any, _props: Any
@@ -195,7 +218,7 @@ class Bridge:
     ) -> None:
         refused = [
             (topic, reason)
-            for topic, reason in zip(self._router.subscriptions(), reasons, strict=False)
+            for topic, reason in zip(self._subscriptions(), reasons, strict=False)
             if reason.is_failure
         ]
         for topic, reason in refused:
@@ -252,6 +275,8 @@ class Bridge:
     def to_record(self, incoming: Incoming) -> Record:
         """Validate and route a message: its Kafka record, or a dead letter saying what is wrong."""
         limit = self._config.bridge.max_payload_bytes
+        if self._events_filter is not None and topic_matches_sub(self._events_filter, incoming.mqtt_topic):
+            return self._command_event(incoming)
         try:
             envelope = decode(incoming.payload, limit)
             topic = self._router.kafka_topic(incoming.mqtt_topic, envelope.device)
@@ -261,6 +286,26 @@ class Bridge:
             return self._dead_letter(incoming, str(exc), exc.kind)
         envelope.trace[TRACE_BRIDGE] = incoming.received_ns
         return Record(topic, envelope.device.encode(), encode(envelope), None, incoming.pending)
+
+    def _command_event(self, incoming: Incoming) -> Record:
+        """A publisher's command event: checked as one (its device must be the topic's), then to
+        bridge.downlink.events_topic keyed by device, its bytes unchanged."""
+        try:
+            event = decode_event(incoming.payload, self._config.bridge.max_payload_bytes)
+        except CommandError as exc:
+            return self._dead_letter(incoming, str(exc), "invalid_command_event")
+        level = self._config.bridge.downlink.mqtt_events_topic.split("/").index("{device}")
+        levels = incoming.mqtt_topic.split("/")
+        if level >= len(levels) or levels[level] != event.device:
+            return self._dead_letter(
+                incoming,
+                f"command event for device {event.device!r} on {incoming.mqtt_topic!r}, "
+                "which names another device",
+                "device_mismatch",
+            )
+        metrics.COMMAND_EVENTS_FORWARDED.inc()
+        topic = self._config.bridge.downlink.events_topic
+        return Record(topic, event.device.encode(), incoming.payload, None, incoming.pending)
 
     def _dead_letter(self, incoming: Incoming, reason: str, kind: str) -> Record:
         metrics.DEAD_LETTERS.labels(kind).inc()

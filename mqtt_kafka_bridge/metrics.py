@@ -1,11 +1,12 @@
 """The bridge's Prometheus metrics (served on /metrics; see README.md)."""
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 from mqtt_kafka_bridge.producers import FATAL_KINDS
 
 DEAD_LETTER_KINDS = (
     "not_json", "version", "invalid", "too_large", "unroutable", "device_mismatch", "reserved_device",
+    "invalid_command_event",
 )  # fmt: skip
 IGNORED_KINDS = ("retained",)
 
@@ -49,3 +50,23 @@ for kind in ("send", "delivery"):
     ERRORS.labels(kind)
 for kind in FATAL_KINDS:
     PRODUCER_RECREATIONS.labels(kind)
+
+# The downlink (bridge.downlink; see README.md "Commands")
+COMMAND_OUTCOMES = ("sent", "expired", "failed", "dead_letter")
+COMMANDS = Counter(
+    "twinpipe_bridge_commands",
+    "Commands read from Kafka, by outcome: sent (the broker acknowledged it), expired (not published), "
+    "failed (refused or no subscriber), dead_letter (not a valid command)",
+    ["outcome"],
+)
+COMMAND_PUBACK_SECONDS = Histogram(
+    "twinpipe_bridge_commands_puback_seconds",
+    "From publishing a command to MQTT to the broker's PUBACK",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)
+COMMAND_EVENTS_FORWARDED = Counter(
+    "twinpipe_bridge_commands_events_forwarded",
+    "Command events from the publishers (MQTT .../command/events) handed to Kafka",
+)
+for outcome in COMMAND_OUTCOMES:
+    COMMANDS.labels(outcome)

@@ -21,6 +21,12 @@ Packet Size, or one it closes the connection on) is set aside, counted and logge
 block the rest. Acknowledged readings of the last publisher.resend_window_s are sent again after the
 connection to the broker was lost, since a crashed broker may not have saved them.
 
+With publisher.commands.enabled, commands for its boards (MQTT twin/{device}/command, a persistent
+session of its own) are written to the board (publisher.commands.line_template; simulated boards obey
+heater and report_interval_s) and their outcome published on twin/{device}/command/events:
+delivered, written, acknowledged (the board's ACK line), failed (no ACK within ack_timeout_s) or
+expired (never written).
+
 A replay waits for room instead of dropping, marks its readings origin=replay, skips (and logs with its
 line number) every malformed row, and exits 0 once everything it read was delivered (unless looping).
 """

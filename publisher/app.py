@@ -19,6 +19,9 @@ import paho.mqtt.client as mqtt
 
 from publisher import metrics
 from publisher.buffer import DropOldestBuffer
+from publisher.command_channel import CommandChannel
+from publisher.command_codec import make_codec
+from publisher.commands import CommandRunner
 from publisher.framing import FrameError
 from publisher.outbox import Outbox, Pending, describe, drain, publish_packet_size
 from publisher.replay import ReplaySource, RowError
@@ -27,7 +30,7 @@ from publisher.sources import SerialSource, SimulatorSource
 from publisher.spool import FLUSH_INTERVAL_S as SPOOL_FLUSH_INTERVAL_S
 from publisher.spool import Spool
 from twinpipe.clients import mqtt_client
-from twinpipe.config import Config
+from twinpipe.config import Config, simulated_device_ids
 from twinpipe.envelope import ORIGIN_REPLAY, TRACE_PUBLISH, encode, new_boot_id
 from twinpipe.health import Check, Heartbeat
 from twinpipe.metrics import sample
@@ -79,17 +82,39 @@ class Publisher:
         # Serial frames are range-checked by the decoder (with their raw bytes in the log); readings
         # of other sources, and json/kv keys taken without a fields list, here in accept().
         self._check_ranges = settings.source != "serial" or not settings.serial.frame.fields
+        commands = settings.commands.enabled and settings.source != "replay"
+        codec = make_codec(settings.commands) if commands else None
+        on_ack = self._on_command_ack if commands else None
         if settings.source == "serial":
             serial_ranges = self._model.ranges(settings.serial.device_id, settings.serial.frame.fields)
             self._source: SerialSource | SimulatorSource = SerialSource(
-                settings.serial, self.accept, self._on_frame_error, serial_ranges
+                settings.serial,
+                self.accept,
+                self._on_frame_error,
+                serial_ranges,
+                (codec.extractor, self._on_command_ack) if codec else None,
             )
         elif settings.source == "replay":
             self._source = self._replay = ReplaySource(
                 settings.replay, self.accept_replayed, self._on_skipped_row
             )
         else:
-            self._source = SimulatorSource(settings.simulator, self.accept)
+            self._source = SimulatorSource(settings.simulator, self.accept, on_ack)
+        self._commands: CommandChannel | None = None
+        if codec is not None:
+            devices = (
+                [settings.serial.device_id]
+                if settings.source == "serial"
+                else simulated_device_ids(settings.simulator)
+            )
+            self._commands = CommandChannel(
+                config, devices, settings.commands.client_id or f"twinpipe-commands-{name}"
+            )
+            self._commands.runner = CommandRunner(
+                settings.commands, codec, self._source.write, self._commands.emit, self._commands.ack
+            )
+        elif settings.commands.enabled:
+            log.info("publisher.commands: a replay takes no commands")
         if settings.source != "replay":
             self._replay = None
         self.failed = False  # the source ended on an error (a replay's): exit status 1
@@ -116,15 +141,22 @@ class Publisher:
         return self._source_thread.is_alive() or (self._replay is not None and self._replay.finished.is_set())
 
     def ready_checks(self) -> dict[str, Check]:
-        return {"mqtt": self._connected.is_set, "session": self._session.ready}
+        checks = {"mqtt": self._connected.is_set, "session": self._session.ready}
+        if self._commands is not None:
+            checks["commands"] = self._commands.subscribed.is_set
+        return checks
 
     def __enter__(self) -> Publisher:
         mqtt_config = self._config.mqtt
         self._client.connect_async(mqtt_config.host, mqtt_config.port, mqtt_config.keepalive_s)
         self._client.loop_start()
+        if self._commands is not None:
+            self._commands.connect()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        if self._commands is not None:
+            self._commands.close()
         self._client.disconnect()
         self._client.loop_stop()
         log.info(
@@ -240,8 +272,16 @@ class Publisher:
 
     # --- network side (main thread) ---
 
+    def _on_command_ack(self, device: str, line: str) -> None:
+        if self._commands is not None and self._commands.runner is not None:
+            self._commands.runner.on_ack(device, line)
+
     def run(self, stop: threading.Event) -> None:
         self._source_thread.start()
+        if self._commands is not None and self._commands.runner is not None:
+            threading.Thread(
+                target=self._commands.runner.run, args=(self._stop,), name="commands", daemon=True
+            ).start()
         # With a spool, wake at least every flush interval, also while the broker is away.
         wait_s = SPOOL_FLUSH_INTERVAL_S if self._spool else 0.2
         while not stop.is_set():

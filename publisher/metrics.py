@@ -1,6 +1,6 @@
 """The publisher's Prometheus metrics (served on /metrics; see README.md)."""
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 from publisher.framing import FRAME_ERROR_KINDS
 from publisher.replay import ROW_ERROR_KINDS
@@ -61,3 +61,35 @@ for kind in ROW_ERROR_KINDS:
     REPLAY_SKIPPED.labels(kind)
 for kind in SET_ASIDE_KINDS:
     SET_ASIDE.labels(kind)
+
+# Commands (publisher.commands; see README.md "Commands")
+COMMAND_EVENTS = Counter(
+    "twinpipe_publisher_command_events",
+    "Command lifecycle events published, by state (delivered, written, acknowledged, failed, expired)",
+    ["state"],
+)
+for _state in ("delivered", "written", "acknowledged", "failed", "expired"):
+    COMMAND_EVENTS.labels(_state)
+COMMANDS_WAITING = Gauge(
+    "twinpipe_publisher_commands_waiting",
+    "Commands received and not finished (≤ publisher.commands.max_waiting)",
+)
+COMMANDS_WAITED = Counter(
+    "twinpipe_publisher_commands_waited_for_board", "Commands that had to wait for an unplugged board"
+)
+COMMANDS_OVERFLOW = Counter(
+    "twinpipe_publisher_commands_overflow",
+    "Commands refused (failed) because publisher.commands.max_waiting commands were already waiting",
+)
+COMMANDS_INVALID = Counter(
+    "twinpipe_publisher_commands_invalid",
+    "MQTT command messages that were no valid command (logged, dropped)",
+)
+COMMAND_ACKS_UNEXPECTED = Counter(
+    "twinpipe_publisher_command_acks_unexpected", "ACK lines from a board for no command being written"
+)
+COMMAND_ACK_SECONDS = Histogram(
+    "twinpipe_publisher_command_ack_seconds",
+    "From writing a command to the board to its last ACK line",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)

@@ -1,7 +1,11 @@
 """python -m publisher.simulate --pty PATH: a fake board writing real frames into a pseudo-terminal.
 
 The publisher (publisher.source: serial, publisher.serial.port: PATH) then reads it exactly as it
-reads a USB serial board, so the whole serial path runs without hardware.
+reads a USB serial board, so the whole serial path runs without hardware. It also obeys commands
+like a board: it reads `SET <id> <name> <value>` lines from the port, applies `heater` and
+`report_interval_s` (publisher/board_commands.py), and answers `ACK <id> <name> <value>` between two
+frames; a command id it has applied before is answered, not applied again. Each command line is
+printed: `command <id> <name>=<value> applied` or `... repeated (ignored)`.
 """
 
 from __future__ import annotations
@@ -10,11 +14,14 @@ import argparse
 import json
 import os
 import random
+import select
 import sys
+import threading
 import time
 import tty
 from pathlib import Path
 
+from publisher.board_commands import BoardSettings
 from publisher.framing import encode_frame
 from publisher.simulator import SimulatedBoard, models_for_fields
 from twinpipe.cli import CONFIG_EPILOG, load_or_exit, stop_on_signals
@@ -76,11 +83,13 @@ def main(argv: list[str] | None = None) -> None:
     stop = stop_on_signals()
     record = open(args.record, "a") if args.record else None  # noqa: SIM115 - closed below
     written = 0
+    board.settings.report_interval_s = 1.0 / args.rate
+    commands = CommandLines(master, board.settings)
     try:
         next_tick = time.monotonic()
         while not stop.is_set() and (args.count is None or written < args.count):
-            stop.wait(max(0.0, next_tick - time.monotonic()))
-            next_tick += 1.0 / args.rate
+            commands.serve_until(next_tick, stop)
+            next_tick += board.settings.report_interval_s
             data = b""
             for _ in range(min(args.burst, args.count - written if args.count is not None else args.burst)):
                 reading = {**board.read(), **dict.fromkeys(args.zero, 0.0)}
@@ -96,13 +105,51 @@ def main(argv: list[str] | None = None) -> None:
             if record:
                 record.flush()
         print(f"wrote {written} frames", flush=True)
-        stop.wait()
+        while not stop.is_set():
+            commands.serve_until(time.monotonic() + 0.5, stop)
     finally:
         if record:
             record.close()
         link.unlink(missing_ok=True)
         os.close(master)
         os.close(slave)
+
+
+class CommandLines:
+    """Command lines the publisher writes into the pty, answered between frames like firmware would."""
+
+    def __init__(self, master: int, settings: BoardSettings) -> None:
+        self._master = master
+        self._settings = settings
+        self._pending = b""
+
+    def serve_until(self, deadline: float, stop: threading.Event) -> None:
+        """Answer commands until `deadline` (monotonic s), when the next frame is due."""
+        while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            readable, _, _ = select.select([self._master], [], [], min(left, 0.2))
+            if not readable:
+                continue
+            try:
+                self._pending += os.read(self._master, 4096)
+            except OSError:  # the other side closed (no reader): nothing to answer
+                stop.wait(min(left, 0.2))
+                continue
+            *lines, self._pending = self._pending.split(b"\n")
+            for raw in lines:
+                answer = self._settings.handle(raw.decode("utf-8", "replace"))
+                if answer is None:
+                    continue
+                _, command_id, name, *_ = raw.decode("utf-8", "replace").split()
+                if answer.line is None:
+                    print(f"command {command_id} {name}: refused ({answer.refusal})", flush=True)
+                    continue
+                state = "applied" if answer.applied else "repeated (ignored)"
+                if answer.refusal:
+                    state = f"refused ({answer.refusal})"
+                print(f"command {command_id} {name}={self._settings.current(name)} {state}", flush=True)
+                data = answer.line.encode()
+                while data:
+                    data = data[os.write(self._master, data) :]
 
 
 if __name__ == "__main__":

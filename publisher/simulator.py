@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import random
+import time
+from collections.abc import Callable
 
+from publisher.board_commands import BoardSettings, heater_offset, heats
 from twinpipe.config import SensorModel, SimulatorConfig
 
 DRIFT_REVERSION = 0.01  # fraction of the drift pulled back towards the mean each sample
@@ -29,16 +32,41 @@ class SensorSignal:
 
 
 class SimulatedBoard:
-    """One board: a signal per sensor, sampled together like a frame from real hardware."""
+    """One board: a signal per sensor, sampled together like a frame from real hardware. It obeys
+    commands (publisher/board_commands.py): `heater` warms its temperatures over time,
+    `report_interval_s` is how often its source reads it."""
 
-    def __init__(self, sensors: dict[str, SensorModel], config: SimulatorConfig, rng: random.Random) -> None:
+    def __init__(
+        self,
+        sensors: dict[str, SensorModel],
+        config: SimulatorConfig,
+        rng: random.Random,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._signals = {
             name: SensorSignal(model, rng, config.outlier_probability, config.outlier_scale)
             for name, model in sensors.items()
         }
+        self._config = config
+        self._clock = clock
+        self.settings = BoardSettings(1.0 / config.rate_hz)
+        self._heat = 0.0  # Cel added to temperatures by the heater
+        self._heat_at = clock()
 
     def read(self) -> dict[str, float]:
-        return {name: signal.sample() for name, signal in self._signals.items()}
+        now = self._clock()
+        self._heat = heater_offset(
+            self._heat,
+            self.settings.heater,
+            now - self._heat_at,
+            self._config.heater_rise_per_s,
+            self._config.heater_max_rise,
+        )
+        self._heat_at = now
+        return {
+            name: round(signal.sample() + self._heat, 2) if self._heat and heats(name) else signal.sample()
+            for name, signal in self._signals.items()
+        }
 
 
 def models_for_fields(fields: list[str], sensors: dict[str, SensorModel]) -> dict[str, SensorModel]:

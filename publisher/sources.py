@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import serial
 
+from publisher.command_codec import AckExtractor
 from publisher.framing import FrameError, make_decoder
 from publisher.simulator import SimulatedBoard
 from twinpipe.backoff import Backoff
@@ -20,6 +21,7 @@ log = logging.getLogger("publisher.source")
 
 Emit = Callable[[str, dict[str, float], int], None]  # device, values, read time (ns)
 OnFrameError = Callable[[str, FrameError], None]  # device, error
+OnAck = Callable[[str, str], None]  # device, an acknowledgement line the board sent (no newline)
 
 
 class PortBusy(serial.SerialException):
@@ -57,11 +59,16 @@ class SerialSource:
         emit: Emit,
         on_frame_error: OnFrameError,
         ranges: dict[str, tuple[float, float]] | None = None,
+        acks: tuple[Callable[[], AckExtractor], OnAck] | None = None,
     ) -> None:
+        """`acks`: (a new ACK extractor per connection, where ACK lines go), with commands on."""
         self._config = config
         self._ranges = ranges or {}
         self._emit = emit
         self._on_frame_error = on_frame_error
+        self._acks = acks
+        self._port: serial.Serial | None = None  # open, for write()
+        self._write_lock = threading.Lock()
 
     def run(self, stop: threading.Event) -> None:
         config = self._config
@@ -77,19 +84,43 @@ class SerialSource:
             if port is None:
                 return
             log.info("reading %s at %d baud (%s frames)", config.port, config.baudrate, config.frame.format)
+            self._port = port
             try:
                 self._read(port, stop)
             except (serial.SerialException, OSError) as exc:
                 log.warning("lost %s (%s); reconnecting", config.port, exc)
             finally:
+                with self._write_lock:
+                    self._port = None
                 port.close()
+
+    def write(self, device: str, data: bytes) -> bool:
+        """Write a command to the board; False while the port is not open (unplugged) or the write
+        failed (then the reader notices the lost port too)."""
+        with self._write_lock:
+            port = self._port
+            if port is None or device != self._config.device_id:
+                return False
+            try:
+                port.write(data)
+                port.flush()
+            except (serial.SerialException, OSError) as exc:
+                log.warning("cannot write a command to %s (%s)", self._config.port, exc)
+                return False
+            return True
 
     def _read(self, port: serial.Serial, stop: threading.Event) -> None:
         decoder = make_decoder(self._config.frame, self._ranges)
         device = self._config.device_id
+        extractor, on_ack = (self._acks[0](), self._acks[1]) if self._acks else (None, None)
         try:
             while not stop.is_set():
                 data = port.read(max(1, port.in_waiting))
+                if extractor is not None and on_ack is not None:
+                    # ACK lines leave the stream here, so the frame decoder never counts them as bad.
+                    data, acks = extractor.feed(data) if data else (extractor.idle(), [])
+                    for line in acks:
+                        on_ack(device, line)
                 # Each reading carries the arrival time of the read that completed its bytes, also when
                 # the decoder held it while it proved the alignment (or until a quiet gap).
                 for item in decoder.feed(data, time.time_ns()) if data else decoder.idle():
@@ -105,26 +136,70 @@ class SerialSource:
 class SimulatorSource:
     """`devices` boards, each producing one reading every 1/rate_hz seconds."""
 
-    def __init__(self, config: SimulatorConfig, emit: Emit) -> None:
+    def __init__(self, config: SimulatorConfig, emit: Emit, on_ack: OnAck | None = None) -> None:
         self._config = config
         self._emit = emit
+        self._on_ack = on_ack
+        rng = random.Random(config.seed)
+        self.boards = {
+            device: SimulatedBoard(config.sensors, config, rng) for device in simulated_device_ids(config)
+        }
+        self._lock = threading.Lock()  # the boards' settings: written by the command thread
+        self._changed = threading.Event()  # a board's report_interval_s changed: reschedule
+
+    def write(self, device: str, data: bytes) -> bool:
+        """A command line to a simulated board: applied, answered with an ACK line like firmware."""
+        board = self.boards.get(device)
+        if board is None:
+            return False
+        for line in data.decode("utf-8", "replace").splitlines():
+            with self._lock:
+                answer = board.settings.handle(line)
+            if answer is not None and answer.line is not None and self._on_ack is not None:
+                self._on_ack(device, answer.line.rstrip("\n"))
+        self._changed.set()
+        return True
 
     def run(self, stop: threading.Event) -> None:
-        config = self._config
-        rng = random.Random(config.seed)
-        devices = simulated_device_ids(config)
-        boards = {device: SimulatedBoard(config.sensors, config, rng) for device in devices}
+        config, boards = self._config, self.boards
         log.info("simulating %d board(s) at %g readings/s each", len(boards), config.rate_hz)
-        interval = 1.0 / config.rate_hz
-        next_tick = time.monotonic()
+        start = time.monotonic()
+        uniform = True  # every board at the configured rate: one tick for all, as before commands
+        next_tick = start
+        due = dict.fromkeys(boards, start)
         while not stop.is_set():
             now = time.monotonic()
-            if now < next_tick:
-                stop.wait(next_tick - now)
+            if self._changed.is_set():
+                self._changed.clear()
+                with self._lock:
+                    intervals = {device: board.settings.report_interval_s for device, board in boards.items()}
+                uniform = all(interval == 1.0 / config.rate_hz for interval in intervals.values())
+                due = {device: now + intervals[device] for device in boards}
+            if uniform:
+                next_tick = self._tick_all(now, next_tick, stop)
+                continue
+            upcoming = min(due.values())
+            if now < upcoming:
+                self._changed.wait(min(upcoming - now, 0.5))
                 continue
             read_ns = time.time_ns()
-            for device, board in boards.items():
-                self._emit(device, board.read(), read_ns)
-            next_tick += interval
-            if now - next_tick > 1.0:  # more than a second behind (machine suspended): skip, don't burst
-                next_tick = now
+            for device, at in due.items():
+                if at <= now:
+                    self._emit(device, boards[device].read(), read_ns)
+                    interval = boards[device].settings.report_interval_s
+                    due[device] = at + interval if now - at < 1.0 else now + interval
+
+    def _tick_all(self, now: float, next_tick: float, stop: threading.Event) -> float:
+        if now < next_tick:
+            if self._on_ack is None:
+                stop.wait(next_tick - now)
+            else:  # also woken by a command that changes a board's rate
+                self._changed.wait(min(next_tick - now, 0.5))
+            return next_tick
+        read_ns = time.time_ns()
+        for device, board in self.boards.items():
+            self._emit(device, board.read(), read_ns)
+        next_tick += 1.0 / self._config.rate_hz
+        if now - next_tick > 1.0:  # more than a second behind (machine suspended): skip, don't burst
+            next_tick = now
+        return next_tick

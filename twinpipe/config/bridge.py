@@ -5,9 +5,16 @@ from __future__ import annotations
 import importlib.util
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from twinpipe.config.common import KAFKA_TOPIC_PATTERN, Positive, Section, pattern_rule, placeholders
+from twinpipe.config.common import (
+    KAFKA_TOPIC_PATTERN,
+    KafkaTopic,
+    Positive,
+    Section,
+    pattern_rule,
+    placeholders,
+)
 from twinpipe.names import NAME_PATTERN
 
 
@@ -82,6 +89,47 @@ class Route(Section):
         return value
 
 
+def topic_filter(template: str) -> str:
+    """The subscription filter of a `{device}` topic template: `twin/{device}/command/events` →
+    `twin/+/command/events`."""
+    return template.replace("{device}", "+")
+
+
+def check_device_template(value: str) -> str:
+    """An MQTT topic template with exactly one whole level `{device}` and no wildcards."""
+    if placeholders(value) != {"device"} or "{device}" not in value.split("/"):
+        raise ValueError(
+            "expected an MQTT topic with {device} as one whole level, e.g. twin/{device}/command"
+        )
+    if "+" in value or "#" in value:
+        raise ValueError("an MQTT topic to publish to cannot contain wildcards")
+    return value
+
+
+DeviceTopic = Annotated[str, AfterValidator(check_device_template)]
+
+
+class DownlinkConfig(Section):
+    """`bridge.downlink`: commands from Kafka to the boards' MQTT topics, and their events back."""
+
+    enabled: bool = False
+    command_topic: KafkaTopic = "twin.commands"
+    events_topic: KafkaTopic = "twin.command_events"
+    group_id: Annotated[str, Field(min_length=1)] = "twinpipe-bridge-downlink"
+    mqtt_command_topic: DeviceTopic = "twin/{device}/command"
+    mqtt_events_topic: DeviceTopic = "twin/{device}/command/events"
+    publish_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    max_batch: Annotated[int, Field(ge=1, le=10000)] = 100
+
+    @model_validator(mode="after")
+    def _distinct_topics(self) -> DownlinkConfig:
+        if self.mqtt_command_topic == self.mqtt_events_topic:
+            raise ValueError("mqtt_command_topic and mqtt_events_topic must differ")
+        if self.command_topic == self.events_topic:
+            raise ValueError("command_topic and events_topic must differ")
+        return self
+
+
 class BridgeConfig(Section):
     routes: Annotated[list[Route], Field(min_length=1)] = [Route(mqtt_filter="twin/+/telemetry")]
     shared_group: Annotated[str, pattern_rule(NAME_PATTERN, "a group name")] | None = None
@@ -95,6 +143,7 @@ class BridgeConfig(Section):
     producer: Literal["kafka-python", "confluent-kafka"] = "kafka-python"
     delivery_timeout_s: Annotated[float, Field(ge=1, le=86400)] = 120.0
     shutdown_timeout_s: Positive = 10.0
+    downlink: DownlinkConfig = DownlinkConfig()
 
     @field_validator("producer")
     @classmethod

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import struct
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
+from twinpipe.config.bridge import DeviceTopic
 from twinpipe.config.common import DeviceId, Positive, Section, ValueName, placeholders
 from twinpipe.config.replay import ReplayConfig
 from twinpipe.names import device_problem
@@ -119,6 +121,10 @@ DEFAULT_SENSORS = {
 
 
 class SimulatorConfig(Section):
+    # `heater` on (a command): temperatures rise by heater_rise_per_s up to heater_max_rise (Cel),
+    # and fall back at the same rate once it is off.
+    heater_rise_per_s: Annotated[float, Field(ge=0)] = 0.05
+    heater_max_rise: Annotated[float, Field(ge=0)] = 10.0
     devices: Annotated[int, Field(ge=1, le=10000)] = 1
     device_prefix: DeviceId = "sim"
     rate_hz: Annotated[float, Field(gt=0, le=100000)] = 1.0
@@ -140,6 +146,49 @@ def simulated_device_ids(config: SimulatorConfig) -> list[str]:
     return [f"{config.device_prefix}-{i + 1}" for i in range(config.devices)]
 
 
+DEFAULT_ACK_PATTERN = r"^ACK (?P<id>\S+) (?P<name>\w+) (?P<value>\S+)$"
+
+
+class CommandsConfig(Section):
+    """`publisher.commands`: commands from MQTT to the board, and the board's acknowledgements."""
+
+    enabled: bool = False
+    topic_template: DeviceTopic = "twin/{device}/command"
+    # Events go to the command's MQTT 5 Response Topic; this one when a command carries none.
+    events_topic_template: DeviceTopic = "twin/{device}/command/events"
+    client_id: str | None = None  # null = twinpipe-commands-<serial.device_id or simulator.device_prefix>
+    session_expiry_s: Annotated[int, Field(ge=0, le=4294967295)] = 86400
+    format: Literal["line"] = "line"
+    line_template: str = "SET {id} {name} {value}\n"
+    ack_pattern: str = DEFAULT_ACK_PATTERN
+    ack_start: Annotated[str, Field(min_length=1, max_length=16)] = "ACK "
+    ack_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    max_waiting: Annotated[int, Field(ge=1, le=65535)] = 100
+
+    @field_validator("line_template")
+    @classmethod
+    def _line(cls, value: str) -> str:
+        if placeholders(value) != {"id", "name", "value"}:
+            raise ValueError(
+                "expected a line with the placeholders {id}, {name} and {value}, "
+                "e.g. SET {id} {name} {value}\\n"
+            )
+        if not value.endswith("\n") or "\n" in value[:-1]:
+            raise ValueError("expected one line ending in a newline (\\n)")
+        return value
+
+    @field_validator("ack_pattern")
+    @classmethod
+    def _ack(cls, value: str) -> str:
+        try:
+            groups = set(re.compile(value).groupindex)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression ({exc})") from None
+        if not {"id", "name", "value"} <= groups:
+            raise ValueError("expected a regular expression with the named groups id, name and value")
+        return value
+
+
 class PublisherConfig(Section):
     source: Literal["simulator", "serial", "replay"] = "simulator"
     topic_template: str = "twin/{device}/telemetry"
@@ -155,6 +204,7 @@ class PublisherConfig(Section):
     serial: SerialConfig = SerialConfig()
     simulator: SimulatorConfig = SimulatorConfig()
     replay: ReplayConfig = ReplayConfig()
+    commands: CommandsConfig = CommandsConfig()
 
     @model_validator(mode="after")
     def _replay_needs_a_file(self) -> PublisherConfig:
