@@ -20,17 +20,22 @@ _FNV_PRIME = 1099511628211
 _SEPARATOR = 0xFF
 
 
-def fingerprint(rule_id: str, device: str, datastream: str) -> str:
-    """16 hex digits identifying one alert: the labels alertname (rule id), device and datastream
-    hashed as Alertmanager hashes a label set (prometheus/common model.LabelSet.Fingerprint: FNV-1a
-    64 over the label names and values sorted by name, each followed by the byte 0xff)."""
-    labels = {"alertname": rule_id, "datastream": datastream, "device": device}
+def label_fingerprint(labels: dict[str, str]) -> str:
+    """16 hex digits, as Alertmanager fingerprints a label set (prometheus/common
+    model/signature.go: FNV-1a 64 over the names and values sorted by name, each followed by 0xff)."""
     digest = _FNV_OFFSET
     for name in sorted(labels):
         for part in (name, labels[name]):
             for byte in (*part.encode(), _SEPARATOR):
                 digest = ((digest ^ byte) * _FNV_PRIME) & 0xFFFFFFFFFFFFFFFF
     return f"{digest:016x}"
+
+
+def fingerprint(rule_id: str, device: str, datastream: str) -> str:
+    """One alert's identity: the fingerprint of the labels alertname (the rule id), device and
+    datastream (the SensorThings id "<device>:<value>"). Severity and levels are left out so that
+    changing them in config.yaml keeps the alert the same one."""
+    return label_fingerprint({"alertname": rule_id, "device": device, "datastream": datastream})
 
 
 class RuleSet:

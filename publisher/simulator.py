@@ -36,9 +36,17 @@ class SimulatedBoard:
             name: SensorSignal(model, rng, config.outlier_probability, config.outlier_scale)
             for name, model in sensors.items()
         }
+        self._ramp = config.ramp if config.ramp is not None and config.ramp.sensor in sensors else None
+        self._interval_s = 1.0 / config.rate_hz
+        self._reads = 0
 
     def read(self) -> dict[str, float]:
-        return {name: signal.sample() for name, signal in self._signals.items()}
+        values = {name: signal.sample() for name, signal in self._signals.items()}
+        if self._ramp is not None:  # publisher.simulator.ramp: time counted in readings at rate_hz
+            name = self._ramp.sensor
+            values[name] = round(values[name] + self._ramp.offset(self._reads * self._interval_s), 2)
+        self._reads += 1
+        return values
 
 
 def models_for_fields(fields: list[str], sensors: dict[str, SensorModel]) -> dict[str, SensorModel]:
