@@ -130,6 +130,7 @@ class AlertmanagerConfig(Section):
 class AlertingConfig(Section):
     group_id: str = "twinpipe-alerting"
     topics: list[KafkaTopic] | None = None  # None: [kafka.telemetry_topic]
+    start_from: Literal["latest", "earliest"] = "latest"  # where a new consumer group starts
     anomaly_topic: KafkaTopic | None = "twin.anomalies"  # None: no anomaly input
     topic: KafkaTopic = "twin.alerts"
     # Compacted: the rule state per (input topic, device), read back on start and on rebalance.
@@ -137,6 +138,9 @@ class AlertingConfig(Section):
     mqtt_topic_template: str = "twin/{device}/alerts"
     measurement: Measurement | None = "twin_alerts"  # None: transitions are not written to InfluxDB
     tick_interval_s: Annotated[float, Field(gt=0, le=60)] = 0.25  # no_data/anomaly timers
+    # State snapshots, the producer's flush and the offset commit happen together this often.
+    commit_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    restore_timeout_s: Positive = 60.0  # reading the state topic back on assignment
     max_pending_points: Annotated[int, Field(ge=1)] = 100_000  # InfluxDB queue; overflow is counted
     alertmanager: AlertmanagerConfig = AlertmanagerConfig()
     # Replaces the shipped rules (DEFAULT_RULES) when given; {} = no rules.
