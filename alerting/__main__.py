@@ -10,7 +10,6 @@ import uuid
 
 import paho.mqtt.client as mqtt
 from kafka import KafkaAdminClient, KafkaConsumer
-from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from alerting.outputs import AlertmanagerForwarder, InfluxSink
@@ -44,21 +43,17 @@ def ensure_state_topic(config: Config, inputs: list[str]) -> None:
     admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers, **kafka.security())
     name = config.alerting.state_topic
     try:
-        described = {t["topic"]: len(t["partitions"]) for t in admin.describe_topics(inputs)}
+        described = _partitions(admin, inputs)
         needed = max([kafka.partitions, *described.values()])
         if name not in admin.list_topics():
             with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics(
-                    [
-                        NewTopic(
-                            name,
-                            num_partitions=needed,
-                            replication_factor=kafka.replication_factor,
-                            topic_configs={"cleanup.policy": "compact"},
-                        )
-                    ]
-                )
-        have = {t["topic"]: len(t["partitions"]) for t in admin.describe_topics([name])}.get(name, needed)
+                settings = {
+                    "num_partitions": needed,
+                    "replication_factor": kafka.replication_factor,
+                    "configs": {"cleanup.policy": "compact"},
+                }
+                admin.create_topics({name: settings})
+        have = _partitions(admin, [name]).get(name, needed)
     finally:
         admin.close()
     if have < needed:
@@ -68,6 +63,11 @@ def ensure_state_topic(config: Config, inputs: list[str]) -> None:
                 f" ({described}); give it at least {needed} or name a new topic"
             ]
         )
+
+
+def _partitions(admin: KafkaAdminClient, topics: list[str]) -> dict[str, int]:
+    described = admin.describe_topics(topics)
+    return {t.get("name") or t.get("topic"): len(t.get("partitions") or []) for t in described}
 
 
 def main(argv: list[str] | None = None) -> int:
