@@ -15,6 +15,7 @@ from kafka import KafkaConsumer
 
 from alerting.ruleset import fingerprint, label_fingerprint
 from devstack.alertmanager import Alertmanager
+from tests.dashboards import TWIN_DASHBOARD, load, queries, substitute
 from tests.harness import Pipeline, poll
 
 RATE_HZ = 10.0
@@ -182,4 +183,12 @@ def test_ramp_over_a_threshold_and_back_through_restarts_deadman_and_alertmanage
         "transitions in InfluxDB",
     )
     assert sorted((row["rule"], row["state"]) for row in rows) == sorted(in_kafka)
+
+    # The Digital twin dashboard's alert table and annotations show these points.
+    shown = [q for q in queries(load(TWIN_DASHBOARD)) if '"twin_alerts"' in q.text]
+    assert [q.panel for q in shown] == ["Alerts", "annotation Alerts"]
+    for query in shown:
+        found = pipeline.influx_rows(substitute(query.text, {}))
+        assert sorted((row["rule"], row["state"]) for row in found) == sorted(in_kafka), query
+        assert all(row["text"] and row["device"] == "sim-1" for row in found)
     received.client.loop_stop()
