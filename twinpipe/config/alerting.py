@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from twinpipe.config.common import KafkaTopic, Measurement, Positive, Section
 
@@ -38,6 +38,8 @@ Seconds = Annotated[float, Field(ge=0, le=30 * 86400)]
 class RuleOverride(Section):
     """What a thing or a datastream changes of a rule; unset keys keep the rule's value."""
 
+    model_config = ConfigDict(**Section.model_config, serialize_by_alias=True)  # `raise` in dumps
+
     enabled: bool | None = None
     raise_: float | None = Field(default=None, alias="raise")
     clear: float | None = None
@@ -49,6 +51,7 @@ class RuleOverride(Section):
 
 
 class Rule(Section):
+    model_config = ConfigDict(**Section.model_config, serialize_by_alias=True)  # `raise` in dumps
     observed_property: str
     kind: Kind
     enabled: bool = True
