@@ -1,0 +1,152 @@
+"""Benchmark 7, alert latency: a reading's event time (board read) → its alert transition received
+on MQTT (`twin/<device>/alerts`, QoS 1), at 1,000 readings/s from simulated boards through
+publisher, bridge, Kafka and the alerting stage.
+
+The rule (above 27 °C, clear under 23 °C, for_s 0) turns the simulator's noise (25 ± 2 °C) into a
+transition every few dozen readings, each stamped with the event time of the reading that caused it.
+
+Beside it, what the same rule costs as a Prometheus alerting rule, computed from the shipped
+prometheus/prometheus.yml: the reading waits for the next scrape (uniform over scrape_interval) and
+then for the next rule evaluation (uniform over evaluation_interval), and the rule fires at that
+evaluation; Alertmanager's own delays come on top in both cases. The sum of two uniform waits has
+the quantiles given by `prometheus_quantile`, ignoring scrape and evaluation durations (≥ 0), so
+the figure is a lower bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from bench.common import simulated_pipeline
+from devstack.stack import LocalStack
+from latency_probe.recorder import quantiles
+
+ROOT = Path(__file__).resolve().parents[1]
+RULE = {"observed_property": "temperature", "kind": "above", "raise": 27.0, "clear": 23.0, "for_s": 0.0}
+
+
+def _seconds(text: str) -> float:
+    units = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+    for suffix in ("ms", "s", "m", "h"):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * units[suffix]
+    raise ValueError(f"not a Prometheus duration: {text!r}")
+
+
+def prometheus_intervals(path: Path = ROOT / "prometheus" / "prometheus.yml") -> tuple[float, float]:
+    """(scrape_interval, evaluation_interval) in s from a prometheus.yml's global section."""
+    settings = yaml.safe_load(path.read_text()).get("global", {})
+    return _seconds(settings.get("scrape_interval", "1m")), _seconds(
+        settings.get("evaluation_interval", "1m")
+    )
+
+
+def prometheus_quantile(q: float, scrape_s: float, evaluation_s: float) -> float:
+    """The q-quantile of U(0, scrape_s) + U(0, evaluation_s) (a trapezoidal distribution), in s."""
+    a, b = sorted((scrape_s, evaluation_s))
+    if a == 0:
+        return q * b
+    if q <= a / (2 * b):
+        return math.sqrt(2 * a * b * q)
+    if q <= 1 - a / (2 * b):
+        return b * q + a / 2
+    return a + b - math.sqrt(2 * a * b * (1 - q))
+
+
+class AlertListener:
+    """Stamps every alert transition received on MQTT with the wall clock: (event time, received) ns."""
+
+    def __init__(self, port: int, topic_filter: str) -> None:
+        self.stamps: list[tuple[int, int]] = []
+        self._lock = threading.Lock()
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"alerts-{uuid.uuid4().hex[:6]}",
+            protocol=MQTTProtocolVersion.MQTTv5,
+        )
+        self._client.on_message = self._received
+        self._client.connect("127.0.0.1", port)
+        self._client.subscribe(topic_filter, qos=1)
+        self._client.loop_start()
+
+    def _received(self, _client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
+        now = time.time_ns()
+        event = json.loads(message.payload)
+        with self._lock:
+            self.stamps.append((event["time_ns"], now))
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+def alert_latency(
+    stack: LocalStack, workdir: Path, rate: int = 1000, seconds: float = 20, warmup_s: float = 10
+) -> dict:
+    """Transitions caused by readings of the first `warmup_s` are not counted (the alerting stage
+    joins its consumer group and catches up then)."""
+    run = uuid.uuid4().hex[:8]
+    name = "alert"
+    overrides = {
+        "alerting": {
+            "group_id": f"alerting-{run}",
+            "anomaly_topic": None,
+            "topic": f"alerts-{run}",
+            "state_topic": f"alert-state-{run}",
+            "mqtt_topic_template": f"a{run}/{{device}}/alerts",
+            "start_from": "earliest",
+            "rules": {"warm": RULE},
+        },
+        "publisher": {"simulator": {"sensors": {"temperature": {"mean": 25.0, "stddev": 2.0, "drift": 0.0}}}},
+    }
+    listener = AlertListener(stack.mosquitto.port, f"a{run}/+/alerts")
+    try:
+        started = time.time_ns()
+        with simulated_pipeline(stack, workdir, name, rate, overrides, devices=10, also=("alerting",)):
+            time.sleep(warmup_s + seconds)
+    finally:
+        listener.close()
+    counted_from = started + int(warmup_s * 1e9)
+    delays = [(received - event) / 1e9 for event, received in listener.stamps if event >= counted_from]
+    scrape_s, evaluation_s = prometheus_intervals()
+    result = {
+        "rate": rate,
+        "transitions": len(delays),
+        "prometheus_scrape_s": scrape_s,
+        "prometheus_evaluation_s": evaluation_s,
+        "prometheus_p50_ms": round(prometheus_quantile(0.5, scrape_s, evaluation_s) * 1e3, 1),
+        "prometheus_p99_ms": round(prometheus_quantile(0.99, scrape_s, evaluation_s) * 1e3, 1),
+    }
+    if delays:
+        p50, p99 = quantiles(delays, (0.5, 0.99))
+        result |= {
+            "p50_ms": round(p50 * 1e3, 2),
+            "p99_ms": round(p99 * 1e3, 2),
+            "max_ms": round(max(delays) * 1e3, 2),
+        }
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.alert_latency", description=__doc__)
+    parser.add_argument("--rate", type=int, default=1000, help="readings per second in all (10 boards)")
+    parser.add_argument("--seconds", type=float, default=20, help="measured seconds after the warm-up")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="twinpipe-bench-"))
+    with LocalStack(workdir / "servers") as stack:
+        print(json.dumps(alert_latency(stack, workdir, args.rate, args.seconds), indent=2))
+
+
+if __name__ == "__main__":
+    main()
