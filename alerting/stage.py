@@ -191,7 +191,7 @@ class Alerting:
                 self._influx.put(event)
             if self._alertmanager is not None:
                 self._alertmanager.put(event)
-            log.info(
+            log.debug(
                 "%s %s %s value=%s threshold=%s",
                 event["rule"],
                 event["state"],

@@ -3,7 +3,9 @@ on MQTT (`twin/<device>/alerts`, QoS 1), at 1,000 readings/s from simulated boar
 publisher, bridge, Kafka and the alerting stage.
 
 The rule (above 27 °C, clear under 23 °C, for_s 0) turns the simulator's noise (25 ± 2 °C) into a
-transition every few dozen readings, each stamped with the event time of the reading that caused it.
+transition every few readings, each stamped with the event time of the reading that caused it.
+Beside it, measured in the same run: the same readings' event time → read from the telemetry topic
+by a plain consumer (the floor of any stage reading Kafka).
 
 Beside it, what the same rule costs as a Prometheus alerting rule, computed from the shipped
 prometheus/prometheus.yml: the reading waits for the next scrape (uniform over scrape_interval) and
@@ -26,11 +28,14 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import yaml
+from kafka import KafkaConsumer
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from bench.common import simulated_pipeline
 from devstack.stack import LocalStack
 from latency_probe.recorder import quantiles
+from twinpipe.config import KafkaConfig
+from twinpipe.envelope import decode
 
 ROOT = Path(__file__).resolve().parents[1]
 RULE = {"observed_property": "temperature", "kind": "above", "raise": 27.0, "clear": 23.0, "for_s": 0.0}
@@ -62,6 +67,36 @@ def prometheus_quantile(q: float, scrape_s: float, evaluation_s: float) -> float
     if q <= 1 - a / (2 * b):
         return b * q + a / 2
     return a + b - math.sqrt(2 * a * b * (1 - q))
+
+
+class TelemetryTail:
+    """The floor any Kafka consumer stage starts from: event time → the telemetry record read by a
+    plain consumer with the stages' fetch wait (kafka.fetch_max_wait_ms), in the same run."""
+
+    def __init__(self, bootstrap: str, topic: str, fetch_max_wait_ms: int) -> None:
+        self.stamps: list[tuple[int, int]] = []
+        self._stop = threading.Event()
+        self._consumer = KafkaConsumer(
+            topic,
+            bootstrap_servers=[bootstrap],
+            group_id=None,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            fetch_max_wait_ms=fetch_max_wait_ms,
+        )
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for records in self._consumer.poll(timeout_ms=100).values():
+                now = time.time_ns()
+                self.stamps += [(decode(record.value).time_ns, now) for record in records]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._consumer.close()
 
 
 class AlertListener:
@@ -110,15 +145,19 @@ def alert_latency(
         },
         "publisher": {"simulator": {"sensors": {"temperature": {"mean": 25.0, "stddev": 2.0, "drift": 0.0}}}},
     }
+    overrides["kafka"] = {"telemetry_topic": f"alert-telemetry-{run}"}
     listener = AlertListener(stack.mosquitto.port, f"a{run}/+/alerts")
+    tail = TelemetryTail(stack.kafka.bootstrap, f"alert-telemetry-{run}", KafkaConfig().fetch_max_wait_ms)
     try:
         started = time.time_ns()
         with simulated_pipeline(stack, workdir, name, rate, overrides, devices=10, also=("alerting",)):
-            time.sleep(warmup_s + seconds)
+            time.sleep(warmup_s + seconds)  # the load runs for a fixed time; nothing to wait for
     finally:
         listener.close()
+        tail.close()
     counted_from = started + int(warmup_s * 1e9)
     delays = [(received - event) / 1e9 for event, received in listener.stamps if event >= counted_from]
+    floor = [(received - event) / 1e9 for event, received in tail.stamps if event >= counted_from]
     scrape_s, evaluation_s = prometheus_intervals()
     result = {
         "rate": rate,
@@ -128,6 +167,9 @@ def alert_latency(
         "prometheus_p50_ms": round(prometheus_quantile(0.5, scrape_s, evaluation_s) * 1e3, 1),
         "prometheus_p99_ms": round(prometheus_quantile(0.99, scrape_s, evaluation_s) * 1e3, 1),
     }
+    if floor:
+        p50, p99 = quantiles(floor, (0.5, 0.99))
+        result |= {"kafka_read_p50_ms": round(p50 * 1e3, 2), "kafka_read_p99_ms": round(p99 * 1e3, 2)}
     if delays:
         p50, p99 = quantiles(delays, (0.5, 0.99))
         result |= {
