@@ -21,7 +21,14 @@ from devstack.process import poll
 from tests.compose.conftest import UPSTREAM, ComposeRun
 
 ROOT = Path(__file__).resolve().parents[2]
-STAGES = ("publisher", "mqtt_kafka_bridge", "influx_ingestion", "latency_probe", "sensorthings_api", "alerting")
+STAGES = (
+    "publisher",
+    "mqtt_kafka_bridge",
+    "influx_ingestion",
+    "latency_probe",
+    "sensorthings_api",
+    "alerting",
+)
 pytestmark = pytest.mark.timeout(900)  # the first test builds every image from nothing
 
 
