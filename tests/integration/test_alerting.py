@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, KafkaProducer
 
 from alerting.ruleset import fingerprint, label_fingerprint
 from devstack.alertmanager import Alertmanager
+from devstack.process import free_port, http_get, metric_value, stage_ready
 from tests.dashboards import TWIN_DASHBOARD, load, queries, substitute
 from tests.harness import Pipeline, poll
 
@@ -108,6 +110,7 @@ def test_ramp_over_a_threshold_and_back_through_restarts_deadman_and_alertmanage
                     "severity": "critical",
                 },
                 "silent": {"observed_property": "temperature", "kind": "no_data", "silence_s": SILENCE_S},
+                "odd": {"observed_property": "temperature", "kind": "anomaly", "window_s": 1.0},
             },
         },
     }
@@ -122,7 +125,8 @@ def test_ramp_over_a_threshold_and_back_through_restarts_deadman_and_alertmanage
     pending = received.wait("hot", "pending")
     assert 35.0 < pending["value"] <= 40.0 and pending["datastream"] == "sim-1:temperature"
     alerting.stop()
-    alerting = pipeline.stage("alerting", settings)
+    health = free_port()
+    alerting = pipeline.stage("alerting", settings, env={"TWINPIPE__HEALTH__PORT": str(health)})
     firing = received.wait("hot", "firing", timeout_s=40)
     assert firing["starts_ns"] == pending["starts_ns"] == pending["time_ns"]
     assert firing["time_ns"] - firing["starts_ns"] >= 4 * 10**9, "for_s counted in event time"
@@ -138,6 +142,16 @@ def test_ramp_over_a_threshold_and_back_through_restarts_deadman_and_alertmanage
     alert = next(a for a in held if a["labels"]["alertname"] == "hot")
     assert alert["labels"]["device"] == "sim-1" and alert["labels"]["severity"] == "critical"
     assert alert["fingerprint"] == label_fingerprint(alert["labels"])
+    assert stage_ready(health)
+    page = poll(
+        lambda: http_get(f"http://127.0.0.1:{health}/metrics")[1],
+        lambda page: metric_value(
+            page, "twinpipe_alerting_alerts", rule="hot", severity="critical", state="firing"
+        ),
+        10,
+        "the firing alert in the gauge",
+    )
+    assert metric_value(page, "twinpipe_alerting_states_restored_total") == 1
 
     # Restart mid-FIRING, killed: the firing state was checkpointed; no re-fire, the alert resolves.
     poll(
@@ -159,26 +173,35 @@ def test_ramp_over_a_threshold_and_back_through_restarts_deadman_and_alertmanage
     )
 
     # Deadman: the board goes silent; FIRING after the silence given (wall clock), not before.
+    # Meanwhile an anomaly event (the predictive stage's shape): FIRING, RESOLVED 1 s (window_s) later.
     publisher.stop()
+    anomaly = {"v": 1, "device": "sim-1", "datastream": "sim-1:temperature", "value_name": "temperature",
+               "time_ns": time.time_ns(), "value": 41.0, "forecast": 25.0, "lower": 22.0, "upper": 28.0,
+               "horizon_s": 0.1, "coverage": 0.9, "model": "test"}  # fmt: skip
+    producer = KafkaProducer(bootstrap_servers=[pipeline.stack.kafka.bootstrap], acks="all")
+    producer.send(f"anomalies-{run}", key=b"sim-1", value=json.dumps(anomaly).encode()).get(10)
+    producer.close()
+    odd = received.wait("odd", "resolved", timeout_s=20)
+    assert 1.0 <= (odd["ends_ns"] - odd["starts_ns"]) / 1e9 < 1.5 and odd["value"] == 41.0
     silent = received.wait("silent", "firing", timeout_s=30)
     assert SILENCE_S <= silent["value"] < SILENCE_S + 1.0, silent
     assert silent["clock"] == "wall_clock"
 
     assert received.states("hot") == ["pending", "firing", "resolved"], received.events
     assert received.states("silent") == ["firing"], received.events
+    assert received.states("odd") == ["firing", "resolved"], received.events
     expected_fp = fingerprint("hot", "sim-1", "sim-1:temperature")
     assert {e["fingerprint"] for e in received.events if e["rule"] == "hot"} == {expected_fp}
 
     # The same transitions in Kafka (key = device) and in InfluxDB.
-    records = pipeline.kafka_records(f"alerts-{run}", 4)
+    records = pipeline.kafka_records(f"alerts-{run}", 6)
     assert {r.key for r in records} == {b"sim-1"}
     in_kafka = [(json.loads(r.value)["rule"], json.loads(r.value)["state"]) for r in records]
-    assert sorted(in_kafka) == sorted(
-        [("hot", "pending"), ("hot", "firing"), ("hot", "resolved"), ("silent", "firing")]
-    )
+    expected = [("hot", "pending"), ("hot", "firing"), ("hot", "resolved"), ("silent", "firing")]
+    assert sorted(in_kafka) == sorted([*expected, ("odd", "firing"), ("odd", "resolved")])
     rows = poll(
         lambda: pipeline.influx_rows('SELECT * FROM "twin_alerts"'),
-        lambda rows: len(rows) >= 4,
+        lambda rows: len(rows) >= 6,
         20,
         "transitions in InfluxDB",
     )
