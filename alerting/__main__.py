@@ -46,6 +46,13 @@ def ensure_state_topic(config: Config, inputs: list[str]) -> None:
         described = _partitions(admin, inputs)
         needed = max([kafka.partitions, *described.values()])
         if name not in admin.list_topics():
+            if not kafka.create_topics:
+                raise ConfigError(
+                    [
+                        f"alerting.state_topic: {name!r} does not exist and kafka.create_topics is false;"
+                        f" create it compacted (cleanup.policy=compact) with at least {needed} partitions"
+                    ]
+                )
             with contextlib.suppress(TopicAlreadyExistsError):
                 settings = {
                     "num_partitions": needed,
@@ -114,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             connected.set()
             log.info("connected to MQTT broker %s:%d", config.mqtt.host, config.mqtt.port)
 
+    client.max_queued_messages_set(settings.max_queued_mqtt)
     client.on_connect = on_connect
     client.on_disconnect = lambda *_args: connected.clear()
     client.connect_async(config.mqtt.host, config.mqtt.port, config.mqtt.keepalive_s)

@@ -49,6 +49,10 @@ MQTT_UNACKED = Counter(
     "twinpipe_alerting_mqtt_unacknowledged",
     "Transitions MQTT had not acknowledged when offsets were committed (still queued in the client)",
 )
+MQTT_DROPPED = Counter(
+    "twinpipe_alerting_mqtt_dropped",
+    "Transitions not queued for MQTT because alerting.max_queued_mqtt were waiting (Kafka has them)",
+)
 COMMIT_FAILURES = Counter("twinpipe_alerting_commit_failures", "Offset commits that failed (re-delivery)")
 
 for reason in ("invalid", "probe"):

@@ -183,7 +183,14 @@ class Alerting:
             device = alert.device
             self._producer.send(settings.topic, key=device.encode(), value=payload)
             topic = settings.mqtt_topic_template.replace("{device}", device)
-            self._unacked.append(self._mqtt.publish(topic, payload, qos=1))
+            info = self._mqtt.publish(topic, payload, qos=1)
+            if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+                metrics.MQTT_DROPPED.inc()
+                self._throttled.warning(
+                    "mqtt", "MQTT queue full (alerting.max_queued_mqtt): transitions dropped"
+                )
+            else:
+                self._unacked.append(info)
             if event["clock"] == "event_time":
                 metrics.DELAY.observe(max(0.0, (time.time_ns() - event["time_ns"]) / 1e9))
             metrics.TRANSITIONS.labels(event["state"]).inc()

@@ -145,6 +145,7 @@ class AlertingConfig(Section):
     commit_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
     restore_timeout_s: Positive = 60.0  # reading the state topic back on assignment
     max_pending_points: Annotated[int, Field(ge=1)] = 100_000  # InfluxDB queue; overflow is counted
+    max_queued_mqtt: Annotated[int, Field(ge=1)] = 100_000  # MQTT messages queued while disconnected
     alertmanager: AlertmanagerConfig = AlertmanagerConfig()
     # Replaces the shipped rules (DEFAULT_RULES) when given; {} = no rules.
     rules: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")], Rule] = Field(
