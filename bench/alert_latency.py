@@ -5,7 +5,10 @@ publisher, bridge, Kafka and the alerting stage.
 The rule (above 27 °C, clear under 23 °C, for_s 0) turns the simulator's noise (25 ± 2 °C) into a
 transition every few readings, each stamped with the event time of the reading that caused it.
 Beside it, measured in the same run: the same readings' event time → read from the telemetry topic
-by a plain consumer (the floor of any stage reading Kafka).
+by a plain consumer (the floor of any stage reading Kafka), and per transition what the stage adds
+over that consumer (alert received on MQTT − its reading read by the plain consumer). Alerts are
+received by `mosquitto_sub` (C, its own process, `-F %U` stamps), so the reading consumer's Python
+thread cannot delay their timestamps.
 
 Beside it, what the same rule costs as a Prometheus alerting rule, computed from the shipped
 prometheus/prometheus.yml: the reading waits for the next scrape (uniform over scrape_interval) and
@@ -20,16 +23,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import subprocess
 import tempfile
 import threading
 import time
 import uuid
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import yaml
 from kafka import KafkaConsumer
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from bench.common import simulated_pipeline
 from devstack.stack import LocalStack
@@ -75,6 +77,7 @@ class TelemetryTail:
 
     def __init__(self, bootstrap: str, topic: str, fetch_max_wait_ms: int) -> None:
         self.stamps: list[tuple[int, int]] = []
+        self.read_at: dict[tuple[str, int], int] = {}  # (device, event time) → read (ns)
         self._stop = threading.Event()
         self._consumer = KafkaConsumer(
             topic,
@@ -91,7 +94,10 @@ class TelemetryTail:
         while not self._stop.is_set():
             for records in self._consumer.poll(timeout_ms=100).values():
                 now = time.time_ns()
-                self.stamps += [(decode(record.value).time_ns, now) for record in records]
+                for record in records:
+                    envelope = decode(record.value)
+                    self.stamps.append((envelope.time_ns, now))
+                    self.read_at[(envelope.device, envelope.time_ns)] = now
 
     def close(self) -> None:
         self._stop.set()
@@ -100,30 +106,26 @@ class TelemetryTail:
 
 
 class AlertListener:
-    """Stamps every alert transition received on MQTT with the wall clock: (event time, received) ns."""
+    """mosquitto_sub stamping every alert transition as it arrives (`%U`: Unix time with ns);
+    `stamps`: (event time, received, device) once closed."""
 
-    def __init__(self, port: int, topic_filter: str) -> None:
-        self.stamps: list[tuple[int, int]] = []
-        self._lock = threading.Lock()
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"alerts-{uuid.uuid4().hex[:6]}",
-            protocol=MQTTProtocolVersion.MQTTv5,
-        )
-        self._client.on_message = self._received
-        self._client.connect("127.0.0.1", port)
-        self._client.subscribe(topic_filter, qos=1)
-        self._client.loop_start()
-
-    def _received(self, _client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
-        now = time.time_ns()
-        event = json.loads(message.payload)
-        with self._lock:
-            self.stamps.append((event["time_ns"], now))
+    def __init__(self, port: int, topic_filter: str, path: Path) -> None:
+        self.stamps: list[tuple[int, int, str]] = []
+        self._path = path
+        self._out = open(path, "wb")  # noqa: SIM115 - owned by the child until close()
+        command = ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-t", topic_filter]
+        self._process = subprocess.Popen([*command, "-F", "%U %p"], stdout=self._out)
 
     def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._process.terminate()
+        self._process.wait(10)
+        self._out.close()
+        for line in self._path.read_text().splitlines():
+            stamp, _, payload = line.partition(" ")
+            seconds, _, fraction = stamp.partition(".")
+            event = json.loads(payload)
+            received = int(seconds) * 1_000_000_000 + int(fraction.ljust(9, "0")[:9])
+            self.stamps.append((event["time_ns"], received, event["device"]))
 
 
 def alert_latency(
@@ -146,7 +148,7 @@ def alert_latency(
         "publisher": {"simulator": {"sensors": {"temperature": {"mean": 25.0, "stddev": 2.0, "drift": 0.0}}}},
     }
     overrides["kafka"] = {"telemetry_topic": f"alert-telemetry-{run}"}
-    listener = AlertListener(stack.mosquitto.port, f"a{run}/+/alerts")
+    listener = AlertListener(stack.mosquitto.port, f"a{run}/+/alerts", workdir / f"alerts-{run}.txt")
     tail = TelemetryTail(stack.kafka.bootstrap, f"alert-telemetry-{run}", KafkaConfig().fetch_max_wait_ms)
     try:
         started = time.time_ns()
@@ -157,8 +159,14 @@ def alert_latency(
         listener.close()
         tail.close()
     counted_from = started + int(warmup_s * 1e9)
-    delays = [(received - event) / 1e9 for event, received in listener.stamps if event >= counted_from]
+    delays = [(received - event) / 1e9 for event, received, _ in listener.stamps if event >= counted_from]
     floor = [(received - event) / 1e9 for event, received in tail.stamps if event >= counted_from]
+    # Per transition: received on MQTT − the same reading read from Kafka by the plain consumer.
+    added = [
+        (received - tail.read_at[(device, event)]) / 1e9
+        for event, received, device in listener.stamps
+        if event >= counted_from and (device, event) in tail.read_at
+    ]
     scrape_s, evaluation_s = prometheus_intervals()
     result = {
         "rate": rate,
@@ -171,6 +179,9 @@ def alert_latency(
     if floor:
         p50, p99 = quantiles(floor, (0.5, 0.99))
         result |= {"kafka_read_p50_ms": round(p50 * 1e3, 2), "kafka_read_p99_ms": round(p99 * 1e3, 2)}
+    if added:
+        p50, p99 = quantiles(added, (0.5, 0.99))
+        result |= {"added_p50_ms": round(p50 * 1e3, 2), "added_p99_ms": round(p99 * 1e3, 2)}
     if delays:
         p50, p99 = quantiles(delays, (0.5, 0.99))
         result |= {
