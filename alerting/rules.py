@@ -10,7 +10,8 @@ Conditions, with hysteresis after Kapacitor's warnReset/critReset (separate rais
 * above: true once value > raise; then stays true until value < clear (clear <= raise).
 * below: true once value < raise; then stays true until value > clear (clear >= raise).
 * rate_of_change: the same as above on |Δvalue / Δt| (per s) between the newest reading and the
-  oldest one within `window_s` before it; false until the window holds two readings.
+  oldest one kept within `window_s` before it (readings are kept at least window_s/120 apart, so
+  that one is at most window_s/120 younger than the oldest in the window); false until there are two.
 * no_data: true when at least `silence_s` passed since the latest reading (a deadman switch).
 * anomaly: true from an anomaly event until `window_s` passed without another one.
 
@@ -26,6 +27,7 @@ All times are ns since the epoch; durations in the rule are s.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -34,7 +36,10 @@ from twinpipe.config.alerting import Rule
 OK, PENDING, FIRING, RESOLVED = "ok", "pending", "firing", "resolved"
 EVENT_TIME_KINDS = frozenset({"above", "below", "rate_of_change"})
 WALL_CLOCK_KINDS = frozenset({"no_data", "anomaly"})
-MAX_SAMPLES = 10_000  # rate_of_change window: readings kept at most (older ones are dropped first)
+# rate_of_change keeps readings at least window_s / RATE_RESOLUTION apart: the state stays small (a
+# snapshot per device per commit) and the rate's start point is at most that much younger than the
+# oldest reading in the window.
+RATE_RESOLUTION = 120
 NS = 1_000_000_000
 
 
@@ -46,7 +51,7 @@ class MachineState:
     last_active_ns: int | None = None  # the latest time the condition was true (keep_firing_for)
     last_input_ns: int | None = None  # latest reading (event time) or arrival (wall-clock kinds)
     value: float | None = None  # the latest value the condition was judged on
-    samples: tuple[tuple[int, float], ...] = ()  # rate_of_change: (time_ns, value) within the window
+    samples: tuple[tuple[int, float], ...] = ()  # rate_of_change: (time_ns, value) kept in the window
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -86,6 +91,10 @@ def hysteresis(kind: str, was_active: bool, value: float, raise_: float, clear: 
     if kind == "below":
         return value <= clear if was_active else value < raise_
     return value >= clear if was_active else value > raise_
+
+
+def _time(sample: tuple[int, float]) -> int:
+    return sample[0]
 
 
 def window_rate(samples: tuple[tuple[int, float], ...]) -> float | None:
@@ -143,12 +152,13 @@ def on_reading(
     raise_, clear = rule.raise_, rule.clear_level()
     assert raise_ is not None and clear is not None  # checked by the config (level_problem)
     if kind == "rate_of_change":
-        start = time_ns - round(rule.window_s * NS)
-        kept = tuple(s for s in st.samples if s[0] >= start)[-(MAX_SAMPLES - 1) :]
-        samples = (*kept, (time_ns, value))
-        rate = window_rate(samples)
+        window_ns = round(rule.window_s * NS)
+        kept = st.samples[bisect_left(st.samples, time_ns - window_ns, key=_time) :]
+        rate = window_rate((*kept[:1], (time_ns, value)))
+        if not kept or time_ns - kept[-1][0] >= window_ns // RATE_RESOLUTION:
+            kept = (*kept, (time_ns, value))
         active = rate is not None and hysteresis("above", st.active, rate, raise_, clear)
-        st = replace(st, samples=samples, last_input_ns=time_ns, value=rate)
+        st = replace(st, samples=kept, last_input_ns=time_ns, value=rate)
         return advance(rule, st, active, time_ns)
     active = hysteresis(kind, st.active, value, raise_, clear)
     return advance(rule, replace(st, last_input_ns=time_ns, value=value), active, time_ns)

@@ -14,6 +14,7 @@ from alerting.rules import (
     NS,
     OK,
     PENDING,
+    RATE_RESOLUTION,
     RESOLVED,
     MachineState,
     on_anomaly,
@@ -164,16 +165,24 @@ def test_redelivered_readings_change_nothing(r: Rule, steps: list, data: st.Data
         assert (after, transitions) == (state, [])
 
 
-@given(st.lists(st.tuples(st.integers(1, 10 * NS), values), min_size=2, max_size=50))
+@given(st.lists(st.tuples(st.integers(1, 10 * NS), values), min_size=2, max_size=200))
 def test_rate_of_change_is_judged_over_the_window(steps: list) -> None:
+    """The rate is taken from the oldest kept reading within window_s (kept ≥ window/120 apart, so at
+    most that much younger than the true oldest one) to the newest; the state stays bounded."""
     r = rule(kind="rate_of_change", **{"raise": 0.5}, clear=0.2, window_s=10)
     readings = timeline([g for g, _ in steps], [v for _, v in steps])
     state = MachineState()
-    for time_ns, value in readings:
+    for index, (time_ns, value) in enumerate(readings):
         state, _ = on_reading(r, state, time_ns, value, time_ns)
-        assert state.samples[-1] == (time_ns, value)
+        within = [(t, v) for t, v in readings[: index + 1] if time_ns - t <= 10 * NS]
+        assert len(state.samples) <= RATE_RESOLUTION + 1
         assert all(time_ns - t <= 10 * NS for t, _ in state.samples)
-    assert state.value == window_rate(state.samples)
+        start = next((s for s in state.samples if s[0] < time_ns), None)
+        if start is None:
+            assert state.value is None or len(within) >= 2
+        else:
+            assert start in within and start[0] - within[0][0] <= 10 * NS // RATE_RESOLUTION
+            assert state.value == window_rate((start, (time_ns, value)))
 
 
 def test_rate_of_change_example() -> None:
