@@ -90,7 +90,11 @@ class Alerting:
         return Listener()
 
     def revoked(self, partitions: list[TopicPartition]) -> None:
-        self.checkpoint()
+        # Runs in the consumer's IO thread while the main thread waits in poll(): the commit must not
+        # block on that thread (commit_async is sent before the group's JoinGroup on the same
+        # connection). Should it fail, the new owner reads some records again, and the state
+        # flushed here, being newer than them, ignores them.
+        self.checkpoint(wait=False)
         for tp in partitions:
             self.engine.drop((tp.topic, tp.partition))
             self._offsets.pop(tp, None)
@@ -207,8 +211,9 @@ class Alerting:
                 event["threshold"],
             )
 
-    def checkpoint(self) -> None:
-        """Snapshots of changed devices → state topic, flush, wait for MQTT, commit offsets."""
+    def checkpoint(self, wait: bool = True) -> None:
+        """Snapshots of changed devices → state topic, flush, wait for MQTT, commit offsets
+        (`wait`: synchronously; else asynchronously, failures logged)."""
         for (topic, partition), device, document in self.engine.snapshots():
             self._producer.send(
                 self._settings.state_topic,
@@ -229,12 +234,14 @@ class Alerting:
         offsets = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in self._offsets.items()}
         if not offsets:
             return
+        self._offsets = {}
+        if not wait:
+            self._consumer.commit_async(offsets, callback=_commit_done)
+            return
         try:
             self._consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as exc:
-            metrics.COMMIT_FAILURES.inc()
-            log.warning("offset commit failed (%s); the records since are read again", exc)
-        self._offsets = {}
+            _commit_done(offsets, exc)
 
     def _gauges(self) -> None:
         counts: dict[tuple[str, str, str], int] = {}
@@ -251,6 +258,12 @@ class Alerting:
         return {
             "kafka": lambda: bool(self._assigned) or "no partitions assigned (yet)",
         }
+
+
+def _commit_done(_offsets: dict, response: object) -> None:
+    if isinstance(response, Exception):
+        metrics.COMMIT_FAILURES.inc()
+        log.warning("offset commit failed (%s); the records since are read again", response)
 
 
 def _names(partitions: list[TopicPartition]) -> str:
