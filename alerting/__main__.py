@@ -13,7 +13,7 @@ from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from alerting.outputs import AlertmanagerForwarder, InfluxSink
-from alerting.stage import Alerting
+from alerting.stage import Alerting, AlertStateUnavailable
 from twinpipe.cli import load_or_exit, stage_parser, stop_on_signals
 from twinpipe.clients import ensure_topics, kafka_consumer, kafka_producer, mqtt_client
 from twinpipe.config import Config, ConfigError
@@ -147,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
                 config.health.host, config.health.port, {"loop": stage.heartbeat.alive}, checks
             ):
                 stage.run(stop)
+        except AlertStateUnavailable as exc:
+            print(f"alerting: {exc}", file=sys.stderr)
+            return 1
         finally:
             consumer.close(autocommit=False)
             producer.close(timeout=5)

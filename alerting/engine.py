@@ -145,6 +145,14 @@ class Engine:
         self._states[source] = devices
         return firing
 
+    def fingerprints(self, source: Source) -> set[str]:
+        """The fingerprints of every alert held for `source`."""
+        return {
+            fingerprint(rule_id, device, f"{device}:{value_name}")
+            for device, machines in self._states.get(source, {}).items()
+            for value_name, rule_id in machines
+        }
+
     def drop(self, source: Source) -> None:
         self._states.pop(source, None)
         self._dirty = {entry for entry in self._dirty if entry[0] != source}

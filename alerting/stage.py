@@ -36,7 +36,7 @@ from alerting.engine import Alert, Engine, state_key
 from alerting.inputs import parse_anomaly
 from alerting.outputs import AlertmanagerForwarder, InfluxSink
 from alerting.ruleset import RuleSet
-from alerting.store import encode, read_states
+from alerting.store import RestoreTimeout, encode, read_states
 from twinpipe.config import Config
 from twinpipe.envelope import EnvelopeError, decode
 from twinpipe.health import Check, Heartbeat
@@ -46,6 +46,10 @@ from twinpipe.ratelog import ThrottledLog
 
 log = logging.getLogger("alerting")
 MQTT_ACK_WAIT_S = 5.0  # at a checkpoint, the longest wait for MQTT to acknowledge transitions
+
+
+class AlertStateUnavailable(Exception):
+    """The state of assigned partitions could not be read back: the stage stops rather than guess."""
 
 
 class Alerting:
@@ -73,6 +77,7 @@ class Alerting:
         self._assigned: set[TopicPartition] = set()
         self._gauge_keys: set[tuple[str, str, str]] = set()
         self._throttled = ThrottledLog(log)
+        self._fatal: str | None = None  # set by a callback: the loop stops with it
         self.heartbeat = Heartbeat(max_age_s=self._settings.restore_timeout_s + 60)
 
     # --- the consumer group ---
@@ -96,6 +101,8 @@ class Alerting:
         # flushed here, being newer than them, ignores them.
         self.checkpoint(wait=False)
         for tp in partitions:
+            if self._alertmanager is not None:  # the new owner sends them from now on
+                self._alertmanager.forget(self.engine.fingerprints((tp.topic, tp.partition)))
             self.engine.drop((tp.topic, tp.partition))
             self._offsets.pop(tp, None)
             self._assigned.discard(tp)
@@ -103,13 +110,19 @@ class Alerting:
 
     def assigned(self, partitions: list[TopicPartition]) -> None:
         started = time.monotonic()
-        documents, read = read_states(
-            self._restore_consumer,
-            self._producer,
-            self._settings.state_topic,
-            sorted({tp.partition for tp in partitions}),
-            self._settings.restore_timeout_s,
-        )
+        try:
+            documents, read = read_states(
+                self._restore_consumer,
+                self._producer,
+                self._settings.state_topic,
+                sorted({tp.partition for tp in partitions}),
+                self._settings.restore_timeout_s,
+            )
+        except (RestoreTimeout, KafkaError) as exc:
+            # Evaluating without the state would forget pending alerts and re-fire firing ones.
+            self._fatal = f"cannot read the alert state back: {exc}"
+            log.error("%s; stopping", self._fatal)
+            return
         now = time.time_ns()
         restored = 0
         for tp in partitions:
@@ -136,6 +149,8 @@ class Alerting:
         while not stop.is_set():
             self.heartbeat.beat()
             polled = self._consumer.poll(timeout_ms=int(settings.tick_interval_s * 1000))
+            if self._fatal is not None:
+                raise AlertStateUnavailable(self._fatal)
             arrival = time.time_ns()
             alerts: list[Alert] = []
             for tp, records in polled.items():

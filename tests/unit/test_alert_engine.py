@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from alerting.engine import Engine, state_key
 from alerting.rules import NS
-from alerting.ruleset import RuleSet
+from alerting.ruleset import RuleSet, fingerprint
 from alerting.store import Documents, apply, encode
 from twinpipe.config import parse_config
 from twinpipe.model import TwinModel
@@ -88,6 +88,10 @@ def test_a_revoked_partition_is_dropped_with_its_timers() -> None:
     owner = engine()
     feed(owner, [(T0, 25.0)])
     assert owner.tick(T0 + 30 * NS)[0].event["rule"] == "silent"
+    # What the Alertmanager forwarder forgets: the new owner sends these from now on.
+    assert owner.fingerprints(SOURCE) == {
+        fingerprint(rule, "sim-1", "sim-1:temperature") for rule in ("hot", "steep", "silent")
+    }
     owner.drop(SOURCE)
     assert owner.tick(T0 + 90 * NS) == [] and list(owner.active()) == [] and owner.snapshots() == []
 
