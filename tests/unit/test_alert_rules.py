@@ -290,6 +290,21 @@ def test_rule_errors_name_the_key(rule_doc: dict, message: str) -> None:
     assert "alerting.rules.r" in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"mqtt_topic_template": "twin/+/alerts"}, "alerting: mqtt_topic_template: 'twin/+/alerts' needs"),
+        ({"alertmanager": {"url": "alertmanager:9093"}}, "alerting.alertmanager.url"),
+        ({"alertmanager": {"url": "http://am:9093/api/v2/alerts"}}, "alerting.alertmanager.url"),
+        ({"alertmanager": {"labels": {"bad-name": "x"}}}, "alerting.alertmanager.labels.bad-name"),
+    ],
+)
+def test_alerting_settings_errors_name_the_key(section: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"alerting": section}, {})
+    assert message in str(caught.value)
+
+
 @settings(max_examples=50)
 @given(st.floats(min_value=0, max_value=100), st.floats(min_value=0, max_value=100))
 def test_ramp_is_a_trapezoid_back_to_zero(by: float, elapsed: float) -> None:

@@ -27,7 +27,7 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from twinpipe.config.common import KafkaTopic, Measurement, Positive, Section
+from twinpipe.config.common import HttpUrl, KafkaTopic, Measurement, Positive, Section
 
 Kind = Literal["above", "below", "rate_of_change", "no_data", "anomaly"]
 Severity = Literal["info", "warning", "critical"]
@@ -123,11 +123,11 @@ class AlertmanagerConfig(Section):
     """Forwarding to an Alertmanager's v2 API (POST /api/v2/alerts)."""
 
     enabled: bool = False
-    url: str = "http://localhost:9093"
+    url: HttpUrl = "http://localhost:9093"  # the base URL; the stage adds /api/v2/alerts
     resend_interval_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
     timeout_s: Positive = 5.0
     # Extra labels on every alert (routing), e.g. {team: facilities}.
-    labels: dict[str, str] = {}
+    labels: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str] = {}
 
 
 class AlertingConfig(Section):
@@ -154,9 +154,11 @@ class AlertingConfig(Section):
 
     @model_validator(mode="after")
     def _template(self) -> AlertingConfig:
-        if "{device}" not in self.mqtt_topic_template:
+        template = self.mqtt_topic_template
+        if "{device}" not in template or any(c in template for c in "+#"):
             raise ValueError(
-                f"mqtt_topic_template: {self.mqtt_topic_template!r} needs the placeholder {{device}}"
+                f"mqtt_topic_template: {template!r} needs the placeholder {{device}} and no MQTT"
+                " wildcard (+, #): it is a topic to publish on"
             )
         return self
 
