@@ -317,3 +317,17 @@ def test_ramp_is_a_trapezoid_back_to_zero(by: float, elapsed: float) -> None:
         assert offset == 0
     if 15 <= elapsed <= 25:
         assert offset == by
+
+
+def test_the_fast_replace_covers_every_field_of_the_state() -> None:
+    from dataclasses import fields
+
+    from alerting.rules import replace
+
+    state = MachineState()
+    for field in fields(MachineState):
+        changed = replace(state, **{field.name: "x"})
+        assert getattr(changed, field.name) == "x"
+        assert all(
+            getattr(changed, f.name) == getattr(state, f.name) for f in fields(MachineState) if f != field
+        )
