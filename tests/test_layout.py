@@ -18,6 +18,7 @@ STAGES = [
     "latency_probe",
     "sensorthings_api",
     "twin_state",
+    "alerting",
 ]
 
 

@@ -16,6 +16,7 @@ LONG_RUNNING_STAGES = {
     "influx_ingestion",
     "latency_probe",
     "sensorthings_api",
+    "alerting",
 }
 
 

@@ -14,12 +14,14 @@ from typing import Any
 
 from kafka import KafkaProducer
 
+from alerting.outputs import influx_line
 from devstack.process import free_port, http_get, metric_value, stage_ready
 from devstack.prometheus import Prometheus
 from tests.dashboards import (
     DASHBOARDS,
     INFLUX_UID,
     TWIN_DASHBOARD,
+    alert_transition,
     load,
     model_readings,
     queries,
@@ -148,6 +150,11 @@ def test_metrics_probe_and_every_dashboard_query_on_a_running_pipeline(pipeline:
             30,
             "a reading of every thing in InfluxDB",
         )
+
+        # An alert transition as the alerting stage writes it, for the alert table and annotations
+        # (tests/integration/test_alerting.py runs the same queries on the stage's own points).
+        line = influx_line(alert_transition("sim-1", time.time_ns()), "twin_alerts")
+        pipeline.stack.influxd.write(pipeline.bucket, [line])
 
         grafana = Grafana(pipeline, prometheus)
         empty = []

@@ -7,6 +7,7 @@ The schema is split by section, one module each (`twinpipe/config/<section>.py`)
 sit in one place; this package re-exports them so callers import from `twinpipe.config`.
 """
 
+from twinpipe.config.alerting import AlertingConfig, AlertmanagerConfig, Rule, RuleOverride
 from twinpipe.config.bridge import BridgeConfig, Route, default_device_level
 from twinpipe.config.common import (
     CONFIG_PATH_ENV,
@@ -59,6 +60,10 @@ from twinpipe.config.sensorthings import SensorThingsConfig
 from twinpipe.config.twin_state import TwinStateConfig
 
 __all__ = [
+    "AlertingConfig",
+    "AlertmanagerConfig",
+    "Rule",
+    "RuleOverride",
     "BridgeConfig",
     "ReplayConfig",
     "CHECKSUM_SIZES",
