@@ -14,6 +14,7 @@ from twinpipe.config.latency_probe import LatencyProbeConfig
 from twinpipe.config.logs import LoggingConfig
 from twinpipe.config.model import ModelConfig
 from twinpipe.config.mqtt import MqttConfig
+from twinpipe.config.predictive import PredictiveConfig
 from twinpipe.config.publisher import PublisherConfig, simulated_device_ids
 from twinpipe.config.sensorthings import SensorThingsConfig
 from twinpipe.names import tag_field_collisions
@@ -29,6 +30,7 @@ class Config(Section):
     display: DisplayConfig = DisplayConfig()
     latency_probe: LatencyProbeConfig = LatencyProbeConfig()
     sensorthings: SensorThingsConfig = SensorThingsConfig()
+    predictive: PredictiveConfig = PredictiveConfig()
     health: HealthConfig = HealthConfig()
     logging: LoggingConfig = LoggingConfig()
     model: ModelConfig = ModelConfig()
