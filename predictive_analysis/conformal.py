@@ -13,6 +13,7 @@ exchangeability"), and the observed coverage is measured so a failing interval i
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -34,12 +35,14 @@ def conformal_quantile(scores: Sequence[float], coverage: float) -> float | None
 
 
 class ErrorWindow:
-    """The last `size` errors of one forecaster at one horizon, with O(1) MAE and RMSE."""
+    """The last `size` absolute errors of one forecaster at one horizon, with O(1) MAE, RMSE and
+    conformal quantile (a sorted copy is kept beside the arrival order)."""
 
-    __slots__ = ("_errors", "_sum", "_squares")
+    __slots__ = ("_errors", "_sorted", "_sum", "_squares")
 
     def __init__(self, size: int) -> None:
         self._errors: deque[float] = deque(maxlen=size)
+        self._sorted: list[float] = []
         self._sum = 0.0
         self._squares = 0.0
 
@@ -50,6 +53,8 @@ class ErrorWindow:
             old = self._errors[0]
             self._sum -= old
             self._squares -= old * old
+            del self._sorted[bisect.bisect_left(self._sorted, old)]
+        bisect.insort(self._sorted, error)
         self._errors.append(error)
         self._sum += error
         self._squares += error * error
@@ -64,7 +69,9 @@ class ErrorWindow:
         return math.sqrt(max(0.0, self._squares) / len(self._errors)) if self._errors else None
 
     def quantile(self, coverage: float) -> float | None:
-        return conformal_quantile(self._errors, coverage)
+        """conformal_quantile(self.errors(), coverage), without sorting."""
+        rank = conformal_rank(len(self._sorted), coverage)
+        return self._sorted[rank - 1] if rank <= len(self._sorted) else None
 
     def errors(self) -> list[float]:
         return list(self._errors)

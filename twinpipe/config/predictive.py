@@ -75,6 +75,8 @@ class PredictiveConfig(Section):
     topics: list[KafkaTopic] | None = None
     anomaly_topic: KafkaTopic = "twin.anomalies"
     coverage: Annotated[float, Field(gt=0.5, lt=1)] = 0.9
+    # Nominal coverage of the interval a single reading is judged by: outside it is an anomaly.
+    anomaly_coverage: Annotated[float, Field(gt=0.5, lt=1)] = 0.99
     error_window: Annotated[int, Field(ge=10, le=100000)] = 500
     # Recent steps read back from InfluxDB to warm a series up on first sight; in seasons (at least
     # 2 steps' worth is always asked for).
@@ -86,7 +88,7 @@ class PredictiveConfig(Section):
     accuracy_measurement: Measurement = "twin_forecast_accuracy"
     decomposition_measurement: Measurement = "twin_decomposition"
     telemetry_measurement: Measurement = "telemetry"  # where the ingestion writes readings (warm-up, STL)
-    accuracy_interval_s: Positive = 60.0  # wall clock between accuracy points and metrics
+    accuracy_interval_s: Positive = 3600.0  # event time between a series' accuracy points
     flush_interval_s: Positive = 1.0  # wall clock between batched writes and offset commits
     batch_size: Annotated[int, Field(ge=1)] = 5000
     retry_initial_s: Positive = 0.5
