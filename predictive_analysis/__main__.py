@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             config.kafka,
             settings.group_id,
             auto_offset_reset="earliest",
-            max_poll_records=settings.batch_size,
+            max_poll_records=settings.max_poll_records,
         )
         producer = kafka_producer(config.kafka, linger_ms=5)
         stage = Predictive(config, consumer, producer, writer.write, reader.rows)

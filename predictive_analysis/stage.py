@@ -132,7 +132,7 @@ class Predictive:
         batch = Batch()
         while not stop.is_set():
             self.heartbeat.beat()
-            polled = self._consumer.poll(timeout_ms=200, max_records=settings.batch_size)
+            polled = self._consumer.poll(timeout_ms=200, max_records=settings.max_poll_records)
             started = time.perf_counter()
             for records in polled.values():
                 for record in records:
@@ -414,14 +414,22 @@ class Predictive:
         return True
 
     def _write_lines(self, batch: Batch) -> None:
-        try:
-            self._write(batch.lines)
-        except Rejected as exc:
-            metrics.REFUSED.inc(len(batch.lines))
-            self._throttled.warning("refused", "InfluxDB refused %d points: %s", len(batch.lines), exc)
-        else:
-            metrics.POINTS.inc(len(batch.lines))
-        batch.lines = []
+        """In requests of at most batch_size lines; what was written leaves the batch, so a retry
+        resumes where the outage began."""
+        size = self._settings.batch_size
+        while batch.lines:
+            chunk = batch.lines[:size]
+            try:
+                self._write(chunk)
+            except Rejected as exc:
+                metrics.REFUSED.inc(len(chunk))
+                self._throttled.warning("refused", "InfluxDB refused %d points: %s", len(chunk), exc)
+            except Unavailable as exc:
+                self._throttled.warning("write", "InfluxDB write failed, retrying: %s", exc)
+                raise
+            else:
+                metrics.POINTS.inc(len(chunk))
+            del batch.lines[:size]
 
     def _send_events(self, batch: Batch) -> None:
         assert self._producer is not None

@@ -90,7 +90,9 @@ class PredictiveConfig(Section):
     telemetry_measurement: Measurement = "telemetry"  # where the ingestion writes readings (warm-up, STL)
     accuracy_interval_s: Positive = 3600.0  # event time between a series' accuracy points
     flush_interval_s: Positive = 1.0  # wall clock between batched writes and offset commits
-    batch_size: Annotated[int, Field(ge=1)] = 5000
+    batch_size: Annotated[int, Field(ge=1)] = 5000  # lines per InfluxDB write request
+    # records per Kafka poll: a step completing writes ~4 lines per horizon and series, so keep it small
+    max_poll_records: Annotated[int, Field(ge=1)] = 500
     retry_initial_s: Positive = 0.5
     retry_max_s: Positive = 10.0
     series: SeriesSettings = SeriesSettings()
