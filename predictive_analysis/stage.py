@@ -320,14 +320,17 @@ class Predictive:
         return series
 
     def warm_up(self, batch: Batch, series: Series, time_ns: int) -> None:
-        """Learns the steps InfluxDB holds before the step of `time_ns` (at most warmup_seasons
-        seasons, at least two steps' worth), writing the forecasts and accuracy as if live."""
+        """Learns the steps InfluxDB holds before the step of `time_ns`: warmup_seasons seasons, or
+        error_window plus the longest horizon if more (so the interval windows fill again), writing
+        the forecasts and accuracy as if live."""
         if self._rows is None:
             return
         settings = series.settings
         step_ns = series.resampler.step_ns
         first_step = time_ns // step_ns
-        steps = max(2, round(self._settings.warmup_seasons * max(series.forecaster.season, 1)))
+        forecaster = series.forecaster
+        refill = self._settings.error_window + forecaster.horizons[-1]  # enough to refill the error windows
+        steps = max(refill, round(self._settings.warmup_seasons * forecaster.season))
         query = history.step_means_query(
             self._settings.telemetry_measurement,
             series.tags.device,

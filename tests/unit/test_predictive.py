@@ -55,7 +55,9 @@ def test_error_window_matches_recomputation_over_its_last_errors(
     assert len(window) == len(kept)
     if kept:
         assert window.mae() == pytest.approx(sum(kept) / len(kept), rel=1e-6, abs=1e-6)
-        assert window.rmse() == pytest.approx(math.sqrt(sum(k * k for k in kept) / len(kept)), rel=1e-6, abs=1e-3)
+        assert window.rmse() == pytest.approx(
+            math.sqrt(sum(k * k for k in kept) / len(kept)), rel=1e-6, abs=1e-3
+        )
     else:
         assert window.mae() is None and window.rmse() is None
     assert window.quantile(coverage) == conformal_quantile(kept, coverage)
@@ -71,9 +73,7 @@ def test_coverage_counts_what_held(intervals: list[tuple[float, float, float]]) 
 
 
 @given(
-    st.lists(
-        st.tuples(st.integers(min_value=0, max_value=10**12), readings), min_size=1, max_size=200
-    ),
+    st.lists(st.tuples(st.integers(min_value=0, max_value=10**12), readings), min_size=1, max_size=200),
     st.integers(min_value=1, max_value=10**9),
 )
 def test_resampler_means_per_step_and_refuses_completed_steps(
@@ -149,8 +149,19 @@ def test_a_constant_series_gets_exact_baselines_and_a_tight_interval() -> None:
 
 
 def test_anomaly_event_has_the_interface_shape() -> None:
-    event = orjson.loads(anomaly_event(SeriesTags("sim-1", "temperature", "simulated", "temperature"),
-                                       123, 40.0, 21.0, 20.0, 22.0, 10.0, 0.99, "snarimax"))
+    event = orjson.loads(
+        anomaly_event(
+            SeriesTags("sim-1", "temperature", "simulated", "temperature"),
+            123,
+            40.0,
+            21.0,
+            20.0,
+            22.0,
+            10.0,
+            0.99,
+            "snarimax",
+        )
+    )
     assert event == {
         "v": 1, "device": "sim-1", "datastream": "sim-1:temperature", "value_name": "temperature",
         "time_ns": 123, "value": 40.0, "forecast": 21.0, "lower": 20.0, "upper": 22.0,
@@ -199,7 +210,10 @@ def test_stage_judges_a_spike_as_an_anomaly_and_learns_it_clipped() -> None:
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ({"series": {"step_s": 60, "horizons_s": [90]}}, "horizons_s: 90.0 s is not a whole number of step_s"),
+        (
+            {"series": {"step_s": 60, "horizons_s": [90]}},
+            "horizons_s: 90.0 s is not a whole number of step_s",
+        ),
         ({"by_thing": {"x": {"season_s": 60}}}, "by_thing.x: "),
         ({"series": {"step_s": 1, "season_s": 86400}}, "season_s: 86400.0 s is 86400 steps"),
     ],
