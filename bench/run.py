@@ -15,7 +15,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import bridge_latency, bridge_throughput, end_to_end, footprint, ingestion_throughput, spool_fsync
+from bench import (
+    bridge_latency,
+    bridge_throughput,
+    end_to_end,
+    footprint,
+    ingestion_throughput,
+    predictive_throughput,
+    spool_fsync,
+)
 from bench.common import spread
 from devstack.stack import LocalStack
 
@@ -116,6 +124,24 @@ def bench_spool(workdir: Path, repeat: int) -> dict:
     return {
         name: repeated(name, partial(spool_fsync.spool_writes, workdir, fsync), repeat, "p50_us", "p99_us")
         for name, fsync in variants.items()
+    }
+
+
+PREDICTIVE_FIGURES = (
+    "updates_per_s_per_core",
+    "ingestion_records_per_s_per_core",
+    "live_readings_per_s_per_core",
+    "ingestion_live_records_per_s_per_core",
+    "kib_per_series_hourly_season",
+    "kib_per_series_daily_season",
+)
+
+
+def bench_predictive(repeat: int) -> dict:
+    return {
+        "predictive_analysis, 1,000 series": repeated(
+            "predictive", predictive_throughput.predictive, repeat, *PREDICTIVE_FIGURES
+        )
     }
 
 
@@ -252,6 +278,37 @@ def table(r: dict, command: str, info: dict) -> str:
         f"The readings of one interval at 1,000 readings/s ({spool_fsync.READINGS_PER_WRITE}), appended to a "
         "segment file in the bench's work directory.",
     )
+    if "predictive" in r:
+        row = r["predictive"]["predictive_analysis, 1,000 series"]
+        lines += section(
+            "predictive_analysis at 1,000 series (CPU of one core, in process)",
+            ["figure", "predictive_analysis", "ingestion, same records (baseline)"],
+            [
+                [
+                    "one reading per step: model updates/s",
+                    spread_text(row["updates_per_s_per_core"]),
+                    spread_text(row["ingestion_records_per_s_per_core"]),
+                ],
+                [
+                    "1 reading/s into 60 s steps: readings/s",
+                    spread_text(row["live_readings_per_s_per_core"]),
+                    spread_text(row["ingestion_live_records_per_s_per_core"]),
+                ],
+                [
+                    "memory per series, 1 h season (60 steps), KiB",
+                    spread_text(row["kib_per_series_hourly_season"]),
+                    "",
+                ],
+                [
+                    "memory per series, 1 day season (1,440 steps), KiB",
+                    spread_text(row["kib_per_series_daily_season"]),
+                    "",
+                ],
+            ],  # fmt: skip
+            "bench/predictive_throughput.py: the stage's accumulate path (decode, anomaly check, resampling, "
+            "SNARIMAX learn_one and forecast of 60 steps, conformal intervals, line building) against the "
+            "ingestion's per-record path (decode, line building) on the same envelopes.",
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -273,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
             "end_to_end": partial(bench_end_to_end, stack, workdir, args.repeat),
             "footprint": partial(footprint.footprint, stack, workdir, rate=1000),
             "spool": partial(bench_spool, workdir, args.repeat),
+            "predictive": partial(bench_predictive, args.repeat),
         }
         for name, benchmark in benchmarks.items():
             print(name, flush=True)
