@@ -262,8 +262,10 @@ class Predictive:
         metrics.MODEL_FAILURES.inc(forecaster.model_failures - failures)
         time_ns = step * step_ns
         if time_ns >= series.accuracy_due_ns:
-            series.accuracy_due_ns = time_ns + int(self._settings.accuracy_interval_s * 1e9)
-            batch.lines += self.accuracy_lines(series, time_ns)
+            lines = self.accuracy_lines(series, time_ns)
+            if lines:  # none before the first forecast met its actual: try again next step
+                series.accuracy_due_ns = time_ns + int(self._settings.accuracy_interval_s * 1e9)
+                batch.lines += lines
 
     def accuracy_lines(self, series: Series, time_ns: int) -> list[str]:
         forecaster = series.forecaster
@@ -316,6 +318,7 @@ class Predictive:
         )
         self.series[device, value] = series
         metrics.SERIES.set(len(self.series))
+        metrics.ANOMALIES.labels(prop or "")  # the counter exists at 0 before the first anomaly
         self.warm_up(batch, series, time_ns)
         return series
 

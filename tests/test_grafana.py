@@ -38,9 +38,9 @@ def datasources() -> dict[str, dict]:
     return {source["uid"]: source for source in document["datasources"]}
 
 
-def test_three_dashboards_with_unique_uids() -> None:
+def test_four_dashboards_with_unique_uids() -> None:
     uids = sorted(load(path)["uid"] for path in DASHBOARDS)
-    assert uids == ["twinpipe-health", "twinpipe-latency", "twinpipe-twin"]
+    assert uids == ["twinpipe-forecasts", "twinpipe-health", "twinpipe-latency", "twinpipe-twin"]
 
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
