@@ -114,10 +114,11 @@ class SeriesForecaster:
         waiting = self.pending[1]
         return waiting[0] if waiting and waiting[0].target_step == step else None
 
-    def observe(self, step: int, value: float) -> tuple[list[Judged], list[Forecast]]:
+    def observe(self, step: int, value: float, forecast: bool = True) -> tuple[list[Judged], list[Forecast]]:
         """Learns the completed `step` (mean `value`); returns the forecasts judged against it and
-        the new forecasts made after it. Steps must increase; missing steps in between were filled
-        by the caller or the forecaster was replaced."""
+        the new forecasts made after it (none with `forecast` False: a warm-up learning history
+        whose forecasts would never be judged). Steps must increase; missing steps in between were
+        filled by the caller or the forecaster was replaced."""
         judged = self._judge(step, value)
         try:
             self.model.learn_one(value)
@@ -128,7 +129,7 @@ class SeriesForecaster:
         self.learned += 1
         self.history.append(value)
         self.last_step = step
-        return judged, self._forecast(step, value)
+        return judged, self._forecast(step, value) if forecast else []
 
     def _judge(self, step: int, actual: float) -> list[Judged]:
         judged = []

@@ -220,7 +220,9 @@ class Predictive:
             series.reading_errors.add(value - expected.value)
         resampler.add(time_ns, value)  # completes nothing: the step before was flushed above
 
-    def learn(self, batch: Batch, series: Series, completed: Completed) -> None:
+    def learn(self, batch: Batch, series: Series, completed: Completed, warm_up: int | None = None) -> None:
+        """`warm_up`: the step from which a warm-up forecasts (to refill the error windows); its
+        forecasts are not written (InfluxDB has them from the run that made them first)."""
         forecaster = series.forecaster
         last = forecaster.last_step
         if last is not None and completed.step > last + 1:
@@ -234,13 +236,13 @@ class Predictive:
                 filler = forecaster.history[-1]
                 metrics.FILLED.inc(gap)
                 for missing in range(last + 1, completed.step):
-                    self._observe(batch, series, missing, filler)
-        self._observe(batch, series, completed.step, completed.mean)
+                    self._observe(batch, series, missing, filler, warm_up)
+        self._observe(batch, series, completed.step, completed.mean, warm_up)
 
-    def _observe(self, batch: Batch, series: Series, step: int, value: float) -> None:
+    def _observe(self, batch: Batch, series: Series, step: int, value: float, warm_up: int | None) -> None:
         forecaster = series.forecaster
         dropped, failures = forecaster.dropped, forecaster.model_failures
-        judged, made = forecaster.observe(step, value)
+        judged, made = forecaster.observe(step, value, forecast=warm_up is None or step >= warm_up)
         metrics.UPDATES.inc()
         prop = series.tags.observed_property or ""
         for item in judged:
@@ -251,7 +253,7 @@ class Predictive:
                     metrics.COVERED.labels(horizon, prop).inc()
         step_ns = series.resampler.step_ns
         measurement = self._settings.forecast_measurement
-        for forecast in made:
+        for forecast in made if warm_up is None else ():
             horizon_s = series.horizon_s[forecast.horizon_steps]
             batch.lines.append(forecast_line(measurement, series.tags, forecast, step_ns, horizon_s))
             metrics.FORECASTS.labels(f"{horizon_s:g}").inc()
@@ -323,17 +325,18 @@ class Predictive:
         return series
 
     def warm_up(self, batch: Batch, series: Series, time_ns: int) -> None:
-        """Learns the steps InfluxDB holds before the step of `time_ns`: warmup_seasons seasons, or
-        error_window plus the longest horizon if more (so the interval windows fill again), writing
-        the forecasts and accuracy as if live."""
+        """Learns the steps InfluxDB holds before the step of `time_ns`: warmup_seasons seasons (and
+        the model's order) only learned, then error_window plus the longest horizon steps also
+        forecast and judged, so the interval windows are full again. Forecasts are not written again."""
         if self._rows is None:
             return
         settings = series.settings
         step_ns = series.resampler.step_ns
         first_step = time_ns // step_ns
         forecaster = series.forecaster
-        refill = self._settings.error_window + forecaster.horizons[-1]  # enough to refill the error windows
-        steps = max(refill, round(self._settings.warmup_seasons * forecaster.season))
+        refill = self._settings.error_window + forecaster.horizons[-1]  # forecasts that refill the windows
+        learn_only = round(self._settings.warmup_seasons * forecaster.season) + sum(settings.order) + 1
+        steps = learn_only + refill
         query = history.step_means_query(
             self._settings.telemetry_measurement,
             series.tags.device,
@@ -350,8 +353,9 @@ class Predictive:
                 "warm-up", "series %s:%s starts cold: %s", series.tags.device, series.tags.value, exc
             )
             return
+        forecast_from = first_step - refill
         for step, mean in known:
-            self.learn(batch, series, Completed(step, mean, 1))
+            self.learn(batch, series, Completed(step, mean, 1), warm_up=forecast_from)
         metrics.WARMED.inc(len(known))
         if known:
             log.debug("%s:%s warmed up with %d steps", series.tags.device, series.tags.value, len(known))

@@ -17,6 +17,7 @@ STAGES = [
     "influx_ingestion",
     "latency_probe",
     "sensorthings_api",
+    "predictive_analysis",
 ]
 
 

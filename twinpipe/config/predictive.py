@@ -78,9 +78,9 @@ class PredictiveConfig(Section):
     # Nominal coverage of the interval a single reading is judged by: outside it is an anomaly.
     anomaly_coverage: Annotated[float, Field(gt=0.5, lt=1)] = 0.99
     error_window: Annotated[int, Field(ge=10, le=100000)] = 500
-    # Recent steps read back from InfluxDB to warm a series up on first sight; in seasons (at least
-    # 2 steps' worth is always asked for).
-    warmup_seasons: Annotated[float, Field(ge=0, le=60)] = 14.0
+    # A new series first learns its history from InfluxDB: this many seasons, then error_window plus
+    # its longest horizon steps that are also forecast, to refill the error windows.
+    warmup_seasons: Annotated[float, Field(ge=0, le=60)] = 1.0
     # Forecasts awaiting their actual, per series; past it the oldest are dropped and counted.
     max_pending: Annotated[int, Field(ge=1)] = 20000
     max_series: Annotated[int, Field(ge=1)] = 100000
