@@ -15,6 +15,7 @@ COPY consumer_display consumer_display
 COPY influx_ingestion influx_ingestion
 COPY latency_probe latency_probe
 COPY sensorthings_api sensorthings_api
+COPY predictive_analysis predictive_analysis
 # Versions pinned by image-constraints.txt (pyproject.toml only gives ranges).
 RUN /opt/twinpipe/bin/pip install --no-cache-dir --disable-pip-version-check \
         --constraint image-constraints.txt '.[confluent]'
