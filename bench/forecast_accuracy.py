@@ -172,7 +172,17 @@ def main(argv: list[str] | None = None) -> int:
             poll(
                 lambda: stack.influxd.point_count(BUCKET), lambda n: n >= rows, 120, f"{rows} readings stored"
             )
-            time.sleep(3)  # the stage's last batch: flushed every predictive.flush_interval_s (1 s)
+            # The last batch is written within predictive.flush_interval_s: wait until the count holds still.
+            written = [-1.0]
+
+            def settled() -> bool:
+                now = stage_metric(
+                    ports["predictive_analysis"], "twinpipe_predictive_analysis_points_written_total"
+                )
+                still, written[0] = now == written[0], now
+                return still
+
+            poll(settled, bool, 60, "the last forecasts written", interval_s=2)
             elapsed = time.monotonic() - started
             table = score(stack, device, 0.9, args.window, args.skip_days)
         finally:

@@ -330,6 +330,7 @@ class Predictive:
         forecast and judged, so the interval windows are full again. Forecasts are not written again."""
         if self._rows is None:
             return
+        self.heartbeat.beat()  # a warm-up takes ≈ 0.2 s per live series; many may come in one poll
         settings = series.settings
         step_ns = series.resampler.step_ns
         first_step = time_ns // step_ns
