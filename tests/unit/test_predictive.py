@@ -229,3 +229,14 @@ def test_settings_cascade_property_then_thing() -> None:
     assert config.predictive.settings_for("pressure", "greensboro").model == "holt_winters"
     assert config.predictive.settings_for("pressure", "greensboro").step_s == 3600
     assert config.predictive.settings_for("temperature", None) == Config().predictive.series
+
+
+def test_a_revoked_partition_takes_its_series_along() -> None:
+    """A rebalance: the series of a revoked partition go (the new owner warms them up), others stay."""
+    stage = Predictive(Config(), None, None, lambda lines: None, None)
+    batch = Batch()
+    for device, partition in (("sim-1", 0), ("sim-2", 1)):
+        payload = {"v": 1, "device": device, "boot": "b", "seq": 0, "time_ns": 10**18, "values": {"t": 1.0}}
+        stage.accumulate(batch, orjson.dumps(payload), TopicPartition("t", partition))
+    stage.drop_partitions({TopicPartition("t", 0)})
+    assert list(stage.series) == [("sim-2", "t")]
