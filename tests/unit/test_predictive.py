@@ -240,3 +240,51 @@ def test_a_revoked_partition_takes_its_series_along() -> None:
         stage.accumulate(batch, orjson.dumps(payload), TopicPartition("t", partition))
     stage.drop_partitions({TopicPartition("t", 0)})
     assert list(stage.series) == [("sim-2", "t")]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(min_value=-3, max_value=40),  # seconds since the last reading: late, repeated, gaps
+            st.one_of(st.just(0.0), readings),  # a board reading 0.00, or anything finite
+        ),
+        min_size=1,
+        max_size=300,
+    )
+)
+@settings(max_examples=40, deadline=None)
+def test_stage_takes_any_reading_sequence_and_keeps_its_bounds(steps: list[tuple[int, float]]) -> None:
+    """Unplugged boards (gaps), re-delivered and late readings, 0.00 and extreme values: no error,
+    steps learned in order, pending forecasts bounded, every line a point with a finite timestamp."""
+    config = parse_config(
+        {
+            "predictive": {
+                "max_pending": 5,
+                "by_thing": {"simulated": {"step_s": 2, "horizons_s": [2, 6], "season_s": 8}},
+            }
+        },
+        {},
+    )
+    lines: list[str] = []
+    stage = Predictive(config, None, None, lines.extend, None)
+    batch, partition, now = Batch(), TopicPartition("t", 0), 1_700_000_000
+    for seq, (delta, value) in enumerate(steps):
+        now += delta
+        payload = {
+            "v": 1,
+            "device": "sim-1",
+            "boot": "b",
+            "seq": seq,
+            "time_ns": now * 10**9,
+            "values": {"t": value},
+        }
+        stage.accumulate(batch, orjson.dumps(payload), partition)
+        series = stage.series["sim-1", "t"]
+        assert series.forecaster.pending_count() <= 5
+    for line in batch.lines:
+        assert line.split(" ")[-1].isdigit() and line.startswith(
+            ("twin_forecast,", "twin_forecast_accuracy,")
+        )
+    for event in batch.events:
+        anomaly = orjson.loads(event[1])
+        assert not anomaly["lower"] <= anomaly["value"] <= anomaly["upper"]
