@@ -217,6 +217,38 @@ def targets(r: dict) -> list[list[object]]:
     ]  # fmt: skip
 
 
+def predictive_section(row: dict) -> list[str]:
+    return section(
+        "predictive_analysis at 1,000 series (CPU of one core, in process)",
+        ["figure", "predictive_analysis", "ingestion, same records (baseline)"],
+        [
+            [
+                "one reading per step: model updates/s",
+                spread_text(row["updates_per_s_per_core"]),
+                spread_text(row["ingestion_records_per_s_per_core"]),
+            ],
+            [
+                "1 reading/s into 60 s steps: readings/s",
+                spread_text(row["live_readings_per_s_per_core"]),
+                spread_text(row["ingestion_live_records_per_s_per_core"]),
+            ],
+            [
+                "memory per series, 1 h season (60 steps), KiB",
+                spread_text(row["kib_per_series_hourly_season"]),
+                "",
+            ],
+            [
+                "memory per series, 1 day season (1,440 steps), KiB",
+                spread_text(row["kib_per_series_daily_season"]),
+                "",
+            ],
+        ],
+        "bench/predictive_throughput.py: the stage's accumulate path (decode, anomaly check, resampling, "
+        "SNARIMAX learn_one and forecast of 60 steps, conformal intervals, line building) against the "
+        "ingestion's per-record path (decode, line building) on the same envelopes.",
+    )
+
+
 def table(r: dict, command: str, info: dict) -> str:
     lines = [
         "# Benchmarks",
@@ -279,36 +311,7 @@ def table(r: dict, command: str, info: dict) -> str:
         "segment file in the bench's work directory.",
     )
     if "predictive" in r:
-        row = r["predictive"]["predictive_analysis, 1,000 series"]
-        lines += section(
-            "predictive_analysis at 1,000 series (CPU of one core, in process)",
-            ["figure", "predictive_analysis", "ingestion, same records (baseline)"],
-            [
-                [
-                    "one reading per step: model updates/s",
-                    spread_text(row["updates_per_s_per_core"]),
-                    spread_text(row["ingestion_records_per_s_per_core"]),
-                ],
-                [
-                    "1 reading/s into 60 s steps: readings/s",
-                    spread_text(row["live_readings_per_s_per_core"]),
-                    spread_text(row["ingestion_live_records_per_s_per_core"]),
-                ],
-                [
-                    "memory per series, 1 h season (60 steps), KiB",
-                    spread_text(row["kib_per_series_hourly_season"]),
-                    "",
-                ],
-                [
-                    "memory per series, 1 day season (1,440 steps), KiB",
-                    spread_text(row["kib_per_series_daily_season"]),
-                    "",
-                ],
-            ],  # fmt: skip
-            "bench/predictive_throughput.py: the stage's accumulate path (decode, anomaly check, resampling, "
-            "SNARIMAX learn_one and forecast of 60 steps, conformal intervals, line building) against the "
-            "ingestion's per-record path (decode, line building) on the same envelopes.",
-        )
+        lines += predictive_section(r["predictive"]["predictive_analysis, 1,000 series"])
     return "\n".join(lines) + "\n"
 
 
