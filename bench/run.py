@@ -23,6 +23,7 @@ from bench import (
     end_to_end,
     footprint,
     ingestion_throughput,
+    predictive_throughput,
     spool_fsync,
 )
 from bench.common import spread
@@ -140,6 +141,24 @@ def bench_commands(stack: LocalStack, workdir: Path, repeat: int) -> dict:
     return {"50 commands, one at a time": repeated("commands", run, repeat, *figures)}
 
 
+PREDICTIVE_FIGURES = (
+    "updates_per_s_per_core",
+    "ingestion_records_per_s_per_core",
+    "live_readings_per_s_per_core",
+    "ingestion_live_records_per_s_per_core",
+    "kib_per_series_hourly_season",
+    "kib_per_series_daily_season",
+)
+
+
+def bench_predictive(repeat: int) -> dict:
+    return {
+        "predictive_analysis, 1,000 series": repeated(
+            "predictive", predictive_throughput.predictive, repeat, *PREDICTIVE_FIGURES
+        )
+    }
+
+
 def section(title: str, columns: list[str], rows: list[list[object]], intro: str = "") -> list[str]:
     """A markdown section: a heading, an optional sentence, and a table."""
     lines = ["", f"## {title}", ""] + ([intro, ""] if intro else [])
@@ -214,6 +233,38 @@ def targets(r: dict) -> list[list[object]]:
         ["alert p99 ≤ 100 ms at 1,000 readings/s (event time → MQTT)",
          f"{alert_p99:,.1f} ms (a Prometheus rule: {prometheus_p99:,.0f} ms)", met(alert_p99 <= 100)],
     ]  # fmt: skip
+
+
+def predictive_section(row: dict) -> list[str]:
+    return section(
+        "predictive_analysis at 1,000 series (CPU of one core, in process)",
+        ["figure", "predictive_analysis", "ingestion, same records (baseline)"],
+        [
+            [
+                "one reading per step: model updates/s",
+                spread_text(row["updates_per_s_per_core"]),
+                spread_text(row["ingestion_records_per_s_per_core"]),
+            ],
+            [
+                "1 reading/s into 60 s steps: readings/s",
+                spread_text(row["live_readings_per_s_per_core"]),
+                spread_text(row["ingestion_live_records_per_s_per_core"]),
+            ],
+            [
+                "memory per series, 1 h season (60 steps), KiB",
+                spread_text(row["kib_per_series_hourly_season"]),
+                "",
+            ],
+            [
+                "memory per series, 1 day season (1,440 steps), KiB",
+                spread_text(row["kib_per_series_daily_season"]),
+                "",
+            ],
+        ],
+        "bench/predictive_throughput.py: the stage's accumulate path (decode, anomaly check, resampling, "
+        "SNARIMAX learn_one and forecast of 60 steps, conformal intervals, line building) against the "
+        "ingestion's per-record path (decode, line building) on the same envelopes.",
+    )
 
 
 def table(r: dict, command: str, info: dict) -> str:
@@ -321,6 +372,8 @@ def table(r: dict, command: str, info: dict) -> str:
         f"The readings of one interval at 1,000 readings/s ({spool_fsync.READINGS_PER_WRITE}), appended to a "
         "segment file in the bench's work directory.",
     )
+    if "predictive" in r:
+        lines += predictive_section(r["predictive"]["predictive_analysis, 1,000 series"])
     return "\n".join(lines) + "\n"
 
 
@@ -344,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
             "spool": partial(bench_spool, workdir, args.repeat),
             "alert_latency": partial(bench_alert_latency, stack, workdir, args.repeat),
             "commands": partial(bench_commands, stack, workdir, args.repeat),
+            "predictive": partial(bench_predictive, args.repeat),
         }
         for name, benchmark in benchmarks.items():
             print(name, flush=True)

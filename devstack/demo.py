@@ -138,6 +138,7 @@ def run(
     }
     stages += [
         StageProcess("influx_ingestion", config, workdir, env=stack.env()),
+        StageProcess("predictive_analysis", config, workdir, env=stack.env()),
         bridge,
         StageProcess("latency_probe", config, workdir, env=stack.env()),
         StageProcess("sensorthings_api", config, workdir, env=sensorthings_env),

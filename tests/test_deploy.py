@@ -23,6 +23,7 @@ STAGES = {
     "publisher",
     "mqtt_kafka_bridge",
     "influx_ingestion",
+    "predictive_analysis",
     "latency_probe",
     "twin_state",
     "consumer_display",

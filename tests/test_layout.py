@@ -19,6 +19,7 @@ STAGES = [
     "sensorthings_api",
     "twin_state",
     "alerting",
+    "predictive_analysis",
 ]
 
 

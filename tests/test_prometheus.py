@@ -14,6 +14,7 @@ LONG_RUNNING_STAGES = {
     "publisher",
     "mqtt_kafka_bridge",
     "influx_ingestion",
+    "predictive_analysis",
     "latency_probe",
     "sensorthings_api",
     "alerting",

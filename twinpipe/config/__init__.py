@@ -43,6 +43,7 @@ from twinpipe.config.loading import env_overrides, load_config, parse_config, re
 from twinpipe.config.logs import LoggingConfig
 from twinpipe.config.model import ModelConfig
 from twinpipe.config.mqtt import MqttConfig, MqttTls
+from twinpipe.config.predictive import PredictiveConfig, SeriesSettings
 from twinpipe.config.publisher import (
     CHECKSUM_SIZES,
     DEFAULT_SENSORS,
@@ -92,6 +93,7 @@ __all__ = [
     "MqttTls",
     "NUCLEO_FIELDS",
     "Port",
+    "PredictiveConfig",
     "Positive",
     "PublisherConfig",
     "ReadableFile",
@@ -100,6 +102,7 @@ __all__ = [
     "SensorModel",
     "SensorThingsConfig",
     "SerialConfig",
+    "SeriesSettings",
     "SimulatorConfig",
     "TagKey",
     "TagValue",

@@ -15,6 +15,7 @@ from twinpipe.config.latency_probe import LatencyProbeConfig
 from twinpipe.config.logs import LoggingConfig
 from twinpipe.config.model import ModelConfig
 from twinpipe.config.mqtt import MqttConfig
+from twinpipe.config.predictive import PredictiveConfig
 from twinpipe.config.publisher import PublisherConfig, simulated_device_ids
 from twinpipe.config.sensorthings import SensorThingsConfig
 from twinpipe.config.twin_state import TwinStateConfig
@@ -32,6 +33,7 @@ class Config(Section):
     latency_probe: LatencyProbeConfig = LatencyProbeConfig()
     sensorthings: SensorThingsConfig = SensorThingsConfig()
     twin_state: TwinStateConfig = TwinStateConfig()
+    predictive: PredictiveConfig = PredictiveConfig()
     health: HealthConfig = HealthConfig()
     logging: LoggingConfig = LoggingConfig()
     model: ModelConfig = ModelConfig()
