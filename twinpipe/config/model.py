@@ -317,6 +317,12 @@ _BOARD_SETTINGS = {
         "description": "Time between two readings the board reports",
     },
 }
+# The values the simulator (publisher.simulator.sensors) and the TMY3 recordings carry: one datastream
+# each, named after its observed property. Declared, so the model's other observed properties (air
+# quality, noise) do not become datastreams of these things.
+_WEATHER_DATASTREAMS = {
+    value: {"observed_property": value} for value in ("temperature", "humidity", "pressure")
+}
 _LAB = {"name": "Lab (example: set where your board is)", "latitude": 48.1497, "longitude": 11.5679}
 DEFAULT_MODEL: dict[str, Any] = {
     "observed_properties": {
@@ -404,6 +410,7 @@ DEFAULT_MODEL: dict[str, Any] = {
             "description": "A board simulated by the publisher (publisher.source: simulator)",
             "location": {**_LAB, "name": "Simulated lab", "latitude": 48.1500, "longitude": 11.5690},
             "sensor": "simulated",
+            "datastreams": _WEATHER_DATASTREAMS,
             "settings": _BOARD_SETTINGS,
         },
         "greensboro": {
@@ -413,6 +420,7 @@ DEFAULT_MODEL: dict[str, Any] = {
             "properties": {"wmo_station": "723170", "utc_offset_h": -5},
             "location": {"name": "Greensboro, NC", "latitude": 36.1, "longitude": -79.95, "altitude": 273.0},
             "sensor": "tmy3-station",
+            "datastreams": _WEATHER_DATASTREAMS,
         },
         "sand-point": {
             "devices": "sand-point",
@@ -426,6 +434,7 @@ DEFAULT_MODEL: dict[str, Any] = {
                 "altitude": 7.0,
             },
             "sensor": "tmy3-station",
+            "datastreams": _WEATHER_DATASTREAMS,
         },
     },
 }
