@@ -15,6 +15,8 @@ max_queued_messages 1000000
 max_queued_bytes 536870912
 max_inflight_messages 0
 """
+# As in mosquitto/common/twinpipe.conf: Nagle off on every client socket (commands wait for no delayed ACK).
+TCP = "set_tcp_nodelay true\n"
 
 
 class Mosquitto(ServerProcess):
@@ -40,7 +42,7 @@ class Mosquitto(ServerProcess):
             f"persistence_location {self.workdir / 'data'}/\n"
             "autosave_interval 1\n"
             "log_dest stderr\n"
-            "log_type error\nlog_type warning\nlog_type notice\n" + QUEUE_LIMITS + self.extra_config
+            "log_type error\nlog_type warning\nlog_type notice\n" + QUEUE_LIMITS + TCP + self.extra_config
         )
         return [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(self.config_path)]
 
