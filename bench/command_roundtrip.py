@@ -112,7 +112,9 @@ def roundtrip(stack: LocalStack, workdir: Path, commands: int = 50) -> dict:
                     delays.append(time.perf_counter() - started)
                 else:
                     failed += 1
-            poll(lambda: _answers(api), bool, 60, "the twin state API")
+            # The state stage has read the Kafka phase's commands (it consumes the command topic too):
+            # the API's commands come after them in its journal, not mixed in and pruned among them.
+            poll(lambda: _desired_version(api), lambda v: v >= commands + 1, 60, "the twin caught up")
             api_delays, journal = _api_commands(api, token, commands)
         finally:
             stop.set()
@@ -159,12 +161,11 @@ def roundtrip(stack: LocalStack, workdir: Path, commands: int = 50) -> dict:
     return result
 
 
-def _answers(api: str) -> bool:
+def _desired_version(api: str) -> int:
     try:
-        request("GET", f"{api}/things/sim-1/state", timeout_s=2)
+        return request("GET", f"{api}/things/sim-1/state", timeout_s=2)["desired_version"]
     except CommandError:  # not up yet
-        return False
-    return True
+        return -1
 
 
 def _api_commands(api: str, token: str, commands: int) -> tuple[list[float], list[dict]]:
