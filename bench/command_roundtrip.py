@@ -73,7 +73,15 @@ def roundtrip(stack: LocalStack, workdir: Path, commands: int = 50) -> dict:
     also = ("twin_state",)
     with simulated_pipeline(stack, workdir, "cmd", RATE, overrides, DEVICES, also) as (stages, _bucket):
         publisher = stages["publisher"]
-        poll(publisher.log, lambda log: "subscribed to" in log, 30, "the publisher's command session")
+        # This run's session (the log file is shared by the runs): commands sent before it subscribed
+        # are dropped by the broker and reported failed.
+        session = f"command session commands-{run} connected"
+        poll(
+            publisher.log,
+            lambda log: session in log and "subscribed to" in log.split(session, 1)[1],
+            30,
+            "the publisher's command session",
+        )
         telemetry_topic = _telemetry_topic(stages)
         telemetry = _tail(bootstrap, telemetry_topic)
         telemetry_delays: list[float] = []

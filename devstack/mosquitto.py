@@ -8,6 +8,15 @@ from pathlib import Path
 
 from devstack.process import ServerProcess, free_port
 
+ACL_TEMPLATE = Path(__file__).resolve().parents[1] / "mosquitto" / "acl.template"
+
+
+def shipped_acl(bridge_user: str, stage_user: str) -> str:
+    """mosquitto/acl.template for these users, as compose's mosquitto-passwd service writes it."""
+    text = ACL_TEMPLATE.read_text()
+    return text.replace("@BRIDGE_USER@", bridge_user).replace("@STAGE_USER@", stage_user)
+
+
 # Mosquitto's default max_queued_messages (1000) silently drops QoS 1 messages for slow or offline
 # persistent subscribers. These limits are chosen deliberately; the byte bound keeps memory finite.
 QUEUE_LIMITS = """\
