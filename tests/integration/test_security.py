@@ -207,8 +207,9 @@ def secret_looking(key: str, value: str) -> bool:
     holds_a_value = not key.lower().endswith("_file") and key not in REFERENCE_KEYS
     if SECRET_KEY.search(key) and holds_a_value and not PLACEHOLDER.match(bare):
         return True
-    # A long random-looking string is a secret wherever it stands.
-    return bool(re.fullmatch(r"[A-Za-z0-9+/=_-]{32,}", bare)) and len(set(bare)) > 12
+    # A long random-looking string is a secret wherever it stands (a secret's path is not).
+    random_looking = re.fullmatch(r"[A-Za-z0-9+/=_-]{32,}", bare) and len(set(bare)) > 12
+    return bool(random_looking) and not PLACEHOLDER.match(bare)
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -222,5 +223,6 @@ def test_the_secret_check_would_catch_a_committed_secret() -> None:
     assert secret_looking("TWINPIPE__INFLUXDB__TOKEN", "9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c")
     assert secret_looking("httpHeaderValue1", "Token 9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4cdeadbeefcafe")
     assert not secret_looking("password_file", "/run/secrets/mqtt_password")
+    assert not secret_looking("TWINPIPE__MQTT__PASSWORD_FILE", "/run/secrets/mqtt_bridge_password")
     assert not secret_looking("GF_SECURITY_ADMIN_PASSWORD", "${GRAFANA_ADMIN_PASSWORD:?set it}")
     assert not secret_looking("httpHeaderValue1", "Token ${INFLUXDB_TOKEN}")
