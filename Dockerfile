@@ -16,6 +16,8 @@ COPY influx_ingestion influx_ingestion
 COPY latency_probe latency_probe
 COPY sensorthings_api sensorthings_api
 COPY twin_state twin_state
+COPY alerting alerting
+COPY predictive_analysis predictive_analysis
 # Versions pinned by image-constraints.txt (pyproject.toml only gives ranges).
 RUN /opt/twinpipe/bin/pip install --no-cache-dir --disable-pip-version-check \
         --constraint image-constraints.txt '.[confluent]'

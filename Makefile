@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-APT_PACKAGES := mosquitto mosquitto-clients influxdb socat prometheus openssl
+APT_PACKAGES := mosquitto mosquitto-clients influxdb socat prometheus prometheus-alertmanager openssl
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 COMPOSE ?= docker compose
 

@@ -134,10 +134,12 @@ def simulated_pipeline(
     overrides: dict[str, Any] | None = None,
     devices: int = 10,
     also: tuple[str, ...] = (),
+    first: tuple[str, ...] = ("influx_ingestion", "mqtt_kafka_bridge"),
 ) -> Iterator[tuple[dict[str, StageProcess], str]]:
     """Simulated boards at `rate` readings/s in all, through publisher, bridge and ingestion into a
     bucket of their own, with `overrides` on top of the config. The boards start once the bridge and
-    the ingestion are ready; the modules in `also` start after them (e.g. latency_probe). Yields the
+    the ingestion (the modules in `first`) are ready; the modules in `also` start after them (e.g.
+    latency_probe). Yields the
     stages by module and the bucket; stops them on leaving."""
     run = uuid.uuid4().hex[:8]
     bucket = f"{name}{run}"
@@ -156,13 +158,13 @@ def simulated_pipeline(
     }
     document = merged(merged(stack.config(), settings), overrides or {})
     config = write_config(workdir / f"{name}-{run}.yaml", document)
-    ports = {module: free_port() for module in ("influx_ingestion", "mqtt_kafka_bridge")}
+    ports = {module: free_port() for module in first}
     stages: dict[str, StageProcess] = {}
     try:
         for module, port in ports.items():
             env = {**stack.env(), "TWINPIPE__HEALTH__PORT": str(port)}
             stages[module] = StageProcess(module, config, workdir, env=env).start()
-        poll(lambda: all(map(stage_ready, ports.values())), bool, 60, "bridge and ingestion ready")
+        poll(lambda: all(map(stage_ready, ports.values())), bool, 60, f"{', '.join(first)} ready")
         stages["publisher"] = StageProcess("publisher", config, workdir).start()
         for module in also:
             stages[module] = StageProcess(module, config, workdir, env=stack.env()).start()

@@ -22,6 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from devstack.alertmanager import Alertmanager
 from devstack.process import free_port, poll, stage_ready
 from devstack.stack import BUCKET, LocalStack, merged, write_config
 from devstack.stages import StageProcess
@@ -77,11 +78,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="twinpipe-demo-"))
     with LocalStack(workdir / "servers") as stack:
-        return run(stack, workdir, args)
+        alertmanager = stack.enter_context(Alertmanager(workdir / "servers" / "alertmanager"))
+        return run(stack, workdir, args, alertmanager)
 
 
-def run(stack: LocalStack, workdir: Path, args: argparse.Namespace) -> int:
-    """The stages on `stack`'s servers, started in readiness order; the exit status of --check."""
+def run(
+    stack: LocalStack, workdir: Path, args: argparse.Namespace, alertmanager: Alertmanager | None = None
+) -> int:
+    """The stages on `stack`'s servers, started in readiness order; the exit status of --check.
+    The alerting stage forwards to `alertmanager` when one is given."""
     board_port = workdir / "ttyDEMO"
     if args.replay:
         replay = {"path": str(args.replay.resolve()), "speed": args.speed, "time_shift": args.time_shift}
@@ -102,6 +107,9 @@ def run(stack: LocalStack, workdir: Path, args: argparse.Namespace) -> int:
                 "bridge": {"downlink": {"enabled": True}},
                 "health": {"port": 0},
                 "display": {"max_lines_per_s": 10},
+                "alerting": (
+                    {"alertmanager": {"enabled": True, "url": alertmanager.url}} if alertmanager else {}
+                ),
             },
         ),
     )
@@ -133,10 +141,12 @@ def run(stack: LocalStack, workdir: Path, args: argparse.Namespace) -> int:
     }
     stages += [
         StageProcess("influx_ingestion", config, workdir, env=stack.env()),
+        StageProcess("predictive_analysis", config, workdir, env=stack.env()),
         bridge,
         StageProcess("latency_probe", config, workdir, env=stack.env()),
         StageProcess("sensorthings_api", config, workdir, env=sensorthings_env),
         StageProcess("twin_state", config, workdir, env=twin_env),
+        StageProcess("alerting", config, workdir, env=stack.env()),
     ]
     last = StageProcess("publisher", config, workdir, env=stack.env())
     print(
@@ -148,6 +158,10 @@ def run(stack: LocalStack, workdir: Path, args: argparse.Namespace) -> int:
         f"Twin state API: http://127.0.0.1:{twin_port}/docs; set a board from another terminal:\n"
         f"  python -m twinpipe command {boards[0]} set heater=on --wait"
         f" --url http://127.0.0.1:{twin_port} --token-file {token_file}"
+    )
+    print(
+        f"alerts: mosquitto_sub -p {stack.mosquitto.port} -t 'twin/+/alerts' -v"
+        + (f"; Alertmanager {alertmanager.url}" if alertmanager is not None else "")
     )
     print(f"config and stage logs: {workdir}   — Ctrl-C stops the demo\n", flush=True)
     try:

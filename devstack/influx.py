@@ -62,6 +62,13 @@ class Influxd(ServerProcess):
         with urllib.request.urlopen(f"{self.url}/ping", timeout=1) as response:
             return response.status == 204
 
+    def write(self, database: str, lines: list[str]) -> None:
+        """Write line protocol (ns precision) with the v1 API; raises on a refusal."""
+        params = urllib.parse.urlencode({"db": database, "precision": "ns"})
+        request = urllib.request.Request(f"{self.url}/write?{params}", data="\n".join(lines).encode())
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 204, response.status
+
     def query(self, influxql: str, database: str | None = None) -> list[dict[str, Any]]:
         """Run InfluxQL; return the series of the first statement (raises on an InfluxQL error)."""
         params = {"q": influxql, "epoch": "ns"}

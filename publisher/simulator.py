@@ -52,6 +52,9 @@ class SimulatedBoard:
         self.settings = BoardSettings(1.0 / config.rate_hz)
         self._heat = 0.0  # Cel added to temperatures by the heater
         self._heat_at = clock()
+        self._ramp = config.ramp if config.ramp is not None and config.ramp.sensor in sensors else None
+        self._interval_s = 1.0 / config.rate_hz
+        self._reads = 0
 
     def read(self) -> dict[str, float]:
         now = self._clock()
@@ -63,10 +66,15 @@ class SimulatedBoard:
             self._config.heater_max_rise,
         )
         self._heat_at = now
-        return {
+        values = {
             name: round(signal.sample() + self._heat, 2) if self._heat and heats(name) else signal.sample()
             for name, signal in self._signals.items()
         }
+        if self._ramp is not None:  # publisher.simulator.ramp: time counted in readings at rate_hz
+            name = self._ramp.sensor
+            values[name] = round(values[name] + self._ramp.offset(self._reads * self._interval_s), 2)
+        self._reads += 1
+        return values
 
 
 def models_for_fields(fields: list[str], sensors: dict[str, SensorModel]) -> dict[str, SensorModel]:

@@ -42,11 +42,42 @@ def load(path: Path) -> dict[str, Any]:
 
 
 def queries(dashboard: dict[str, Any]) -> Iterator[Query]:
+    """Every panel's queries, then every annotation's (its panel named "annotation <name>")."""
     for panel in dashboard["panels"]:
         for target in panel.get("targets", []):
             uid = (target.get("datasource") or panel["datasource"])["uid"]
             text = target["query"] if uid == INFLUX_UID else target["expr"]
             yield Query(dashboard["title"], panel["title"], uid, text)
+    for annotation in dashboard.get("annotations", {}).get("list", []):
+        uid = annotation["datasource"]["uid"]
+        if uid in (INFLUX_UID, PROMETHEUS_UID):  # not Grafana's built-in annotations
+            text = annotation["query"] if uid == INFLUX_UID else annotation["expr"]
+            yield Query(dashboard["title"], f"annotation {annotation['name']}", uid, text)
+
+
+def alert_transition(device: str, time_ns: int) -> dict[str, Any]:
+    """A firing transition of the alerting stage (alerting/engine.py's event), for dashboards' data."""
+    return {
+        "v": 1,
+        "fingerprint": "0123456789abcdef",
+        "rule": "temperature_high",
+        "kind": "above",
+        "severity": "warning",
+        "state": "firing",
+        "device": device,
+        "datastream": f"{device}:temperature",
+        "value_name": "temperature",
+        "observed_property": "temperature",
+        "unit": "Cel",
+        "value": 36.0,
+        "threshold": 35.0,
+        "clear": 33.0,
+        "for_s": 60.0,
+        "time_ns": time_ns,
+        "starts_ns": time_ns - 60 * 10**9,
+        "ends_ns": None,
+        "clock": "event_time",
+    }
 
 
 def variables(dashboard: dict[str, Any]) -> list[dict[str, Any]]:

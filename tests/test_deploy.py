@@ -23,12 +23,14 @@ STAGES = {
     "publisher",
     "mqtt_kafka_bridge",
     "influx_ingestion",
+    "predictive_analysis",
     "latency_probe",
     "twin_state",
     "consumer_display",
     "sensorthings_api",
+    "alerting",
 }
-OBSERVERS = {"prometheus", "grafana"}
+OBSERVERS = {"prometheus", "grafana", "alertmanager"}
 # Set-up steps that run once per `up` and exit: mosquitto-passwd (the broker's password file) and
 # twin-dashboard (the Digital twin dashboard from config.yaml's model, for Grafana).
 ONE_SHOTS = {"mosquitto-passwd", "twin-dashboard"}
@@ -150,7 +152,7 @@ def test_stages_share_the_read_only_config_and_reach_servers_by_name(tmp_path: P
         assert not any("TOKEN=" in k or k.endswith("__TOKEN") for k in environment), (
             "token only as a secret file"
         )
-    for name in ("influx_ingestion", "latency_probe", "sensorthings_api"):
+    for name in ("influx_ingestion", "latency_probe", "sensorthings_api", "alerting"):
         assert (
             services[name]["environment"]["TWINPIPE__INFLUXDB__TOKEN_FILE"] == "/run/secrets/influxdb_token"
         )

@@ -49,9 +49,15 @@ def datasources() -> dict[str, dict]:
     return {source["uid"]: source for source in document["datasources"]}
 
 
-def test_four_dashboards_with_unique_uids() -> None:
+def test_every_dashboard_has_a_unique_uid() -> None:
     uids = sorted(load(path)["uid"] for path in DASHBOARDS)
-    assert uids == ["twinpipe-commands", "twinpipe-health", "twinpipe-latency", "twinpipe-twin"]
+    assert uids == [
+        "twinpipe-commands",
+        "twinpipe-forecasts",
+        "twinpipe-health",
+        "twinpipe-latency",
+        "twinpipe-twin",
+    ]
 
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)

@@ -18,6 +18,8 @@ STAGES = [
     "latency_probe",
     "sensorthings_api",
     "twin_state",
+    "alerting",
+    "predictive_analysis",
 ]
 
 

@@ -14,8 +14,10 @@ LONG_RUNNING_STAGES = {
     "publisher",
     "mqtt_kafka_bridge",
     "influx_ingestion",
+    "predictive_analysis",
     "latency_probe",
     "sensorthings_api",
+    "alerting",
 }
 
 

@@ -586,6 +586,67 @@ def _variables(measurement: str) -> list[dict[str, Any]]:
     ]
 
 
+def alert_annotations(measurement: str) -> list[dict[str, Any]]:
+    """Every alert transition (the alerting stage's points in `measurement`) as an annotation on the
+    time axis of every graph; text and tags come from the point's columns."""
+    query = f'SELECT "text", "rule", "state", "severity", "device" FROM "{measurement}" WHERE $timeFilter'
+    return [
+        {
+            "name": "Alerts",
+            "datasource": INFLUX,
+            "enable": True,
+            "hide": False,
+            "iconColor": "red",
+            "query": query,
+            "textColumn": "text",
+            "tagsColumn": "rule,state,severity,device",
+        }
+    ]
+
+
+def alerts_panel(measurement: str, grid: tuple[int, int, int, int]) -> dict[str, Any]:
+    """The latest alert transitions, newest first: what is pending, firing, resolved and where."""
+    query = (
+        'SELECT "device", "rule", "severity", "state", "value", "threshold", "text"'
+        f' FROM "{measurement}" WHERE $timeFilter ORDER BY time DESC LIMIT 100'
+    )
+    panel = _panel(
+        "table",
+        "Alerts",
+        "Transitions of the alerting stage's rules (alerting.rules in config.yaml), newest first:"
+        " pending (condition true, for_s not yet over), firing, resolved, ok (a pending alert ended).",
+        grid,
+    )
+    panel["targets"] = [_target("alerts", query, "table")]
+    panel["fieldConfig"] = {
+        "defaults": {},
+        "overrides": [
+            {
+                "matcher": {"id": "byName", "options": "state"},
+                "properties": [
+                    {"id": "custom.cellOptions", "value": {"type": "color-text"}},
+                    {
+                        "id": "mappings",
+                        "value": [
+                            {
+                                "type": "value",
+                                "options": {
+                                    "firing": {"color": "red", "index": 0},
+                                    "pending": {"color": "orange", "index": 1},
+                                    "resolved": {"color": "green", "index": 2},
+                                    "ok": {"color": "green", "index": 3},
+                                },
+                            }
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    panel["options"] = {"showHeader": True, "sortBy": [{"displayName": "Time", "desc": True}]}
+    return panel
+
+
 def digital_twin(config: Config) -> dict[str, Any]:
     """The dashboard for `config`: its model's things, datastreams, units and locations."""
     model = config.model
@@ -599,6 +660,10 @@ def digital_twin(config: Config) -> dict[str, Any]:
         slots.append(board_panel(config, key, thing, (12 * (i % 2), top * (i // 2), 12, top)))
     panels += [slot for slot in slots if slot is not None]
     y = top * -(-len(slots) // 2)
+    alerts = config.alerting.measurement
+    if alerts is not None:
+        panels.append(alerts_panel(alerts, (0, y, 24, 8)))
+        y += 8
     for key, thing in model.things.items():
         panels.append(latest_panel(config, key, thing, (0, y, 24, 5)))
         panels.append(history_panel(config, key, thing, (0, y + 5, 24, 8)))
@@ -635,7 +700,7 @@ def digital_twin(config: Config) -> dict[str, Any]:
                 "url": "",
             }
         ],
-        "annotations": {"list": []},
+        "annotations": {"list": alert_annotations(alerts) if alerts is not None else []},
         "templating": {"list": _variables(config.ingestion.measurement)},
         "panels": panels,
     }

@@ -52,6 +52,7 @@ def standin_contexts() -> dict[str, dict[str, Path]]:
             **devstack,
         },
         f"{PREFIX}/prometheus:2.42-debian12": {"Dockerfile": STANDINS / "prometheus.Dockerfile"},
+        f"{PREFIX}/alertmanager:0.25-debian12": {"Dockerfile": STANDINS / "alertmanager.Dockerfile"},
     }
 
 

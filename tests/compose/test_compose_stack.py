@@ -21,7 +21,14 @@ from devstack.process import poll
 from tests.compose.conftest import UPSTREAM, ComposeRun
 
 ROOT = Path(__file__).resolve().parents[2]
-STAGES = ("publisher", "mqtt_kafka_bridge", "influx_ingestion", "latency_probe", "sensorthings_api")
+STAGES = (
+    "publisher",
+    "mqtt_kafka_bridge",
+    "influx_ingestion",
+    "latency_probe",
+    "sensorthings_api",
+    "alerting",
+)
 pytestmark = pytest.mark.timeout(900)  # the first test builds every image from nothing
 
 
@@ -51,7 +58,7 @@ def test_make_up_completes_the_env_and_waits_until_every_service_is_healthy(comp
     services = compose_run.services()
     for name in STAGES:
         assert services[name]["State"] == "running" and services[name]["Health"] == "healthy", services[name]
-    for name in ("mosquitto", "kafka", "influxdb", "prometheus"):
+    for name in ("mosquitto", "kafka", "influxdb", "prometheus", "alertmanager"):
         assert services[name]["Health"] == "healthy", services[name]
     assert services["mosquitto-passwd"]["State"] == "exited" and services["mosquitto-passwd"]["ExitCode"] == 0
     assert ("grafana" in services) == UPSTREAM, "no Grafana stand-in: left out of the stand-in run"

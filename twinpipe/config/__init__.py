@@ -7,6 +7,7 @@ The schema is split by section, one module each (`twinpipe/config/<section>.py`)
 sit in one place; this package re-exports them so callers import from `twinpipe.config`.
 """
 
+from twinpipe.config.alerting import AlertingConfig, AlertmanagerConfig, Rule, RuleOverride
 from twinpipe.config.bridge import BridgeConfig, Route, default_device_level
 from twinpipe.config.common import (
     CONFIG_PATH_ENV,
@@ -42,6 +43,7 @@ from twinpipe.config.loading import env_overrides, load_config, parse_config, re
 from twinpipe.config.logs import LoggingConfig
 from twinpipe.config.model import ModelConfig
 from twinpipe.config.mqtt import MqttConfig, MqttTls
+from twinpipe.config.predictive import PredictiveConfig, SeriesSettings
 from twinpipe.config.publisher import (
     CHECKSUM_SIZES,
     DEFAULT_SENSORS,
@@ -59,6 +61,10 @@ from twinpipe.config.sensorthings import SensorThingsConfig
 from twinpipe.config.twin_state import TwinStateConfig
 
 __all__ = [
+    "AlertingConfig",
+    "AlertmanagerConfig",
+    "Rule",
+    "RuleOverride",
     "BridgeConfig",
     "ReplayConfig",
     "CHECKSUM_SIZES",
@@ -87,6 +93,7 @@ __all__ = [
     "MqttTls",
     "NUCLEO_FIELDS",
     "Port",
+    "PredictiveConfig",
     "Positive",
     "PublisherConfig",
     "ReadableFile",
@@ -95,6 +102,7 @@ __all__ = [
     "SensorModel",
     "SensorThingsConfig",
     "SerialConfig",
+    "SeriesSettings",
     "SimulatorConfig",
     "TagKey",
     "TagValue",

@@ -341,6 +341,28 @@ DEFAULT_MODEL: dict[str, Any] = {
             "unit": {"code": "hPa", "symbol": "hPa", "name": "hectopascal"},
             "range": [300.0, 1100.0],
         },
+        # The municipal quantities of a city's environmental sensor network (air quality, noise).
+        "pm2_5": {
+            "name": "PM2.5 mass concentration",
+            "definition": _QUDT + "MassConcentration",
+            "description": "Mass concentration of particulate matter up to 2.5 µm (PM2.5)",
+            "unit": {"code": "ug/m3", "symbol": "µg/m³", "name": "microgram per cubic metre"},
+            "range": [0.0, 1000.0],
+        },
+        "pm10": {
+            "name": "PM10 mass concentration",
+            "definition": _QUDT + "MassConcentration",
+            "description": "Mass concentration of particulate matter up to 10 µm (PM10)",
+            "unit": {"code": "ug/m3", "symbol": "µg/m³", "name": "microgram per cubic metre"},
+            "range": [0.0, 2000.0],
+        },
+        "noise": {
+            "name": "Sound pressure level",
+            "definition": _QUDT + "SoundPressureLevel",
+            "description": "A-weighted equivalent sound pressure level",
+            "unit": {"code": "dB", "symbol": "dB", "name": "decibel"},
+            "range": [0.0, 140.0],
+        },
     },
     "sensors": {
         "nucleo-sensors": {

@@ -120,6 +120,34 @@ DEFAULT_SENSORS = {
 }
 
 
+class Ramp(Section):
+    """Drive one simulated sensor over a level and back: an offset added to its signal, rising
+    linearly from 0 to `by` over `up_s`, held for `hold_s`, falling back to 0 over `down_s`,
+    starting `start_s` after the first reading (times in s of readings at rate_hz)."""
+
+    sensor: ValueName
+    by: float
+    start_s: Annotated[float, Field(ge=0)] = 0.0
+    up_s: Annotated[float, Field(ge=0)] = 10.0
+    hold_s: Annotated[float, Field(ge=0)] = 10.0
+    down_s: Annotated[float, Field(ge=0)] = 10.0
+
+    def offset(self, elapsed_s: float) -> float:
+        """The offset `elapsed_s` after the first reading (a trapezoid; 0 before and after)."""
+        t = elapsed_s - self.start_s
+        if t < 0:
+            return 0.0
+        if t < self.up_s:
+            return self.by * t / self.up_s
+        t -= self.up_s
+        if t <= self.hold_s:
+            return self.by
+        t -= self.hold_s
+        if t < self.down_s:
+            return self.by * (1 - t / self.down_s)
+        return 0.0
+
+
 class SimulatorConfig(Section):
     # `heater` on (a command): temperatures rise by heater_rise_per_s up to heater_max_rise (Cel),
     # and fall back at the same rate once it is off.
@@ -132,6 +160,13 @@ class SimulatorConfig(Section):
     outlier_scale: Annotated[float, Field(ge=0)] = 6.0
     seed: int | None = None
     sensors: dict[ValueName, SensorModel] = Field(default_factory=lambda: dict(DEFAULT_SENSORS), min_length=1)
+    ramp: Ramp | None = None  # e.g. {sensor: temperature, by: 15, start_s: 5}: over a threshold and back
+
+    @model_validator(mode="after")
+    def _ramp_sensor(self) -> SimulatorConfig:
+        if self.ramp is not None and self.ramp.sensor not in self.sensors:
+            raise ValueError(f"ramp.sensor: {self.ramp.sensor!r} is not in sensors {sorted(self.sensors)}")
+        return self
 
     @model_validator(mode="after")
     def _device_ids_valid(self) -> SimulatorConfig:

@@ -3,6 +3,7 @@ and the checks that span sections."""
 
 from __future__ import annotations
 
+from twinpipe.config.alerting import AlertingConfig
 from twinpipe.config.bridge import BridgeConfig
 from twinpipe.config.common import Section
 from twinpipe.config.display import DisplayConfig
@@ -14,6 +15,7 @@ from twinpipe.config.latency_probe import LatencyProbeConfig
 from twinpipe.config.logs import LoggingConfig
 from twinpipe.config.model import ModelConfig
 from twinpipe.config.mqtt import MqttConfig
+from twinpipe.config.predictive import PredictiveConfig
 from twinpipe.config.publisher import PublisherConfig, simulated_device_ids
 from twinpipe.config.sensorthings import SensorThingsConfig
 from twinpipe.config.twin_state import TwinStateConfig
@@ -31,16 +33,53 @@ class Config(Section):
     latency_probe: LatencyProbeConfig = LatencyProbeConfig()
     sensorthings: SensorThingsConfig = SensorThingsConfig()
     twin_state: TwinStateConfig = TwinStateConfig()
+    predictive: PredictiveConfig = PredictiveConfig()
     health: HealthConfig = HealthConfig()
     logging: LoggingConfig = LoggingConfig()
     model: ModelConfig = ModelConfig()
+    alerting: AlertingConfig = AlertingConfig()
 
     def telemetry_topics(self, override: list[str] | None) -> list[str]:
         return override or [self.kafka.telemetry_topic]
 
 
 def cross_section_errors(config: Config) -> list[str]:
-    return _tag_collisions(config) + _unproduced_datastreams(config)
+    return _tag_collisions(config) + _unproduced_datastreams(config) + _alert_rule_references(config)
+
+
+def _alert_rule_references(config: Config) -> list[str]:
+    """A rule names a known observed property; its overrides a known thing, and a datastream
+    ("<device>:<value>") that the model resolves to that property (twinpipe.model)."""
+    from twinpipe.model import TwinModel  # the model's resolution; imported late (it imports config)
+
+    model = TwinModel(config.model)
+    properties = config.model.observed_properties
+    errors = []
+    for rule_id, rule in config.alerting.rules.items():
+        where = f"alerting.rules.{rule_id}"
+        if rule.observed_property not in properties:
+            errors.append(
+                f"{where}.observed_property: {rule.observed_property!r} is not in"
+                f" model.observed_properties {sorted(properties)}"
+            )
+            continue
+        for thing in rule.things:
+            if thing not in config.model.things:
+                errors.append(f"{where}.things.{thing}: not in model.things {sorted(config.model.things)}")
+        for key in rule.datastreams:
+            device, sep, value = key.partition(":")
+            stream = model.datastream(device, value) if sep and device and value else None
+            if stream is None:
+                errors.append(
+                    f"{where}.datastreams.{key}: not a datastream of the model"
+                    " (expected <device>:<value name> of a device in model.things)"
+                )
+            elif stream.observed_property_id != rule.observed_property:
+                errors.append(
+                    f"{where}.datastreams.{key}: observes {stream.observed_property_id!r},"
+                    f" not {rule.observed_property!r}"
+                )
+    return errors
 
 
 def _unproduced_datastreams(config: Config) -> list[str]:
