@@ -1,12 +1,19 @@
-"""Benchmark: a command's round trip, produced to Kafka → the board's acknowledgement back in Kafka.
+"""Benchmark: a command's round trip, through the API (PATCH → `applied` seen by the long poll) and
+from Kafka (produced → the board's acknowledgement back in Kafka).
 
-Simulated boards (10 readings/s each) through publisher and bridge, with the bridge's downlink and
-the publisher's command session on. One command at a time (heater on, off, on, ...) is produced to
-the command topic; its time is the produce call's start, and it ends when a consumer tailing the
-event topic reads its `acknowledged` event: Kafka → bridge → MQTT → publisher → simulated board →
-ACK → MQTT → bridge → Kafka. Beside it, in the same run, the telemetry path: a reading's event time
-(the simulated board read) → readable from the Kafka telemetry topic, for the readings published
-while the commands ran. Both are read by consumers with a 5 ms fetch wait.
+Simulated boards (10 readings/s each) through publisher and bridge, with the bridge's downlink, the
+publisher's command session and the twin state stage on. Two phases, one command at a time (heater
+on, off, on, ...), each after a warm-up command:
+- Kafka: a command produced to the command topic; its time is the produce call's start, and it ends
+  when a consumer tailing the event topic reads its `acknowledged` event: Kafka → bridge → MQTT →
+  publisher → simulated board → ACK → MQTT → bridge → Kafka.
+- API: `PATCH /things/sim-1/desired` to the twin state stage, then `GET /commands/{id}?wait_s=&after=`
+  (the long poll `python -m twinpipe command --wait` uses) until the command is closed; its time ends
+  when the poll returns `applied`: the Kafka path above, plus the API, the state stage's produce and
+  its consumption of the events. The journal's stamps say where the time went.
+Beside them, in the same run, the telemetry path: a reading's event time (the simulated board read)
+→ readable from the Kafka telemetry topic, for the readings published while the commands ran. Kafka
+is read by consumers with a 5 ms fetch wait.
 
 `python -m bench.command_roundtrip [--commands N]` runs it alone on fresh local servers;
 `make bench` (bench/run.py) runs it with the others.
@@ -26,14 +33,18 @@ import yaml
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from bench.common import simulated_pipeline
-from devstack.process import poll
+from devstack.command_loop import command_loop
+from devstack.process import free_port, poll
 from devstack.stack import LocalStack
 from latency_probe.recorder import quantiles
+from twinpipe.command import CommandError, request
+from twinpipe.command_messages import encode_command, new_command
 from twinpipe.envelope import decode
 
 FETCH_WAIT_MS = 5
 DEVICES = 2
 RATE = 20  # readings/s in all
+CLOSED = ("applied", "expired", "failed")
 
 
 def _tail(bootstrap: str, topic: str) -> KafkaConsumer:
@@ -51,33 +62,26 @@ def _tail(bootstrap: str, topic: str) -> KafkaConsumer:
 def roundtrip(stack: LocalStack, workdir: Path, commands: int = 50) -> dict:
     run = uuid.uuid4().hex[:8]
     prefix = f"cmd{run}"
-    overrides = {
-        "logging": {"level": "INFO"},  # the publisher logs when its command session is subscribed
-        "publisher": {
-            "topic_template": prefix + "/{device}/telemetry",
-            "commands": {
-                "enabled": True,
-                "topic_template": prefix + "/{device}/command",
-                "events_topic_template": prefix + "/{device}/command/events",
-                "client_id": f"commands-{run}",
-            },
-        },
-        "bridge": {
-            "routes": [{"mqtt_filter": prefix + "/+/telemetry"}],
-            "downlink": {
-                "enabled": True,
-                "command_topic": f"cmd-{run}",
-                "events_topic": f"cev-{run}",
-                "group_id": f"downlink-{run}",
-                "mqtt_command_topic": prefix + "/{device}/command",
-                "mqtt_events_topic": prefix + "/{device}/command/events",
-            },
-        },
-    }
+    token, port = uuid.uuid4().hex, free_port()
+    overrides = command_loop(prefix, run)
+    overrides["twin_state"] |= {"host": "127.0.0.1", "port": port, "token": token}
+    overrides["logging"] = {"level": "INFO"}  # the publisher logs when its command session is subscribed
+    overrides["publisher"]["topic_template"] = prefix + "/{device}/telemetry"
+    overrides["bridge"]["routes"] = [{"mqtt_filter": prefix + "/+/telemetry"}]
+    api = f"http://127.0.0.1:{port}"
     bootstrap = stack.kafka.bootstrap
-    with simulated_pipeline(stack, workdir, "cmd", RATE, overrides, DEVICES) as (stages, _bucket):
+    also = ("twin_state",)
+    with simulated_pipeline(stack, workdir, "cmd", RATE, overrides, DEVICES, also) as (stages, _bucket):
         publisher = stages["publisher"]
-        poll(publisher.log, lambda log: "subscribed to" in log, 30, "the publisher's command session")
+        # This run's session (the log file is shared by the runs): commands sent before it subscribed
+        # are dropped by the broker and reported failed.
+        session = f"command session commands-{run} connected"
+        poll(
+            publisher.log,
+            lambda log: session in log and "subscribed to" in log.split(session, 1)[1],
+            30,
+            "the publisher's command session",
+        )
         telemetry_topic = _telemetry_topic(stages)
         telemetry = _tail(bootstrap, telemetry_topic)
         telemetry_delays: list[float] = []
@@ -99,14 +103,11 @@ def roundtrip(stack: LocalStack, workdir: Path, commands: int = 50) -> dict:
         reader = threading.Thread(target=read_telemetry, daemon=True)
         try:
             for i in range(commands + 1):  # the first one warms up (topic metadata, group join)
-                command_id = uuid.uuid4().hex
                 now = time.time_ns()
-                command = {
-                    "v": 1, "id": command_id, "device": "sim-1", "settings": {"heater": i % 2 == 0},
-                    "desired_version": i + 1, "created_ns": now, "expires_ns": now + 60 * 10**9,
-                }  # fmt: skip
+                command = new_command("sim-1", {"heater": i % 2 == 0}, i + 1, now, now + 60 * 10**9)
+                command_id = command.id
                 started = time.perf_counter()
-                producer.send(f"cmd-{run}", key=b"sim-1", value=json.dumps(command).encode())
+                producer.send(f"cmd-{run}", key=b"sim-1", value=encode_command(command))
                 producer.flush()
                 if events is None:
                     events = _tail(bootstrap, f"cev-{run}")
@@ -119,6 +120,10 @@ def roundtrip(stack: LocalStack, workdir: Path, commands: int = 50) -> dict:
                     delays.append(time.perf_counter() - started)
                 else:
                     failed += 1
+            # The state stage has read the Kafka phase's commands (it consumes the command topic too):
+            # the API's commands come after them in its journal, not mixed in and pruned among them.
+            poll(lambda: _desired_version(api), lambda v: v >= commands + 1, 60, "the twin caught up")
+            api_delays, journal = _api_commands(api, token, commands)
         finally:
             stop.set()
             if reader.is_alive():
@@ -140,6 +145,20 @@ def roundtrip(stack: LocalStack, workdir: Path, commands: int = 50) -> dict:
         steps = [(seen[(c, state)] - t) / 1e6 for c, t in list(created.items())[1:] if (c, state) in seen]
         if steps:
             result[f"{state}_after_ms_p50"] = round(quantiles(steps, (0.5,))[0], 1)
+    applied = [d for d, entry in zip(api_delays, journal, strict=True) if entry["state"] == "applied"]
+    result |= {"api_applied": len(applied), "api_not_applied": len(journal) - len(applied)}
+    if applied:
+        p50, p99 = quantiles(applied, (0.5, 0.99))
+        result |= {"api_p50_ms": round(p50 * 1e3, 1), "api_p99_ms": round(p99 * 1e3, 1)}
+    # The journal's stamps (each stage's wall clock) after the command's creation by the state stage.
+    for state in ("sent", "delivered", "written", "acknowledged", "applied"):
+        steps = [
+            (next(h["time_ns"] for h in entry["history"] if h["state"] == state) - entry["created_ns"]) / 1e6
+            for entry in journal
+            if any(h["state"] == state for h in entry["history"])
+        ]
+        if steps:
+            result[f"api_{state}_after_ms_p50"] = round(quantiles(steps, (0.5,))[0], 1)
     if telemetry_delays:
         p50, p99 = quantiles(telemetry_delays, (0.5, 0.99))
         result |= {
@@ -148,6 +167,31 @@ def roundtrip(stack: LocalStack, workdir: Path, commands: int = 50) -> dict:
             "telemetry_p99_ms": round(p99 * 1e3, 1),
         }
     return result
+
+
+def _desired_version(api: str) -> int:
+    try:
+        return request("GET", f"{api}/things/sim-1/state", timeout_s=2)["desired_version"]
+    except CommandError:  # not up yet
+        return -1
+
+
+def _api_commands(api: str, token: str, commands: int) -> tuple[list[float], list[dict]]:
+    """`commands` commands (after a warm-up one) through the API, one at a time: each one's seconds
+    from the PATCH to the long poll returning it closed, and its journal entry."""
+    delays: list[float] = []
+    journal: list[dict] = []
+    for i in range(commands + 1):
+        started = time.perf_counter()
+        body = {"settings": {"heater": i % 2 == 0}}
+        entry = request("PATCH", f"{api}/things/sim-1/desired", token, body)["command"]
+        while entry["state"] not in CLOSED:
+            query = f"wait_s=10&after={entry['state']}"
+            entry = request("GET", f"{api}/commands/{entry['id']}?{query}", timeout_s=30)
+        if i > 0:
+            delays.append(time.perf_counter() - started)
+            journal.append(entry)
+    return delays, journal
 
 
 def _telemetry_topic(stages: dict) -> str:

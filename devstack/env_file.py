@@ -33,6 +33,7 @@ SECRET_KEYS = (
     "INFLUXDB_ADMIN_PASSWORD",
     "GRAFANA_ADMIN_PASSWORD",
     "MQTT_PASSWORD",
+    "MQTT_BRIDGE_PASSWORD",
     "TWIN_STATE_TOKEN",
 )
 # Used by InfluxDB and Grafana only when their volume is first initialised: a new value later would

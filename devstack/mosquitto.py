@@ -8,6 +8,15 @@ from pathlib import Path
 
 from devstack.process import ServerProcess, free_port
 
+ACL_TEMPLATE = Path(__file__).resolve().parents[1] / "mosquitto" / "acl.template"
+
+
+def shipped_acl(bridge_user: str, stage_user: str) -> str:
+    """mosquitto/acl.template for these users, as compose's mosquitto-passwd service writes it."""
+    text = ACL_TEMPLATE.read_text()
+    return text.replace("@BRIDGE_USER@", bridge_user).replace("@STAGE_USER@", stage_user)
+
+
 # Mosquitto's default max_queued_messages (1000) silently drops QoS 1 messages for slow or offline
 # persistent subscribers. These limits are chosen deliberately; the byte bound keeps memory finite.
 QUEUE_LIMITS = """\
@@ -15,6 +24,8 @@ max_queued_messages 1000000
 max_queued_bytes 536870912
 max_inflight_messages 0
 """
+# As in mosquitto/common/twinpipe.conf: Nagle off on every client socket (commands wait for no delayed ACK).
+TCP = "set_tcp_nodelay true\n"
 
 
 class Mosquitto(ServerProcess):
@@ -40,7 +51,7 @@ class Mosquitto(ServerProcess):
             f"persistence_location {self.workdir / 'data'}/\n"
             "autosave_interval 1\n"
             "log_dest stderr\n"
-            "log_type error\nlog_type warning\nlog_type notice\n" + QUEUE_LIMITS + self.extra_config
+            "log_type error\nlog_type warning\nlog_type notice\n" + QUEUE_LIMITS + TCP + self.extra_config
         )
         return [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(self.config_path)]
 

@@ -39,6 +39,7 @@ SECRET_KEYS = {
     "INFLUXDB_ADMIN_PASSWORD",
     "GRAFANA_ADMIN_PASSWORD",
     "MQTT_PASSWORD",
+    "MQTT_BRIDGE_PASSWORD",
     "TWIN_STATE_TOKEN",
 }
 
@@ -49,6 +50,7 @@ def env_file(tmp_path: Path) -> Path:
     text = re.sub(r"(?m)^INFLUXDB_ADMIN_PASSWORD=$", "INFLUXDB_ADMIN_PASSWORD=test-password", text)
     text = re.sub(r"(?m)^GRAFANA_ADMIN_PASSWORD=$", "GRAFANA_ADMIN_PASSWORD=grafana-password", text)
     text = re.sub(r"(?m)^MQTT_PASSWORD=$", "MQTT_PASSWORD=mqtt-password", text)
+    text = re.sub(r"(?m)^MQTT_BRIDGE_PASSWORD=$", "MQTT_BRIDGE_PASSWORD=mqtt-bridge-password", text)
     path = tmp_path / ".env"
     path.write_text(text)
     return path
@@ -308,10 +310,20 @@ def test_compose_mosquitto_refuses_anonymous_clients_unless_the_user_opts_in(tmp
         services["mosquitto"]["depends_on"]["mosquitto-passwd"]["condition"]
         == "service_completed_successfully"
     )
-    for name in ("publisher", "mqtt_kafka_bridge", "latency_probe"):
+    logins = {"publisher": "mqtt_password", "latency_probe": "mqtt_password"}
+    for name, secret in (logins | {"mqtt_kafka_bridge": "mqtt_bridge_password"}).items():
         environment = services[name]["environment"]
-        assert environment["TWINPIPE__MQTT__PASSWORD_FILE"] == "/run/secrets/mqtt_password", name
-        assert {s["source"] for s in services[name]["secrets"]} >= {"mqtt_password"}, name
+        assert environment["TWINPIPE__MQTT__PASSWORD_FILE"] == f"/run/secrets/{secret}", name
+        assert {s["source"] for s in services[name]["secrets"]} >= {secret}, name
+    # The bridge logs in as a user of its own, the only one the ACL lets publish commands.
+    assert services["mqtt_kafka_bridge"]["environment"]["TWINPIPE__MQTT__USERNAME"] == "twinpipe-bridge"
+    assert services["publisher"]["environment"]["TWINPIPE__MQTT__USERNAME"] == "twinpipe"
+    assert re.search(r"(?m)^acl_file /mosquitto/auth/acl$", conf)
+    passwd = services["mosquitto-passwd"]
+    assert {m["target"]: m["source"] for m in passwd["volumes"]}["/mosquitto/acl.template"] == str(
+        ROOT / "mosquitto" / "acl.template"
+    )
+    assert {s["source"] for s in passwd["secrets"]} == {"mqtt_password", "mqtt_bridge_password"}
 
 
 def test_compose_mosquitto_sets_queue_limits_deliberately() -> None:

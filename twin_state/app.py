@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from twin_state import metrics
 from twin_state.lifecycle import STATES, new_state
 from twin_state.stage import TwinStateStage, Unavailable
+from twinpipe.command_messages import CommandError
 from twinpipe.model import TwinModel
 from twinpipe.names import device_problem
 
@@ -116,6 +117,8 @@ def create_app(stage: TwinStateStage, model: TwinModel, token: str | None) -> Fa
         expires_in_s = body.expires_in_s or settings.command_expiry_s
         try:
             entry = stage.accept(device, body.settings, expires_in_s)
+        except CommandError as exc:  # a value the model allows but a serial line cannot carry
+            raise HTTPException(422, str(exc)) from None
         except Unavailable as exc:
             raise HTTPException(503, f"the command was not taken: {exc}") from None
         return {"id": entry["id"], "command": entry}

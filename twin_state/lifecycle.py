@@ -35,11 +35,13 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from twinpipe import command_messages
+
 VERSION = 1
 FORWARD = ("queued", "sent", "delivered", "written", "acknowledged", "applied")
 CLOSED = frozenset({"applied", "expired", "failed"})
 STATES = (*FORWARD, "expired", "failed")
-EVENT_STATES = frozenset({"sent", "delivered", "written", "acknowledged", "failed", "expired"})
+EVENT_STATES = frozenset(command_messages.STATES)  # the states a command event may carry
 RANK = {state: rank for rank, state in enumerate(FORWARD)} | {"expired": len(FORWARD), "failed": len(FORWARD)}
 MAX_UNMATCHED = 100
 

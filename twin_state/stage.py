@@ -15,16 +15,16 @@ import time
 import uuid
 from typing import Any
 
-import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from twin_state import codec, metrics
-from twin_state.codec import RecordError
+from twin_state import metrics
+from twin_state.codec import StateError, decode_state, encode_state
 from twin_state.store import Twin
 from twinpipe import deadletter
 from twinpipe.clients import ensure_topics, kafka_consumer, kafka_producer
+from twinpipe.command_messages import CommandError, decode_command, decode_event, encode_command, new_command
 from twinpipe.config import Config
 from twinpipe.envelope import EnvelopeError, decode
 from twinpipe.health import Heartbeat
@@ -146,10 +146,10 @@ class TwinStateStage:
             self.twin.load(device, None)
             return
         try:
-            document = orjson.loads(record.value)
-        except orjson.JSONDecodeError as exc:
+            document = decode_state(record.value)
+        except StateError as exc:
             log.error(
-                "state topic %s/%d/%d: not JSON, skipped: %s",
+                "state topic %s/%d/%d: skipped: %s",
                 record.topic,
                 record.partition,
                 record.offset,
@@ -167,17 +167,17 @@ class TwinStateStage:
         assert self._producer is not None
         with self.twin.lock:
             now = time.time_ns()
-            command = codec.new_command(
+            command = new_command(
                 device, settings, self.twin.desired_version(device) + 1, now, now + int(expires_in_s * 1e9)
             )
             try:
                 self._producer.send(
-                    self.settings.command_topic, key=device.encode(), value=codec.encode(command)
+                    self.settings.command_topic, key=device.encode(), value=encode_command(command)
                 ).get(timeout=self.settings.kafka_timeout_s)
             except KafkaError as exc:
                 raise Unavailable(f"command topic {self.settings.command_topic!r}: {exc}") from None
-            self.twin.queue(command, time.time_ns())
-            entry = self.twin.command(command["id"])
+            self.twin.queue(command.to_json(), time.time_ns())
+            entry = self.twin.command(command.id)
         self.persist()
         assert entry is not None
         return entry
@@ -222,10 +222,10 @@ class TwinStateStage:
         kind = "command" if topic == self.settings.command_topic else "event"
         try:
             if kind == "command":
-                self.twin.queue(codec.decode_command(record.value), time.time_ns())
+                self.twin.queue(decode_command(record.value).to_json(), time.time_ns())
             else:
-                self.twin.event(codec.decode_event(record.value))
-        except RecordError as exc:
+                self.twin.event(decode_event(record.value).to_json())
+        except CommandError as exc:
             self._dead_letter(record, kind, str(exc))
 
     def _reading(self, payload: bytes) -> None:
@@ -264,7 +264,7 @@ class TwinStateStage:
             if not dirty:
                 return True
             futures = [
-                self._producer.send(self.settings.state_topic, key=device.encode(), value=codec.encode(state))
+                self._producer.send(self.settings.state_topic, key=device.encode(), value=encode_state(state))
                 for device, state in dirty
             ]
         try:

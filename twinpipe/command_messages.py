@@ -11,7 +11,8 @@ A command event (MQTT `twin/{device}/command/events`, Kafka `twin.command_events
      "expired", "time_ns": int, "by": "bridge"|"publisher", "detail": str, "reported": {...}}
 
 Times are ns since the Unix epoch (wall clock). The shapes are fixed by the lead (prompts/interfaces.md)
-and shared with the state stage, which produces the commands and consumes the events. The checks
+and shared with the state stage, which produces the commands and consumes the events (it keeps them as
+the `to_json()` dicts in its state documents). The checks
 here are the ones the way down needs: a command id and setting value travel on a serial line, so
 they may hold no whitespace.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +54,17 @@ class Command:
 
     def expired(self, now_ns: int) -> bool:
         return is_expired(self.expires_ns, now_ns)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "v": VERSION,
+            "id": self.id,
+            "device": self.device,
+            "settings": dict(self.settings),
+            "desired_version": self.desired_version,
+            "created_ns": self.created_ns,
+            "expires_ns": self.expires_ns,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +107,17 @@ def remaining_s(expires_ns: int, now_ns: int) -> int:
     return min(-(-left // NS_PER_S), MAX_MESSAGE_EXPIRY_S)
 
 
-def _object(payload: bytes, max_bytes: int, what: str) -> dict[str, Any]:
+def new_command(
+    device: str, settings: dict[str, Setting], desired_version: int, created_ns: int, expires_ns: int
+) -> Command:
+    """A command with a fresh id (uuid4 hex), its settings checked as `decode_command` checks them."""
+    checked = {name: check_setting(name, value) for name, value in settings.items()}
+    return Command(uuid.uuid4().hex, device, checked, desired_version, created_ns, expires_ns)
+
+
+def _object(payload: bytes | None, max_bytes: int, what: str) -> dict[str, Any]:
+    if payload is None:
+        raise CommandError(f"{what} is empty (a tombstone) where a JSON object was expected")
     if len(payload) > max_bytes:
         raise CommandError(f"{what} of {len(payload)} bytes exceeds the limit of {max_bytes} bytes")
     try:
@@ -148,7 +171,7 @@ def check_setting(name: Any, value: Any) -> Setting:
     )
 
 
-def decode_command(payload: bytes, max_bytes: int = 65536) -> Command:
+def decode_command(payload: bytes | None, max_bytes: int = 65536) -> Command:
     """Parse and check a command; CommandError names the first wrong key."""
     document = _object(payload, max_bytes, "command")
     settings = document.get("settings")
@@ -169,21 +192,10 @@ def decode_command(payload: bytes, max_bytes: int = 65536) -> Command:
 
 
 def encode_command(command: Command) -> bytes:
-    return json.dumps(
-        {
-            "v": VERSION,
-            "id": command.id,
-            "device": command.device,
-            "settings": command.settings,
-            "desired_version": command.desired_version,
-            "created_ns": command.created_ns,
-            "expires_ns": command.expires_ns,
-        },
-        separators=(",", ":"),
-    ).encode()
+    return json.dumps(command.to_json(), separators=(",", ":")).encode()
 
 
-def decode_event(payload: bytes, max_bytes: int = 65536) -> CommandEvent:
+def decode_event(payload: bytes | None, max_bytes: int = 65536) -> CommandEvent:
     """Parse and check a command event; CommandError names the first wrong key."""
     document = _object(payload, max_bytes, "command event")
     state, by, detail = document.get("state"), document.get("by"), document.get("detail", "")

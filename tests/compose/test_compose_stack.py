@@ -103,10 +103,11 @@ def test_the_image_is_built_once_with_pinned_dependencies_and_no_untagged_leftov
     assert image.startswith("twinpipe-test:"), "the run never retags a user's twinpipe:0.1.0"
     assert {service["Image"] for name, service in compose_run.services().items() if name in STAGES} == {image}
     # `make up` labels each service using a secret with its hash, so a changed secret recreates it.
-    password = hashlib.sha256(compose_run.env_value("MQTT_PASSWORD").encode()).hexdigest()[:16]
-    bridge = f"{compose_run.project}-mqtt_kafka_bridge-1"
-    labels = json.loads(docker("inspect", "--format", "{{json .Config.Labels}}", bridge).stdout)
-    assert labels["io.twinpipe.secret.mqtt_password.sha256"] == password
+    for service, secret in (("publisher", "mqtt_password"), ("mqtt_kafka_bridge", "mqtt_bridge_password")):
+        password = hashlib.sha256(compose_run.env_value(secret.upper()).encode()).hexdigest()[:16]
+        container = f"{compose_run.project}-{service}-1"
+        labels = json.loads(docker("inspect", "--format", "{{json .Config.Labels}}", container).stdout)
+        assert labels[f"io.twinpipe.secret.{secret}.sha256"] == password, service
     frozen = docker("run", "--rm", "--entrypoint", "pip", image, "freeze").stdout
     installed = {line.lower() for line in lines(frozen) if not line.startswith("twinpipe")}
     pinned = {
@@ -223,7 +224,7 @@ def test_make_up_applies_a_changed_mqtt_password_to_every_service_using_it(compo
     def container_id(service: str) -> str:
         return docker("inspect", "--format", "{{.Id}}", f"{compose_run.project}-{service}-1").stdout.strip()
 
-    before = {name: container_id(name) for name in ("mosquitto", "mqtt_kafka_bridge", "influx_ingestion")}
+    before = {name: container_id(name) for name in ("mosquitto", "publisher", "influx_ingestion")}
     text = compose_run.env_file.read_text()
     old = compose_run.env_value("MQTT_PASSWORD")
     compose_run.env_file.write_text(
@@ -232,7 +233,7 @@ def test_make_up_applies_a_changed_mqtt_password_to_every_service_using_it(compo
     result = compose_run.make("up")
     assert result.returncode == 0, f"make up failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     assert container_id("mosquitto") != before["mosquitto"], "Mosquitto kept the old password"
-    assert container_id("mqtt_kafka_bridge") != before["mqtt_kafka_bridge"], "the bridge kept the old one"
+    assert container_id("publisher") != before["publisher"], "the publisher kept the old one"
     assert container_id("influx_ingestion") == before["influx_ingestion"], "no MQTT password: left running"
     services = compose_run.services()
     for name in STAGES:

@@ -1,10 +1,11 @@
 """The way down, on real servers: a command produced to Kafka reaches a board and its evidence comes back.
 
-The twin state stage, which produces commands to `twin.commands` and consumes `twin.command_events`,
-is built in parallel (issue 15 part A): these tests stand in for it by producing commands to the
-command topic directly and reading the event topic. Everything else is real: Kafka (Tansu),
-Mosquitto, the bridge with its downlink, the publisher with its command session, and the simulated
-boards (in-process, and the pty board `python -m publisher.simulate` on a serial port).
+These tests stand in for the twin state stage (which produces commands to `twin.commands` and
+consumes `twin.command_events`) by producing commands to the command topic directly, malformed and
+already expired ones among them, and reading the event topic; tests/integration/test_loop.py runs the
+whole loop through the state stage's API, kill -9 of every stage included. Everything else is real:
+Kafka (Tansu), Mosquitto, the bridge with its downlink, the publisher with its command session, and
+the simulated boards (in-process, and the pty board `python -m publisher.simulate` on a serial port).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from devstack.command_loop import command_loop
 from devstack.mosquitto import Mosquitto
 from tests.harness import Pipeline, poll
 from tests.integration.test_publisher import Collector
@@ -24,27 +26,9 @@ from tests.integration.test_publisher import Collector
 
 def commands_config(pipeline: Pipeline) -> dict[str, Any]:
     """Downlink and command session on this test's own topics."""
-    prefix, run = pipeline.mqtt_prefix, pipeline.id
-    return {
-        "bridge": {
-            "downlink": {
-                "enabled": True,
-                "command_topic": f"cmd-{run}",
-                "events_topic": f"cev-{run}",
-                "group_id": f"downlink-{run}",
-                "mqtt_command_topic": prefix + "/{device}/command",
-                "mqtt_events_topic": prefix + "/{device}/command/events",
-            }
-        },
-        "publisher": {
-            "commands": {
-                "enabled": True,
-                "topic_template": prefix + "/{device}/command",
-                "events_topic_template": prefix + "/{device}/command/events",
-                "client_id": f"commands-{run}",
-            }
-        },
-    }
+    config = command_loop(pipeline.mqtt_prefix, pipeline.id)
+    del config["twin_state"]
+    return config
 
 
 def override(pipeline: Pipeline, extra: dict[str, Any]) -> dict[str, Any]:
@@ -239,52 +223,6 @@ def test_pty_board_command_waits_through_an_unplug_and_one_that_expires_meanwhil
         assert not [line for line in bad_frames if "41 43 4b 20" in line or "noise so far" in line], (
             bad_frames
         )
-    finally:
-        commands.close()
-    assert publisher.stop() == 0
-    assert bridge.stop() == 0
-
-
-def test_kill_9_of_the_bridge_and_the_publisher_mid_command_still_completes_it_once(
-    pipeline: Pipeline,
-) -> None:
-    """kill -9 of the bridge once it has published the command (the publisher holds it, waiting for
-    the unplugged board; the bridge may or may not have committed: then it publishes it again), then
-    kill -9 of the publisher while the command still waits (delivered, not yet acknowledged on
-    MQTT). The restarted publisher gets it again from its persistent session, the board is plugged
-    in, and applies it once (a repeat would be answered, not applied)."""
-    link = pipeline.workdir / "ttyACM1"
-    serial = {"source": "serial", "serial": {"port": str(link), "reconnect_max_s": 0.5}}
-    config = override(pipeline, {"publisher": serial})
-    bridge = pipeline.stage("mqtt_kafka_bridge", config)
-    publisher = pipeline.stage("publisher", config)  # no board yet: unplugged
-    commands = Commands(pipeline)
-    try:
-        poll(publisher.log, lambda log: "subscribed to 1 command topic" in log, 20, "the command session")
-        command_id = commands.send("nucleo-1", {"heater": True}, life_s=120)
-        # The bridge published it (the publisher has it, waiting for the board): kill -9 the bridge
-        # now, whether or not it has produced `sent` and committed the offset.
-        poll(
-            publisher.log,
-            lambda log: f"command {command_id} waits" in log,
-            20,
-            "the command at the publisher",
-        )
-        bridge.kill()
-        bridge = pipeline.stage("mqtt_kafka_bridge", config)
-        commands.wait_for(command_id, "delivered", timeout_s=30)
-        commands.wait_for(command_id, "sent", timeout_s=30)
-        assert "acknowledged" not in commands.states(command_id)
-        publisher.kill()
-        publisher = pipeline.stage("publisher", config)
-        poll(
-            publisher.log, lambda log: "command session" in log and "(resumed)" in log, 20, "resumed session"
-        )
-        board = pipeline.board(link, "--rate", "1")
-        acknowledged = commands.wait_for(command_id, "acknowledged", timeout_s=30)
-        assert acknowledged["reported"] == {"heater": True}
-        assert commands.states(command_id).count("delivered") >= 2, "redelivered after the kill -9"
-        assert board.log().count(f"command {command_id} heater=1 applied") == 1, board.log()
     finally:
         commands.close()
     assert publisher.stop() == 0

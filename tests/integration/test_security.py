@@ -3,19 +3,25 @@ Mosquitto; and no secret-looking value in the files the repository ships."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 import yaml
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from devstack.mosquitto import Mosquitto
+from devstack.command_loop import command_loop
+from devstack.mosquitto import Mosquitto, shipped_acl
 from devstack.process import free_port
 from devstack.tls import Certificates, make_certificates
 from tests.harness import Pipeline, poll
+from tests.integration.test_commands import Commands
 
 ROOT = Path(__file__).resolve().parents[2]
 USER, PASSWORD = "twin", "correct-horse"
@@ -100,6 +106,65 @@ def test_without_a_client_certificate_the_tls_listener_refuses(
     assert ", 0 published" in publisher.log().rsplit("stopped: ", 1)[1]
 
 
+def test_the_shipped_acl_lets_only_the_bridge_publish_commands(pipeline: Pipeline, tmp_path: Path) -> None:
+    """A broker with compose's password file and ACL (mosquitto/acl.template for a bridge login and
+    the stages' login): the bridge (its own login) and the publisher (the stages' login) carry
+    telemetry and a command to the simulated board and its evidence back; a command published with
+    the stages' login on a board's command topic is refused (MQTT 5 PUBACK "not authorized") and
+    never reaches the publisher."""
+    stage_user, bridge_user, bridge_password = "twinpipe", "twinpipe-bridge", "bridge-horse"
+    passwords, acl = tmp_path / "passwd", tmp_path / "acl"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), stage_user, PASSWORD], check=True)
+    subprocess.run(["mosquitto_passwd", "-b", str(passwords), bridge_user, bridge_password], check=True)
+    acl.write_text(shipped_acl(bridge_user, stage_user))
+    extra = f"password_file {passwords}\nacl_file {acl}\n"
+    broker = Mosquitto(tmp_path / "broker", extra_config=extra, anonymous=False)
+    broker.credentials = (stage_user, PASSWORD)  # the readiness check reads $SYS/broker/version as compose's
+    with broker:
+        config = command_loop("twin", pipeline.id)
+        del config["twin_state"]
+        config["publisher"]["topic_template"] = "twin/{device}/telemetry"
+        config["bridge"]["routes"] = [{"mqtt_filter": "twin/+/telemetry"}]
+        login = {"host": "127.0.0.1", "port": broker.port}
+        bridge = pipeline.stage(
+            "mqtt_kafka_bridge",
+            {**config, "mqtt": {**login, "username": bridge_user}},
+            env={"TWINPIPE__MQTT__PASSWORD": bridge_password},
+        )
+        publisher = pipeline.stage(
+            "publisher",
+            {**config, "mqtt": {**login, "username": stage_user}},
+            env={"TWINPIPE__MQTT__PASSWORD": PASSWORD},
+        )
+        commands = Commands(pipeline)
+        forger = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+        acks: list[int] = []
+        forger.on_publish = lambda _c, _u, _mid, reason, _p: acks.append(reason.value)
+        forger.username_pw_set(stage_user, PASSWORD)
+        forger.connect("127.0.0.1", broker.port)
+        forger.loop_start()
+        try:
+            poll(publisher.log, lambda log: "subscribed to 1 command topic" in log, 20, "the command session")
+            now = time.time_ns()
+            forged = {
+                "v": 1, "id": "forged0", "device": "sim-1", "settings": {"heater": True},
+                "desired_version": 1, "created_ns": now, "expires_ns": now + 60 * 10**9,
+            }  # fmt: skip
+            forger.publish("twin/sim-1/command", json.dumps(forged), qos=1).wait_for_publish(10)
+            poll(lambda: acks, bool, 10, "the broker's PUBACK")
+            assert acks == [0x87], "not authorized"
+            command_id = commands.send("sim-1", {"heater": True}, life_s=60)
+            assert commands.wait_for(command_id, "acknowledged")["reported"] == {"heater": True}
+            assert pipeline.kafka_records(pipeline.telemetry_topic, 1), "telemetry passes the ACL"
+            assert commands.states("forged0") == [] and "forged0" not in publisher.log()
+        finally:
+            forger.loop_stop()
+            forger.disconnect()
+            commands.close()
+        assert publisher.stop() == 0
+        assert bridge.stop() == 0
+
+
 # --- no secrets in the repository ---------------------------------------------------------------
 
 SECRET_KEY = re.compile(r"(password|passwd|token|secret|api_?key|private_?key)", re.IGNORECASE)
@@ -142,8 +207,9 @@ def secret_looking(key: str, value: str) -> bool:
     holds_a_value = not key.lower().endswith("_file") and key not in REFERENCE_KEYS
     if SECRET_KEY.search(key) and holds_a_value and not PLACEHOLDER.match(bare):
         return True
-    # A long random-looking string is a secret wherever it stands.
-    return bool(re.fullmatch(r"[A-Za-z0-9+/=_-]{32,}", bare)) and len(set(bare)) > 12
+    # A long random-looking string is a secret wherever it stands (a secret's path is not).
+    random_looking = re.fullmatch(r"[A-Za-z0-9+/=_-]{32,}", bare) and len(set(bare)) > 12
+    return bool(random_looking) and not PLACEHOLDER.match(bare)
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -157,5 +223,6 @@ def test_the_secret_check_would_catch_a_committed_secret() -> None:
     assert secret_looking("TWINPIPE__INFLUXDB__TOKEN", "9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c")
     assert secret_looking("httpHeaderValue1", "Token 9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4cdeadbeefcafe")
     assert not secret_looking("password_file", "/run/secrets/mqtt_password")
+    assert not secret_looking("TWINPIPE__MQTT__PASSWORD_FILE", "/run/secrets/mqtt_bridge_password")
     assert not secret_looking("GF_SECURITY_ADMIN_PASSWORD", "${GRAFANA_ADMIN_PASSWORD:?set it}")
     assert not secret_looking("httpHeaderValue1", "Token ${INFLUXDB_TOKEN}")

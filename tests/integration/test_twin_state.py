@@ -1,8 +1,8 @@
 """The twin state stage (python -m twin_state) on the session's real Kafka-protocol broker and InfluxDB.
 
-The tests play the bridge and the publisher by producing their command events into Kafka directly
-(the shapes of the lead's interfaces): the real downlink (bridge Kafka → MQTT, publisher → board) is
-built in parallel, and the end-to-end tests through it are added after merging. Everything else is
+The tests play the bridge and the publisher by producing their command events into Kafka directly,
+so that duplicates, late and malformed evidence can be sent on purpose; tests/integration/test_loop.py
+runs the real loop (bridge, publisher, board) through the stage, kill -9 of it included. Everything else is
 real: the stage's HTTP API over uvicorn, Kafka topics, the consumer group, the compacted state topic it
 rebuilds from, InfluxDB, and `python -m twinpipe command` as a user runs it.
 """
@@ -232,7 +232,7 @@ def test_desired_to_applied_with_cli_duplicates_expiry_influx_and_metrics(pipeli
         headers = dict(dead.headers)
         assert (
             headers["twinpipe.stage"] == b"twin_state"
-            and b"state: 'done' is not one of" in headers["twinpipe.reason"]
+            and b"state: expected one of sent" in headers["twinpipe.reason"]
         )
         assert headers["twinpipe.source"].startswith(ts["event_topic"].encode() + b"/")
         assert twin.metric('twinpipe_twin_state_dead_letters_total{kind="event"}') == 1
@@ -256,31 +256,6 @@ def test_desired_to_applied_with_cli_duplicates_expiry_influx_and_metrics(pipeli
             "settings in InfluxDB",
         )
         assert [r["value"] for r in settings][:2] == [1.0, 1.0]  # desired on, then reported on
-    finally:
-        devices.close()
-
-
-def test_kill_9_mid_command_rebuilds_and_finishes_it_without_a_second_command(pipeline: Pipeline) -> None:
-    twin = start(pipeline)
-    ts = twin.override["twin_state"]
-    devices = Devices(pipeline, ts["event_topic"])
-    try:
-        answer = twin.ok("PATCH", "/things/nucleo-1/desired", {"settings": {"report_interval_s": 5}})
-        (command,) = commands_in_kafka(pipeline, ts["command_topic"], 1)
-        assert command["id"] == answer["id"]
-        devices.event(command, "sent", "bridge")
-        twin.command(command["id"], "sent")
-        twin.process.kill()
-        devices.event(command, "delivered", "publisher")
-        devices.event(command, "written", "publisher")
-        devices.acknowledge(command)
-
-        restarted = start(pipeline, twin.override)
-        entry = restarted.command(command["id"], "applied", timeout_s=30)
-        assert [h["state"] for h in entry["history"]][:3] == ["queued", "sent", "delivered"]
-        state = restarted.ok("GET", "/things/nucleo-1/state")
-        assert state["desired"] == {} and state["reported"]["report_interval_s"] == 5
-        assert len(commands_in_kafka(pipeline, ts["command_topic"], 1)) == 1, "no command produced twice"
     finally:
         devices.close()
 

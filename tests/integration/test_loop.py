@@ -1,0 +1,146 @@
+"""The command loop end to end on real servers, through the API: the twin state stage (HTTP API,
+`python -m twinpipe command`), Kafka (Tansu), the bridge with its downlink, Mosquitto, the publisher
+with its command session, and a simulated board (in-process, or the pty board on a serial port).
+Nothing is played by the test: every event in the journal was produced by the stage that saw it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+from devstack.command_loop import command_loop
+from devstack.process import poll
+from tests.harness import Pipeline
+from tests.integration.test_twin_state import TOKEN, TwinState, start
+
+FORWARD = ["queued", "sent", "delivered", "written", "acknowledged", "applied"]
+
+
+def loop_config(pipeline: Pipeline, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    config = command_loop(pipeline.mqtt_prefix, pipeline.id)
+    config["twin_state"] |= {"host": "127.0.0.1", "expiry_check_s": 0.2}
+    for section, keys in (extra or {}).items():
+        config[section] = {**config.get(section, {}), **keys}
+    return config
+
+
+def history(twin: TwinState, command_id: str) -> list[str]:
+    return [h["state"] for h in twin.ok("GET", f"/commands/{command_id}")["history"]]
+
+
+def test_cli_heater_on_warms_the_twin_and_a_command_expiring_with_the_publisher_away_is_never_written(
+    pipeline: Pipeline,
+) -> None:
+    """`python -m twinpipe command sim-1 set heater=on --wait` with every stage real: the journal passes
+    queued … applied on the stages' evidence, desired clears, and the temperature in the twin's
+    reported readings (a simulated board at 1 reading/s, exactly 25.00 before) rises. Then, with the
+    publisher stopped, a command with 2 s of life is sent to the broker, expires in the twin, and the
+    publisher started again never writes it; the next command is applied."""
+    simulator = {
+        "rate_hz": 1.0,
+        "outlier_probability": 0.0,
+        "heater_rise_per_s": 1.0,
+        "sensors": {"temperature": {"mean": 25.0, "stddev": 0.0}, "humidity": {"mean": 50.0, "stddev": 0.0}},
+    }
+    config = loop_config(pipeline, {"publisher": {"simulator": simulator}})
+    bridge = pipeline.stage("mqtt_kafka_bridge", config)
+    publisher = pipeline.stage("publisher", config)
+    twin = start(pipeline, config)
+    poll(publisher.log, lambda log: "subscribed to 1 command topic" in log, 20, "the command session")
+    state = poll(
+        lambda: twin.ok("GET", "/things/sim-1/state"),
+        lambda s: "temperature" in s["reported"],
+        20,
+        "readings in the twin",
+    )
+    assert state["reported"]["temperature"] == 25.0 and state["desired"] == {}
+
+    argv = ["command", "sim-1", "set", "heater=on", "--wait", "--url", twin.url]
+    cli = subprocess.run(
+        [sys.executable, "-m", "twinpipe", *argv],
+        capture_output=True, text=True, timeout=60,
+        env={**twin.process.env, "TWINPIPE__TWIN_STATE__TOKEN": TOKEN},
+    )  # fmt: skip
+    assert cli.returncode == 0, (cli.stdout, cli.stderr)
+    lines = cli.stdout.splitlines()
+    command_id = lines[0].split()[1]
+    assert lines[0].split()[2] == "queued" and lines[-1].split()[2:5] == ["applied", "by", "twin_state"]
+    entry = twin.ok("GET", f"/commands/{command_id}")
+    # `sent` (the bridge, after the broker's PUBACK) may reach Kafka after `delivered` (the publisher):
+    # then it is kept in the history without moving the command back.
+    assert sorted(h["state"] for h in entry["history"]) == sorted(FORWARD), entry["history"]
+    assert [h["by"] for h in entry["history"] if h["state"] == "written"] == ["publisher"]
+    assert [h["state"] for h in entry["history"]][-2:] == ["acknowledged", "applied"]
+    state = twin.ok("GET", "/things/sim-1/state")
+    assert state["desired"] == {} and state["delta"] == {} and state["reported"]["heater"] is True
+    warmed = poll(
+        lambda: twin.ok("GET", "/things/sim-1/state")["reported"]["temperature"],
+        lambda t: t >= 27.0,
+        20,
+        "the heated temperature in the twin",
+    )
+    assert warmed <= 25.0 + 10.0, "the heater's rise is bounded"
+
+    # The publisher is away: the bridge publishes into its persistent session (`sent`), the command
+    # expires in the twin, and the broker (MQTT 5 message expiry) or the publisher drops it.
+    assert publisher.stop() == 0
+    short = twin.ok("PATCH", "/things/sim-1/desired", {"settings": {"heater": False}, "expires_in_s": 2})
+    twin.command(short["id"], "sent")
+    expired = twin.command(short["id"], "expired", timeout_s=15)
+    assert expired["history"][-1]["by"] == "twin_state"
+    publisher = pipeline.stage("publisher", config)
+    poll(publisher.log, lambda log: "(resumed)" in log, 20, "the resumed command session")
+    later = twin.ok("PATCH", "/things/sim-1/desired", {"settings": {"report_interval_s": 0.5}})
+    twin.command(later["id"], "applied")
+    assert "written" not in history(twin, short["id"]) and "acknowledged" not in history(twin, short["id"])
+    state = twin.ok("GET", "/things/sim-1/state")
+    assert state["reported"]["heater"] is True, "the expired heater=off never reached the board"
+    assert state["desired"] == {"heater": False}, "desired stays after expiry (it was not reported)"
+    assert f"command {short['id']}" not in publisher.log() or "never written" in publisher.log()
+    assert publisher.stop() == 0
+    assert bridge.stop() == 0
+    assert twin.process.stop() == 0
+
+
+def test_kill_9_of_the_state_stage_the_bridge_and_the_publisher_mid_command_applies_it_once(
+    pipeline: Pipeline,
+) -> None:
+    """One command to an unplugged pty board (it waits at the publisher), and while it waits: kill -9
+    of the bridge (just after it published it: it may publish it again), of the state stage (it
+    rebuilds from its state topic and goes on from its committed offsets), and of the publisher (its
+    persistent session hands the command to the next one). Then the board is plugged in: the command
+    ends applied, the board applied it once (a repeated id is answered, not applied), and the state
+    stage produced no second command."""
+    link = pipeline.workdir / "ttyACM9"
+    serial = {"source": "serial", "serial": {"port": str(link), "reconnect_max_s": 0.5}}
+    config = loop_config(pipeline, {"publisher": serial})
+    bridge = pipeline.stage("mqtt_kafka_bridge", config)
+    publisher = pipeline.stage("publisher", config)
+    twin = start(pipeline, config)
+    poll(publisher.log, lambda log: "subscribed to 1 command topic" in log, 20, "the command session")
+    command_id = twin.ok("PATCH", "/things/nucleo-1/desired", {"settings": {"heater": True}})["id"]
+    poll(publisher.log, lambda log: f"command {command_id} waits" in log, 20, "the command at the publisher")
+
+    bridge.kill()
+    bridge = pipeline.stage("mqtt_kafka_bridge", config)
+    twin.process.kill()
+    twin = start(pipeline, twin.override)
+    twin.command(command_id, "delivered", timeout_s=30)
+    publisher.kill()
+    publisher = pipeline.stage("publisher", config)
+    poll(publisher.log, lambda log: "(resumed)" in log, 20, "the resumed command session")
+    assert twin.ok("GET", f"/commands/{command_id}")["state"] == "delivered", "not written while unplugged"
+
+    board = pipeline.board(link, "--rate", "1")
+    entry = twin.command(command_id, "applied", timeout_s=30)
+    assert sorted(set(h["state"] for h in entry["history"])) == sorted(FORWARD), entry["history"]
+    state = twin.ok("GET", "/things/nucleo-1/state")
+    assert state["desired"] == {} and state["reported"]["heater"] is True
+    assert board.log().count(f"command {command_id} heater=1 applied") == 1, board.log()
+    commands = pipeline.kafka_records(config["twin_state"]["command_topic"], 1)
+    assert [json.loads(r.value)["id"] for r in commands] == [command_id], "no second command"
+    for process in (publisher, bridge, twin.process, board):
+        assert process.stop() == 0
