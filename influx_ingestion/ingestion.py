@@ -36,7 +36,7 @@ from kafka.structs import OffsetAndMetadata
 from influx_ingestion import metrics
 from influx_ingestion.isolate import BEYOND_RETENTION, write_isolating
 from influx_ingestion.points import LocationPoints, PointMapper, RecentPoints, Unstorable
-from twinpipe import deadletter
+from twinpipe import deadletter, retry
 from twinpipe.backoff import Backoff
 from twinpipe.config import Config
 from twinpipe.config.model import Location
@@ -402,29 +402,20 @@ class Ingestion:
             raise KafkaError(f"{len(failed)} dead letters not acknowledged by Kafka")
 
     def _retry(self, attempt: Callable[[], None], operation: str, what: str, stop: threading.Event) -> bool:
+        def failed(exc: BaseException, delay_s: float) -> None:
+            self._failing[operation] = f"{what} failing, retried: {exc}"
+            self.heartbeat.beat()
+            metrics.RETRIES.labels(operation).inc()
+            self._throttled.warning(what, "%s failed (%s); retrying in %.1f s", what, exc, delay_s)
+
         backoff = Backoff(self._settings.retry_initial_s, self._settings.retry_max_s)
-        deadline = None
-        while True:
-            try:
-                attempt()
-                self._failing.pop(operation, None)
-                return True
-            except (Unavailable, KafkaError) as exc:
-                self._failing[operation] = f"{what} failing, retried: {exc}"
-                self.heartbeat.beat()
-                metrics.RETRIES.labels(operation).inc()
-                if stop.is_set() and deadline is None:
-                    deadline = time.monotonic() + self._settings.shutdown_timeout_s
-                delay = backoff.next_delay()
-                if deadline is not None and time.monotonic() + delay > deadline:
-                    log.warning(
-                        "shutdown: %s not done (%s); nothing committed, Kafka re-delivers the batch",
-                        what,
-                        exc,
-                    )
-                    return False
-                self._throttled.warning(what, "%s failed (%s); retrying in %.1f s", what, exc, delay)
-                (time.sleep if deadline is not None else stop.wait)(delay)
+        if retry.until_done(
+            attempt, (Unavailable, KafkaError), stop, backoff, failed, self._settings.shutdown_timeout_s
+        ):
+            self._failing.pop(operation, None)
+            return True
+        log.warning("shutdown: %s not done; nothing committed, Kafka re-delivers the batch", what)
+        return False
 
     # --- step 3: commit ---
 

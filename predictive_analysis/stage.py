@@ -38,6 +38,7 @@ from predictive_analysis.points import (
     forecast_line,
 )
 from predictive_analysis.resample import Completed, Resampler
+from twinpipe import retry
 from twinpipe.backoff import Backoff
 from twinpipe.config import Config, SeriesSettings
 from twinpipe.envelope import EnvelopeError, decode
@@ -50,6 +51,7 @@ from twinpipe.ratelog import ThrottledLog
 log = logging.getLogger("predictive_analysis")
 NO_SEASON_MAX_GAP = 100  # steps a series without a season may miss before it starts over
 METRICS_INTERVAL_S = 10.0  # wall clock between recomputing the aggregated gauges
+SHUTDOWN_TIMEOUT_S = 10.0  # how long a stopping stage still retries a batch's writes
 
 
 @dataclass(slots=True)
@@ -457,29 +459,17 @@ class Predictive:
             raise KafkaError(f"{len(failed)} anomaly events not acknowledged by Kafka")
 
     def _retry(self, attempt: Callable[[], None], operation: str, stop: threading.Event) -> bool:
+        def failed(exc: BaseException, delay_s: float) -> None:
+            self._failing[operation] = f"{operation} failing, retried: {exc}"
+            metrics.RETRIES.labels(operation).inc()
+            self.heartbeat.beat()
+
         backoff = Backoff(self._settings.retry_initial_s, self._settings.retry_max_s)
-        deadline = None
-        while True:
-            try:
-                attempt()
-                self._failing.pop(operation, None)
-                return True
-            except (Unavailable, KafkaError) as exc:
-                self._failing[operation] = f"{operation} failing, retried: {exc}"
-                metrics.RETRIES.labels(operation).inc()
-                self.heartbeat.beat()
-                if stop.is_set() and deadline is None:
-                    deadline = time.monotonic() + 10.0
-                if deadline is not None and time.monotonic() > deadline:
-                    log.warning(
-                        "stopping with %s still failing; the batch's offsets stay uncommitted", operation
-                    )
-                    return False
-                delay = backoff.next_delay()
-                if stop.is_set():
-                    time.sleep(min(delay, 1.0))
-                else:
-                    stop.wait(delay)
+        if retry.until_done(attempt, (Unavailable, KafkaError), stop, backoff, failed, SHUTDOWN_TIMEOUT_S):
+            self._failing.pop(operation, None)
+            return True
+        log.warning("stopping with %s still failing; the batch's offsets stay uncommitted", operation)
+        return False
 
     # --- metrics ---
 

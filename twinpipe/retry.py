@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -42,3 +43,32 @@ def until_connected(
             log.info("could %s %s after retrying", action, what)
         return result
     return None
+
+
+def until_done(
+    attempt: Callable[[], None],
+    retry_on: tuple[type[BaseException], ...],
+    stop: threading.Event,
+    backoff: Backoff,
+    on_failure: Callable[[BaseException, float], None],
+    shutdown_timeout_s: float,
+) -> bool:
+    """Call `attempt` until it succeeds (True), retrying what `retry_on` names after a backoff.
+
+    Each failure is handed to `on_failure(exc, delay_s)` (health, metrics, logs are the caller's).
+    Once `stop` is set, it keeps trying for at most `shutdown_timeout_s` more, then gives up (False):
+    a stage's batch is then left uncommitted for Kafka to deliver again.
+    """
+    deadline = None
+    while True:
+        try:
+            attempt()
+            return True
+        except retry_on as exc:
+            if stop.is_set() and deadline is None:
+                deadline = time.monotonic() + shutdown_timeout_s
+            delay = backoff.next_delay()
+            on_failure(exc, delay)
+            if deadline is not None and time.monotonic() + delay > deadline:
+                return False
+            (time.sleep if deadline is not None else stop.wait)(delay)
