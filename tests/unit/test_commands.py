@@ -53,7 +53,7 @@ def commands(draw: st.DrawFn) -> Command:
         settings=draw(st.dictionaries(names, values, min_size=1, max_size=4)),
         desired_version=draw(int64),
         created_ns=created,
-        expires_ns=created + draw(st.integers(0, 2**62)),
+        expires_ns=created + draw(st.integers(0, 2**63 - 1 - created)),  # within int64
     )
 
 

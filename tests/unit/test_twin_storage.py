@@ -327,8 +327,11 @@ def test_every_thing_has_latest_and_history_and_the_map_one_state_query_per_loca
     }
     nucleo = config.model.things["nucleo"]
     assert state_stream(config.model, nucleo).value == "ambient_temperature"
-    simulated = streams(config.model, config.model.things["simulated"])
-    assert [s.value for s in simulated] == ["temperature", "humidity", "pressure"]  # declared, not pm2_5…
+    assert [s.value for s in streams(config.model, config.model.things["simulated"])] == list(
+        config.model.observed_properties
+    )  # declares none: one per observed property, the values a simulator may be given
+    stations = streams(config.model, config.model.things["sand-point"])
+    assert [s.value for s in stations] == ["temperature", "humidity", "pressure"]  # declared, not pm2_5…
     assert grafana_unit(config.model.observed_properties["pressure"].unit) in json.dumps(dashboard)
     assert [v["name"] for v in dashboard["templating"]["list"]] == ["device", "sensor"]
     ids = [panel["id"] for panel in dashboard["panels"]]

@@ -317,9 +317,10 @@ _BOARD_SETTINGS = {
         "description": "Time between two readings the board reports",
     },
 }
-# The values the simulator (publisher.simulator.sensors) and the TMY3 recordings carry: one datastream
-# each, named after its observed property. Declared, so the model's other observed properties (air
-# quality, noise) do not become datastreams of these things.
+# The values the TMY3 recordings carry: one datastream each, named after its observed property.
+# Declared, so the model's other observed properties (air quality, noise) are no datastreams of the
+# stations. (The simulated boards' values follow publisher.simulator.sensors, so that thing declares
+# none: its datastreams are the values its devices send.)
 _WEATHER_DATASTREAMS = {
     value: {"observed_property": value} for value in ("temperature", "humidity", "pressure")
 }
@@ -410,7 +411,6 @@ DEFAULT_MODEL: dict[str, Any] = {
             "description": "A board simulated by the publisher (publisher.source: simulator)",
             "location": {**_LAB, "name": "Simulated lab", "latitude": 48.1500, "longitude": 11.5690},
             "sensor": "simulated",
-            "datastreams": _WEATHER_DATASTREAMS,
             "settings": _BOARD_SETTINGS,
         },
         "greensboro": {
