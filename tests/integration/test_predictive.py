@@ -22,8 +22,11 @@ def test_forecasts_with_bounds_anomaly_event_and_a_warm_restart(pipeline: Pipeli
         "predictive": {
             "group_id": f"predictive-{pipeline.id}",
             "anomaly_topic": anomalies,
-            # 1 reading per 1 s step, the live rate of a board; no season, so the model is ready at once
-            "by_thing": {"simulated": {"step_s": 1, "horizons_s": [1, 5], "season_s": 0}},
+            # 1 reading per 1 s step, the live rate of a board; no season, so the model is ready at
+            # once; the shipped model of the simulated boards
+            "by_thing": {
+                "simulated": {"step_s": 1, "horizons_s": [1, 5], "season_s": 0, "model": "holt_winters"}
+            },
             "decomposition": {"interval_s": 0},
         }
     }
