@@ -29,7 +29,7 @@ from kafka.structs import OffsetAndMetadata
 from predictive_analysis import history, metrics
 from predictive_analysis.conformal import ErrorWindow
 from predictive_analysis.decompose import decompose, fill_gaps
-from predictive_analysis.forecaster import MODEL, PERSISTENCE, SeriesForecaster
+from predictive_analysis.forecaster import MODEL, PERSISTENCE, SeriesForecaster, clip
 from predictive_analysis.points import (
     SeriesTags,
     accuracy_line,
@@ -213,7 +213,8 @@ class Predictive:
             q = series.reading_q
             error = value - expected.value
             if q is not None and abs(error) > q:
-                lower, upper = expected.value - q, expected.value + q
+                # within the plausible range, like the forecast bounds (the reading is inside it)
+                lower, upper = clip(expected.value - q, limits), clip(expected.value + q, limits)
                 same_side = (series.anomaly_run > 0) == (error > 0)
                 series.anomaly_run = (abs(series.anomaly_run) + 1 if same_side else 1) * (
                     1 if error > 0 else -1
