@@ -10,12 +10,20 @@ Fed one completed step at a time (`observe`), a SeriesForecaster
 Baselines (Hyndman & Athanasopoulos, "Forecasting: Principles and Practice", 3rd ed., §5.2):
 persistence (the naive method: the last step's value) and seasonal naive (the value one season
 before the target step; persistence when the series has no season). Pure: no I/O.
+
+A model can diverge (river's SGD-trained SNARIMAX on a flat or constant input did: forecasts of
+±1e30 after minutes). A forecast path that leaves the envelope of the recent steps (`envelope`) is
+never used. When it is not finite, or the model has learned RECENT_STEPS steps past ready(), that
+is a model failure: the model starts over (a younger model is given time: river's regressors start
+from 0, so a fresh SNARIMAX forecasts near 0 at first).
+Forecasts and bounds are clipped to the datastream's plausible range when it has one.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from river import linear_model, optim, preprocessing
@@ -27,6 +35,24 @@ from twinpipe.config import SeriesSettings
 MODEL = "model"  # the forecaster names used as labels and tags: the configured model's own name,
 PERSISTENCE = "persistence"  # and the two baselines
 SEASONAL_NAIVE = "seasonal_naive"
+RECENT_STEPS = 100  # steps (at least a season) whose spread defines the plausible envelope
+ENVELOPE_SPREADS = 10.0  # the envelope reaches this many times the recent spread beyond it,
+ENVELOPE_SCALE = 0.05  # plus this share of the plausible range's span (else of the recent magnitude)
+
+
+def envelope(recent: Sequence[float], value_range: tuple[float, float] | None) -> tuple[float, float]:
+    """Where a forecast of a series whose recent step means are `recent` (non-empty) may plausibly
+    lie: [min − m, max + m] with m = 10 × (max − min) + 0.05 × (the range's span, or max(|min|, |max|, 1)
+    without a range). A forecast beyond it is a diverged model, not a prediction (a heuristic: a
+    season of a series with a daily cycle spans its swing; 10 of them is far beyond any weather)."""
+    low, high = min(recent), max(recent)
+    scale = value_range[1] - value_range[0] if value_range else max(abs(low), abs(high), 1.0)
+    margin = ENVELOPE_SPREADS * (high - low) + ENVELOPE_SCALE * scale
+    return low - margin, high + margin
+
+
+def clip(value: float, value_range: tuple[float, float] | None) -> float:
+    return value if value_range is None else min(max(value, value_range[0]), value_range[1])
 
 
 def make_model(settings: SeriesSettings):
@@ -72,6 +98,8 @@ class Judged:
 class SeriesForecaster:
     __slots__ = (
         "settings",
+        "value_range",
+        "recent",
         "coverage",
         "horizons",
         "season",
@@ -86,14 +114,23 @@ class SeriesForecaster:
         "model_failures",
     )
 
-    def __init__(self, settings: SeriesSettings, coverage: float, error_window: int) -> None:
+    def __init__(
+        self,
+        settings: SeriesSettings,
+        coverage: float,
+        error_window: int,
+        value_range: tuple[float, float] | None = None,
+    ) -> None:
+        """`value_range`: the datastream's plausible (low, high), in its unit; None when unknown."""
         self.settings = settings
+        self.value_range = value_range
         self.coverage = coverage
         # The 1-step horizon is always forecast: readings are judged against it (anomalies).
         self.horizons = sorted({1, *(settings.steps(h) for h in settings.horizons_s)})
         self.season = settings.steps(settings.season_s)
         self.model = make_model(settings)
         self.history: deque[float] = deque(maxlen=max(self.season, 1))
+        self.recent: deque[float] = deque(maxlen=max(self.season, RECENT_STEPS))
         self.learned = 0
         self.last_step: int | None = None
         # Per horizon, forecasts in order of their target step; at most `horizon` of them wait.
@@ -121,6 +158,11 @@ class SeriesForecaster:
         filled by the caller or the forecaster was replaced."""
         judged = self._judge(step, value)
         try:
+            if not self.learned and self.settings.model == "holt_winters" and not self.season:
+                # river's Holt-Winters starts its trend at y1 − y0; beta = 0.001 would keep the noise
+                # of two step means as a trend for ~1000 steps (−60 % at 30 steps ahead measured).
+                # The first value learned twice starts the trend at 0.
+                self.model.learn_one(value)
             self.model.learn_one(value)
         except (ArithmeticError, ValueError):  # a diverged regressor: start the model over
             self.model_failures += 1
@@ -128,6 +170,7 @@ class SeriesForecaster:
             self.learned = 0
         self.learned += 1
         self.history.append(value)
+        self.recent.append(value)
         self.last_step = step
         return judged, self._forecast(step, value) if forecast else []
 
@@ -153,23 +196,31 @@ class SeriesForecaster:
         if not self.ready():
             return []
         try:
-            path = self.model.forecast(horizon=self.horizons[-1])
-        except (ArithmeticError, ValueError, IndexError):
-            self.model_failures += 1
+            path = [float(value) for value in self.model.forecast(horizon=self.horizons[-1])]
+        except (ArithmeticError, ValueError, IndexError, TypeError):
+            path = [math.nan]
+        low, high = envelope(self.recent, self.value_range)
+        if not all(low <= value <= high for value in path):  # also false for NaN
+            # Never written. A young model (river's regressors start at 0) gets time to converge;
+            # a model that had it, or a path that is not finite, has diverged: it starts over.
+            if self.learned >= self.season + sum(self.settings.order) + RECENT_STEPS or not all(
+                math.isfinite(value) for value in path
+            ):
+                self.model_failures += 1
+                self.model = make_model(self.settings)
+                self.learned = 0
             return []
         made = []
+        limits = self.value_range
         for horizon in self.horizons:
-            value = float(path[horizon - 1])
-            if not math.isfinite(value):
-                self.model_failures += 1
-                return []
+            value = path[horizon - 1]
             q = self.errors[horizon, MODEL].quantile(self.coverage)
             forecast = Forecast(
                 horizon,
                 step + horizon,
-                value,
-                None if q is None else value - q,
-                None if q is None else value + q,
+                clip(value, limits),
+                None if q is None else clip(value - q, limits),
+                None if q is None else clip(value + q, limits),
                 last,
                 self.seasonal_naive(horizon),
             )

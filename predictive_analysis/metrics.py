@@ -14,6 +14,10 @@ INVALID = Counter(
     "twinpipe_predictive_analysis_invalid_records",
     "Records that are not envelopes, skipped (the ingestion dead-letters them)",
 )
+OUT_OF_RANGE = Counter(
+    "twinpipe_predictive_analysis_out_of_range",
+    "Readings skipped, not learned nor judged, because outside their datastream's plausible range",
+)
 LATE = Counter(
     "twinpipe_predictive_analysis_late_readings",
     "Readings of a step already completed (late or re-delivered), not learned",

@@ -29,7 +29,7 @@ from kafka.structs import OffsetAndMetadata
 from predictive_analysis import history, metrics
 from predictive_analysis.conformal import ErrorWindow
 from predictive_analysis.decompose import decompose, fill_gaps
-from predictive_analysis.forecaster import MODEL, PERSISTENCE, SeriesForecaster
+from predictive_analysis.forecaster import MODEL, PERSISTENCE, SeriesForecaster, clip
 from predictive_analysis.points import (
     SeriesTags,
     accuracy_line,
@@ -64,8 +64,10 @@ class Series:
     horizon_s: dict[int, float]  # horizon in steps → seconds
     reading_errors: ErrorWindow  # single readings against their step's 1-step forecast
     accuracy_due_ns: int = 0
+    value_range: tuple[float, float] | None = None  # the datastream's plausible range (model)
     reading_q: float | None = None  # the anomaly interval's half-width for step reading_q_step
     reading_q_step: int | None = None
+    anomaly_run: int = 0  # consecutive anomalies on one side: + above, − below the interval
 
 
 @dataclass
@@ -181,11 +183,18 @@ class Predictive:
     def reading(self, batch: Batch, series: Series, time_ns: int, value: float) -> None:
         """One reading: judged against its step's 1-step forecast, then added to the step.
 
-        The anomaly interval is split-conformal over the recent errors of single readings against
-        their step's 1-step forecast (not of step means: at 1 reading/s a reading is noisier than its
-        60 s mean). An anomalous reading is learned robustly: clipped to the nearer bound before it
-        enters the step's mean, so a spike does not drag the model while a lasting shift still
-        moves it (the bounds move with it)."""
+        A reading outside the datastream's plausible range is skipped and counted (the publisher
+        drops those too; one from elsewhere must not be learned). The anomaly interval is
+        split-conformal over the recent errors of single readings against their step's 1-step
+        forecast (not of step means: at 1 reading/s a reading is noisier than its 60 s mean); the
+        window gets the real, unclipped error, so q̂ can grow. An anomalous reading is learned
+        robustly: clipped to the nearer bound before it enters the step's mean, so a spike does not
+        drag the model; from the `anomaly_accept_after`-th consecutive anomaly on the same side on,
+        readings are learned unclipped (a level shift), until one falls inside its interval."""
+        limits = series.value_range
+        if limits is not None and not limits[0] <= value <= limits[1]:
+            metrics.OUT_OF_RANGE.inc()
+            return
         resampler = series.resampler
         step = resampler.step_of(time_ns)
         if resampler.current is not None and step > resampler.current:
@@ -202,8 +211,14 @@ class Predictive:
                 series.reading_q_step = step
                 series.reading_q = series.reading_errors.quantile(self._settings.anomaly_coverage)
             q = series.reading_q
-            if q is not None and abs(value - expected.value) > q:
-                lower, upper = expected.value - q, expected.value + q
+            error = value - expected.value
+            if q is not None and abs(error) > q:
+                # within the plausible range, like the forecast bounds (the reading is inside it)
+                lower, upper = clip(expected.value - q, limits), clip(expected.value + q, limits)
+                same_side = (series.anomaly_run > 0) == (error > 0)
+                series.anomaly_run = (abs(series.anomaly_run) + 1 if same_side else 1) * (
+                    1 if error > 0 else -1
+                )
                 prop = series.tags.observed_property or ""
                 metrics.ANOMALIES.labels(prop).inc()
                 event = anomaly_event(
@@ -218,8 +233,11 @@ class Predictive:
                     series.settings.model,
                 )
                 batch.events.append((series.tags.device.encode(), event))
-                value = min(max(value, lower), upper)
-            series.reading_errors.add(value - expected.value)
+                if abs(series.anomaly_run) < self._settings.anomaly_accept_after:
+                    value = min(max(value, lower), upper)
+            else:
+                series.anomaly_run = 0
+            series.reading_errors.add(error)
         resampler.add(time_ns, value)  # completes nothing: the step before was flushed above
 
     def learn(self, batch: Batch, series: Series, completed: Completed, warm_up: int | None = None) -> None:
@@ -231,8 +249,9 @@ class Predictive:
             gap = completed.step - last - 1
             if gap > (forecaster.season or NO_SEASON_MAX_GAP):
                 metrics.RESETS.inc()
+                metrics.DROPPED.inc(forecaster.pending_count())  # their target steps never came
                 series.forecaster = forecaster = SeriesForecaster(
-                    series.settings, self._settings.coverage, self._settings.error_window
+                    series.settings, self._settings.coverage, self._settings.error_window, series.value_range
                 )
             else:
                 filler = forecaster.history[-1]
@@ -309,7 +328,10 @@ class Predictive:
         if stream is not None:
             prop = stream.observed_property_id
         settings = self._settings.settings_for(prop, thing.entry if thing else None)
-        forecaster = SeriesForecaster(settings, self._settings.coverage, self._settings.error_window)
+        value_range = stream.range if stream is not None else None
+        forecaster = SeriesForecaster(
+            settings, self._settings.coverage, self._settings.error_window, value_range
+        )
         horizon_s = {h: h * settings.step_s for h in forecaster.horizons}
         series = Series(
             SeriesTags(device, value, thing.entry if thing else None, prop),
@@ -319,6 +341,7 @@ class Predictive:
             partition,
             horizon_s,
             ErrorWindow(self._settings.error_window),
+            value_range=value_range,
         )
         self.series[device, value] = series
         metrics.SERIES.set(len(self.series))

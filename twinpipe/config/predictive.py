@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from twinpipe.config.common import KafkaTopic, Measurement, Positive, Section
 
@@ -72,7 +72,7 @@ class DecompositionConfig(Section):
 
 class PredictiveConfig(Section):
     group_id: str = "twinpipe-predictive"
-    topics: list[KafkaTopic] | None = None
+    topics: Annotated[list[KafkaTopic], Field(min_length=1)] | None = None  # null = [kafka.telemetry_topic]
     anomaly_topic: KafkaTopic = "twin.anomalies"
     coverage: Annotated[float, Field(gt=0.5, lt=1)] = 0.9
     # Nominal coverage of the interval a single reading is judged by: outside it is an anomaly.
@@ -81,6 +81,9 @@ class PredictiveConfig(Section):
     # A new series first learns its history from InfluxDB: this many seasons, then error_window plus
     # its longest horizon steps that are also forecast, to refill the error windows.
     warmup_seasons: Annotated[float, Field(ge=0, le=60)] = 1.0
+    # From this many consecutive anomalies on the same side of the interval on, readings are learned
+    # unclipped (a level shift is accepted); fewer (a spike) are clipped to the nearer bound.
+    anomaly_accept_after: Annotated[int, Field(ge=1)] = 5
     # Forecasts awaiting their actual, per series; past it the oldest are dropped and counted.
     max_pending: Annotated[int, Field(ge=1)] = 20000
     max_series: Annotated[int, Field(ge=1)] = 100000
@@ -99,7 +102,8 @@ class PredictiveConfig(Section):
     by_property: dict[str, SeriesOverride] = {}
     by_thing: dict[str, SeriesOverride] = {
         # the simulator's random walk has no season; short steps so the demo shows forecasts in minutes
-        "simulated": SeriesOverride(step_s=10, horizons_s=[10, 60, 300], season_s=0),
+        # Holt-Winters: SNARIMAX's SGD diverged on its flat 1 Hz noise (see the README)
+        "simulated": SeriesOverride(step_s=10, horizons_s=[10, 60, 300], season_s=0, model="holt_winters"),
         "greensboro": SeriesOverride(step_s=3600, horizons_s=[3600, 21600, 86400]),
         "sand-point": SeriesOverride(step_s=3600, horizons_s=[3600, 21600, 86400]),
     }
@@ -112,8 +116,14 @@ class PredictiveConfig(Section):
                 prop, thing = (key, None) if where == "by_property" else (None, key)
                 try:
                     self.settings_for(prop, thing)
-                except ValueError as exc:
-                    raise ValueError(f"{where}.{key}: {exc}") from None
+                except ValidationError as exc:  # one line per error, named by its full key path
+                    raise ValueError(
+                        "; ".join(
+                            ".".join([where, key, *map(str, e["loc"])])
+                            + f": {e['msg'].removeprefix('Value error, ')}"
+                            for e in exc.errors()
+                        )
+                    ) from None
         return self
 
     def settings_for(self, observed_property: str | None, thing: str | None) -> SeriesSettings:

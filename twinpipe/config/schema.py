@@ -44,7 +44,31 @@ class Config(Section):
 
 
 def cross_section_errors(config: Config) -> list[str]:
-    return _tag_collisions(config) + _unproduced_datastreams(config) + _alert_rule_references(config)
+    return (
+        _tag_collisions(config)
+        + _unproduced_datastreams(config)
+        + _alert_rule_references(config)
+        + _predictive_references(config)
+    )
+
+
+def _predictive_references(config: Config) -> list[str]:
+    """predictive.by_property keys are observed properties of the model, by_thing keys its things
+    (a typo would silently forecast with the defaults). The shipped by_thing is checked only when
+    given: a model without the shipped things need not restate it."""
+    predictive = config.predictive
+    known = {
+        "by_property": ("model.observed_properties", config.model.observed_properties),
+        "by_thing": ("model.things", config.model.things),
+    }
+    errors = []
+    for where, (source, names) in known.items():
+        if where not in predictive.model_fields_set:
+            continue
+        for key in getattr(predictive, where):
+            if key not in names:
+                errors.append(f"predictive.{where}.{key}: not in {source} {sorted(names)}")
+    return errors
 
 
 def _alert_rule_references(config: Config) -> list[str]:
