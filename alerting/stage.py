@@ -18,7 +18,6 @@ before any of its records is evaluated.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -34,6 +33,7 @@ from kafka.structs import OffsetAndMetadata
 from alerting import metrics
 from alerting.engine import Alert, Engine, state_key
 from alerting.inputs import parse_anomaly
+from alerting.mqtt_acks import MqttAcks
 from alerting.outputs import AlertmanagerForwarder, InfluxSink
 from alerting.ruleset import RuleSet
 from alerting.store import RestoreTimeout, encode, read_states
@@ -73,7 +73,8 @@ class Alerting:
         self._alertmanager = alertmanager
         self.engine = Engine(RuleSet(self._settings, TwinModel(config.model)))
         self._offsets: dict[TopicPartition, int] = {}
-        self._unacked: list[mqtt.MQTTMessageInfo] = []
+        self.mqtt_acks = MqttAcks()
+        mqtt_client.on_publish = lambda _c, _u, mid, _reason, _props: self.mqtt_acks.acknowledged(mid)
         self._assigned: set[TopicPartition] = set()
         self._gauge_keys: set[tuple[str, str, str]] = set()
         self._throttled = ThrottledLog(log)
@@ -202,14 +203,13 @@ class Alerting:
             device = alert.device
             self._producer.send(settings.topic, key=device.encode(), value=payload)
             topic = settings.mqtt_topic_template.replace("{device}", device)
-            info = self._mqtt.publish(topic, payload, qos=1)
-            if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+            # Connected or not, paho queues a QoS 1 message (up to alerting.max_queued_mqtt) and
+            # sends it once connected again.
+            if not self.mqtt_acks.sent(self._mqtt.publish(topic, payload, qos=1)):
                 metrics.MQTT_DROPPED.inc()
                 self._throttled.warning(
-                    "mqtt", "MQTT queue full (alerting.max_queued_mqtt): transitions dropped"
+                    "mqtt", "MQTT queue full (alerting.max_queued_mqtt): transitions dropped (Kafka has them)"
                 )
-            else:
-                self._unacked.append(info)
             if event["clock"] == "event_time":
                 metrics.DELAY.observe(max(0.0, (time.time_ns() - event["time_ns"]) / 1e9))
             metrics.TRANSITIONS.labels(event["state"]).inc()
@@ -228,7 +228,12 @@ class Alerting:
 
     def checkpoint(self, wait: bool = True) -> None:
         """Snapshots of changed devices → state topic, flush, wait for MQTT, commit offsets
-        (`wait`: synchronously; else asynchronously, failures logged)."""
+        (`wait`: synchronously; else asynchronously, failures logged, and MQTT is not waited for).
+
+        Kafka (alerting.topic, flushed here) and the state topic are the durable outputs: offsets are
+        committed once they have the transitions. MQTT is waited for (at most MQTT_ACK_WAIT_S) only
+        while connected; while it is down its transitions stay queued in the client and go out on
+        reconnection, and a crash in between loses them on MQTT only (counted as unacknowledged)."""
         for (topic, partition), device, document in self.engine.snapshots():
             self._producer.send(
                 self._settings.state_topic,
@@ -237,15 +242,16 @@ class Alerting:
                 partition=partition,
             )
         self._producer.flush(timeout=60)
-        deadline = time.monotonic() + MQTT_ACK_WAIT_S
-        for info in self._unacked:
-            if not info.is_published():
-                # Not connected: paho raises, keeps the message queued and sends it on reconnection.
-                with contextlib.suppress(ValueError, RuntimeError):
-                    info.wait_for_publish(max(0.0, deadline - time.monotonic()))
-                if not info.is_published():
-                    metrics.MQTT_UNACKED.inc()
-        self._unacked = []
+        connected = self._mqtt.is_connected()
+        unacked = self.mqtt_acks.wait(MQTT_ACK_WAIT_S if wait and connected else 0.0)
+        if unacked:
+            metrics.MQTT_UNACKED.inc(unacked)
+            if not connected:
+                self._throttled.warning(
+                    "mqtt-down",
+                    "MQTT not connected: %d transitions queued, sent when it is back",
+                    self.mqtt_acks.outstanding,
+                )
         offsets = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in self._offsets.items()}
         if not offsets:
             return
