@@ -21,6 +21,7 @@ condition became true, `ends_ns` when a resolved/ok alert ended.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -122,9 +123,13 @@ class Engine:
 
     # --- partitions ---
 
-    def load(self, source: Source, documents: dict[str, dict[str, Any]], now_ns: int) -> list[Alert]:
+    def load(
+        self, source: Source, documents: dict[str, dict[str, Any]], now_ns: int, latest_ns: int | None = None
+    ) -> list[Alert]:
         """Take over a partition's devices from their state documents; the firing alerts among them
-        are returned (as `firing` events at their last transition) so forwarding resumes."""
+        are returned (as `firing` events at their last transition) so forwarding resumes. An
+        event-time alert whose latest reading lies after `latest_ns` (written before implausible
+        event times were skipped) starts afresh instead of ignoring every reading until then."""
         devices: dict[str, dict[tuple[str, str], MachineState]] = {}
         firing: list[Alert] = []
         for device, document in documents.items():
@@ -135,6 +140,13 @@ class Engine:
                 if rule is None:
                     continue  # the rule is gone from config.yaml, or no longer applies here
                 state = restarted(rule, MachineState.from_dict(data), now_ns)
+                if (
+                    latest_ns is not None
+                    and rule.kind in EVENT_TIME_KINDS
+                    and state.last_input_ns is not None
+                    and state.last_input_ns > latest_ns
+                ):
+                    continue
                 machines[(value_name, rule_id)] = state
                 if rule.kind in WALL_CLOCK_KINDS:
                     self._timed.add((source, device, value_name, rule_id))
@@ -213,7 +225,7 @@ class Engine:
                     "value_name": value_name,
                     "observed_property": rule.observed_property,
                     "unit": unit,
-                    "value": t.value,
+                    "value": t.value if t.value is not None and math.isfinite(t.value) else None,
                     "threshold": rule.threshold(),
                     "clear": rule.clear_level() if rule.kind not in ("no_data", "anomaly") else None,
                     "for_s": rule.for_s,

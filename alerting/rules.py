@@ -27,6 +27,7 @@ All times are ns since the epoch; durations in the rule are s.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Any
@@ -112,13 +113,15 @@ def _time(sample: tuple[int, float]) -> int:
 
 
 def window_rate(samples: tuple[tuple[int, float], ...]) -> float | None:
-    """|Δvalue/Δt| per s between the oldest and the newest sample; None with fewer than two."""
+    """|Δvalue/Δt| per s between the oldest and the newest sample; None with fewer than two, or when
+    it overflows (values near ±1.8e308 with no range in the model)."""
     if len(samples) < 2:
         return None
     (t0, v0), (t1, v1) = samples[0], samples[-1]
     if t1 <= t0:
         return None
-    return abs(v1 - v0) * NS / (t1 - t0)
+    rate = abs(v1 - v0) * NS / (t1 - t0)
+    return rate if math.isfinite(rate) else None
 
 
 def advance(rule: Rule, st: MachineState, active: bool, now_ns: int) -> tuple[MachineState, list[Transition]]:

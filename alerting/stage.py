@@ -36,6 +36,7 @@ from alerting.inputs import parse_anomaly
 from alerting.mqtt_acks import MqttAcks
 from alerting.outputs import AlertmanagerForwarder, InfluxSink
 from alerting.ruleset import RuleSet
+from alerting.screen import Screen
 from alerting.store import RestoreTimeout, encode, read_states
 from twinpipe.config import Config
 from twinpipe.envelope import EnvelopeError, decode
@@ -46,6 +47,7 @@ from twinpipe.ratelog import ThrottledLog
 
 log = logging.getLogger("alerting")
 MQTT_ACK_WAIT_S = 5.0  # at a checkpoint, the longest wait for MQTT to acknowledge transitions
+UNMODELLED_LOGGED = 1000  # devices named in the log as unmodelled; beyond, one throttled line for all
 
 
 class AlertStateUnavailable(Exception):
@@ -71,7 +73,10 @@ class Alerting:
         self._mqtt = mqtt_client
         self._influx = influx
         self._alertmanager = alertmanager
-        self.engine = Engine(RuleSet(self._settings, TwinModel(config.model)))
+        model = TwinModel(config.model)
+        self.engine = Engine(RuleSet(self._settings, model))
+        self.screen = Screen(model, config.ingestion)
+        self._unmodelled: set[str] = set()  # devices logged as unmodelled (bounded: UNMODELLED_LOGGED)
         self._offsets: dict[TopicPartition, int] = {}
         self.mqtt_acks = MqttAcks()
         mqtt_client.on_publish = lambda _c, _u, mid, _reason, _props: self.mqtt_acks.acknowledged(mid)
@@ -129,7 +134,8 @@ class Alerting:
         for tp in partitions:
             found = documents.get((tp.topic, tp.partition), {})
             restored += len(found)
-            for alert in self.engine.load((tp.topic, tp.partition), found, now):
+            latest = now + self.screen.max_future_ns
+            for alert in self.engine.load((tp.topic, tp.partition), found, now, latest):
                 if self._alertmanager is not None:
                     self._alertmanager.put(alert.event)
             self._assigned.add(tp)
@@ -192,8 +198,34 @@ class Alerting:
         if envelope.device == PROBE_DEVICE:
             metrics.SKIPPED.labels("probe").inc()
             return []
+        # The record's Kafka timestamp, as the ingestion judges it: the same verdict on re-delivery.
+        received_ns = (
+            record.timestamp * 1_000_000 if record.timestamp and record.timestamp > 0 else arrival_ns
+        )
+        screened = self.screen.reading(envelope.device, envelope.values, envelope.time_ns, received_ns)
+        if screened.skipped is not None:
+            metrics.SKIPPED.labels(screened.skipped).inc()
+            self._skipped(envelope.device, screened.skipped, screened.problem, source, record.offset)
+            return []
+        if screened.out_of_range:
+            metrics.VALUES_SKIPPED.labels("out_of_range").inc(len(screened.out_of_range))
+            self._throttled.warning(
+                "range",
+                "%s: values %s outside their model range, not judged",
+                envelope.device,
+                screened.out_of_range,
+            )
         metrics.READINGS.inc()
-        return self.engine.reading(source, envelope.device, envelope.values, envelope.time_ns, arrival_ns)
+        return self.engine.reading(source, envelope.device, screened.values, envelope.time_ns, arrival_ns)
+
+    def _skipped(self, device: str, reason: str, problem: str, source: tuple[str, int], offset: int) -> None:
+        if reason != "unmodelled":
+            self._throttled.warning(reason, "%s[%d]@%d skipped: %s", *source, offset, problem)
+        elif device not in self._unmodelled and len(self._unmodelled) < UNMODELLED_LOGGED:
+            self._unmodelled.add(device)
+            log.warning("%s: no rule applies (counted as unmodelled; add it to model.things)", problem)
+        elif device not in self._unmodelled:
+            self._throttled.warning("unmodelled", "%s: no rule applies (and more devices)", problem)
 
     def publish(self, alerts: list[Alert]) -> None:
         settings = self._settings
