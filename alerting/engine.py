@@ -57,9 +57,10 @@ class Alert:
         return self.event["device"]
 
 
-def state_key(topic: str, device: str) -> str:
-    """The state topic's key for one device's state read from `topic` ('/' occurs in neither)."""
-    return f"{topic}/{device}"
+def state_key(group: str, topic: str, device: str) -> str:
+    """The state topic's key for one device's state read from `topic` by consumer group `group`
+    ('/' occurs in neither topic nor device; a group id may hold one, so it comes first)."""
+    return f"{group}/{topic}/{device}"
 
 
 class Engine:

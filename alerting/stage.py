@@ -123,6 +123,7 @@ class Alerting:
                 self._settings.state_topic,
                 sorted({tp.partition for tp in partitions}),
                 self._settings.restore_timeout_s,
+                self._settings.group_id,
             )
         except (RestoreTimeout, KafkaError) as exc:
             # Evaluating without the state would forget pending alerts and re-fire firing ones.
@@ -266,11 +267,12 @@ class Alerting:
         committed once they have the transitions. MQTT is waited for (at most MQTT_ACK_WAIT_S) only
         while connected; while it is down its transitions stay queued in the client and go out on
         reconnection, and a crash in between loses them on MQTT only (counted as unacknowledged)."""
+        group = self._settings.group_id
         for (topic, partition), device, document in self.engine.snapshots():
             self._producer.send(
                 self._settings.state_topic,
-                key=state_key(topic, device).encode(),
-                value=encode(document),
+                key=state_key(group, topic, device).encode(),
+                value=encode({**document, "group": group}),
                 partition=partition,
             )
         self._producer.flush(timeout=60)

@@ -16,6 +16,7 @@ from twinpipe.model import TwinModel
 
 T0 = 1_764_547_200 * NS
 SOURCE = ("twin.telemetry", 2)
+GROUP = "twinpipe-alerting"
 RULES = {
     "hot": {"observed_property": "temperature", "kind": "above", "raise": 35, "clear": 33, "for_s": 3},
     "steep": {"observed_property": "temperature", "kind": "rate_of_change", "raise": 2, "clear": 1,
@@ -33,7 +34,8 @@ def through_the_state_topic(old: Engine) -> Documents:
     """What a new owner reads back: every snapshot record, in order, the latest per key winning."""
     documents: Documents = {}
     for (topic, partition), device, document in old.snapshots():
-        apply(documents, partition, state_key(topic, device).encode(), encode(document))
+        key = state_key(GROUP, topic, device).encode()
+        apply(documents, partition, key, encode({**document, "group": GROUP}), GROUP)
     return documents
 
 
@@ -103,3 +105,21 @@ def test_a_rule_removed_from_the_config_leaves_no_state_behind() -> None:
     second = Engine(RuleSet(config.alerting, TwinModel(config.model)))
     second.load(SOURCE, through_the_state_topic(first)[SOURCE], T0)
     assert list(second.active()) == []
+
+
+def test_state_of_another_consumer_group_on_the_same_topic_is_ignored() -> None:
+    """Two deployments (group ids) share alerting.state_topic: each reads back only its own state."""
+    other = engine()
+    feed(other, [(T0 + i * NS, 36.0) for i in range(5)])  # firing in group "staging"
+    documents: Documents = {}
+    for (topic, partition), device, document in other.snapshots():
+        key = state_key("staging", topic, device).encode()
+        apply(documents, partition, key, encode({**document, "group": "staging"}), GROUP)
+        legacy = f"{topic}/{device}".encode()  # written before the key held the group
+        apply(documents, partition, legacy, encode(document), GROUP)
+        # A group id that is a prefix of another one's key: the document's group decides.
+        apply(documents, partition, f"{GROUP}/x/{device}".encode(), encode({**document, "group": "y"}), GROUP)
+    assert documents == {}
+    mine = engine()
+    assert mine.load(SOURCE, documents.get(SOURCE, {}), T0 + 5 * NS) == []
+    assert list(mine.active()) == []
