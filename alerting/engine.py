@@ -30,6 +30,7 @@ from alerting.rules import (
     EVENT_TIME_KINDS,
     FIRING,
     OK,
+    RESOLVED,
     WALL_CLOCK_KINDS,
     MachineState,
     Transition,
@@ -39,7 +40,7 @@ from alerting.rules import (
     restarted,
 )
 from alerting.ruleset import RuleSet, fingerprint
-from twinpipe.config.alerting import Rule
+from twinpipe.config.alerting import SEVERITIES, Rule
 
 STATE_VERSION = 1
 Source = tuple[str, int]  # (input topic, partition)
@@ -154,6 +155,12 @@ class Engine:
                 if state.state == FIRING and state.since_ns is not None:
                     moment = Transition(FIRING, state.since_ns, state.since_ns, None, state.value)
                     firing += self._alerts(rule_id, rule, device, value_name, [moment])
+                    announced = data.get("severity")  # the severity it was firing with before
+                    if announced in SEVERITIES and announced != rule.severity:
+                        # Another label set in Alertmanager: resolve the old one now.
+                        ended = Transition(RESOLVED, now_ns, state.since_ns, now_ns, state.value)
+                        before = rule.model_copy(update={"severity": announced})
+                        firing += self._alerts(rule_id, before, device, value_name, [ended])
             devices[device] = machines
         self._states[source] = devices
         return firing
@@ -172,7 +179,9 @@ class Engine:
         self._timed = {entry for entry in self._timed if entry[0] != source}
 
     def snapshots(self) -> list[tuple[Source, str, dict[str, Any]]]:
-        """(source, device, state document) of every device changed since the last call."""
+        """(source, device, state document) of every device changed since the last call; each
+        machine's document carries the severity it is announced with (to resolve the old label set
+        in Alertmanager when config.yaml changes it)."""
         found = []
         for source, device in sorted(self._dirty):
             machines = self._states.get(source, {}).get(device)
@@ -182,11 +191,18 @@ class Engine:
                 "v": STATE_VERSION,
                 "topic": source[0],
                 "device": device,
-                "machines": {f"{value}|{rule}": state.to_dict() for (value, rule), state in machines.items()},
+                "machines": {
+                    f"{value}|{rule_id}": self._document(device, value, rule_id, state)
+                    for (value, rule_id), state in machines.items()
+                },
             }
             found.append((source, device, document))
         self._dirty.clear()
         return found
+
+    def _document(self, device: str, value_name: str, rule_id: str, state: MachineState) -> dict[str, Any]:
+        rule = dict(self._rules.for_stream(device, value_name)).get(rule_id)
+        return {**state.to_dict(), "severity": rule.severity if rule is not None else None}
 
     def active(self) -> Iterator[tuple[str, Rule, str]]:
         """(rule id, rule, state) of every pending or firing alert held."""

@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from alerting.engine import Engine, state_key
+from alerting.outputs import AlertmanagerForwarder, _iso
 from alerting.rules import NS
 from alerting.ruleset import RuleSet, fingerprint
 from alerting.store import Documents, apply, encode
@@ -123,3 +124,30 @@ def test_state_of_another_consumer_group_on_the_same_topic_is_ignored() -> None:
     mine = engine()
     assert mine.load(SOURCE, documents.get(SOURCE, {}), T0 + 5 * NS) == []
     assert list(mine.active()) == []
+
+
+def test_a_severity_edited_while_firing_resolves_the_old_label_set_in_alertmanager() -> None:
+    """Alertmanager tells alerts apart by all their labels: the restarted stage sends the alert under
+    its new severity and resolves the one under the old severity (endsAt = now), not two firing."""
+    first = engine()
+    feed(first, [(T0 + i * NS, 36.0) for i in range(5)])  # hot: firing, severity warning
+    edited = {**RULES, "hot": {**RULES["hot"], "severity": "critical"}}
+    config = parse_config({"alerting": {"rules": edited, "alertmanager": {"enabled": True}}}, {})
+    second = Engine(RuleSet(config.alerting, TwinModel(config.model)))
+    now = T0 + 60 * NS
+    loaded = second.load(SOURCE, through_the_state_topic(first)[SOURCE], now)
+    assert [(a.event["state"], a.event["severity"]) for a in loaded] == [
+        ("firing", "critical"),
+        ("resolved", "warning"),
+    ]
+    forwarder = AlertmanagerForwarder(config.alerting.alertmanager)  # its thread is not started
+    for alert in loaded:
+        forwarder.put(alert.event)
+    sent = {a["labels"]["severity"]: a for a in forwarder.body(now)}
+    assert set(sent) == {"critical", "warning"}
+    assert sent["warning"]["endsAt"] == _iso(now) < sent["critical"]["endsAt"]
+    # Unchanged severity: only the firing alert, nothing resolved.
+    first = engine()
+    feed(first, [(T0 + i * NS, 36.0) for i in range(5)])
+    again = engine().load(SOURCE, through_the_state_topic(first)[SOURCE], now)
+    assert [(a.event["state"], a.event["severity"]) for a in again] == [("firing", "warning")]

@@ -31,6 +31,7 @@ from twinpipe.config.common import HttpUrl, KafkaTopic, Measurement, Positive, S
 
 Kind = Literal["above", "below", "rate_of_change", "no_data", "anomaly"]
 Severity = Literal["info", "warning", "critical"]
+SEVERITIES = ("info", "warning", "critical")
 LEVEL_KINDS = ("above", "below", "rate_of_change")
 Seconds = Annotated[float, Field(ge=0, le=30 * 86400)]
 
