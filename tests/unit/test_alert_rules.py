@@ -281,6 +281,16 @@ def test_rules_resolve_per_property_with_thing_and_datastream_overrides() -> Non
             "clear: 50.0 is below raise 60.0",
         ),
         ({"observed_property": "noise", "kind": "above"}, "needs a finite raise level"),
+        ({"observed_property": "temperature", "kind": "rate_of_change", "raise": -0.5}, "raise: -0.5 < 0"),
+        (
+            {
+                "observed_property": "pm2_5",
+                "kind": "above",
+                "raise": 25,
+                "things": {"simulated": {"raise": 30}},
+            },
+            "alerting.rules.r.things.simulated: model.things.simulated has no datastream of 'pm2_5'",
+        ),
     ],
 )
 def test_rule_errors_name_the_key(rule_doc: dict, message: str) -> None:
@@ -297,6 +307,22 @@ def test_rule_errors_name_the_key(rule_doc: dict, message: str) -> None:
         ({"alertmanager": {"url": "alertmanager:9093"}}, "alerting.alertmanager.url"),
         ({"alertmanager": {"url": "http://am:9093/api/v2/alerts"}}, "alerting.alertmanager.url"),
         ({"alertmanager": {"labels": {"bad-name": "x"}}}, "alerting.alertmanager.labels.bad-name"),
+        ({"alertmanager": {"labels": {"severity": "x"}}}, "alerting.alertmanager: labels: ['severity']"),
+        ({"alertmanager": {"labels": {"__name__": "x"}}}, "alerting.alertmanager: labels: ['__name__']"),
+        ({"topics": []}, "alerting.topics: List should have at least 1 item"),
+        (
+            {"topic": "twin.telemetry"},
+            "alerting.topic: 'twin.telemetry' is also an input (kafka.telemetry_topic",
+        ),
+        (
+            {"topics": ["a"], "state_topic": "a"},
+            "alerting.state_topic: 'a' is also an input (alerting.topics)",
+        ),
+        (
+            {"state_topic": "twin.anomalies"},
+            "alerting.state_topic: 'twin.anomalies' is also an input (alerting.anomaly",
+        ),
+        ({"topic": "x", "state_topic": "x"}, "alerting.state_topic: 'x' is also alerting.topic"),
     ],
 )
 def test_alerting_settings_errors_name_the_key(section: dict, message: str) -> None:
