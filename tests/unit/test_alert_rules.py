@@ -5,6 +5,8 @@ times, ticks at any moment."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -187,9 +189,20 @@ def test_rate_of_change_is_judged_over_the_window(steps: list) -> None:
 
 def test_rate_of_change_example() -> None:
     r = rule(kind="rate_of_change", **{"raise": 0.5}, clear=0.2, window_s=10)
-    readings = [(T0 + i * NS, 20.0 + i) for i in range(5)]  # +1 per s
+    readings = [(T0 + i * NS, 20.0 + i) for i in range(8)]  # +1 per s
     _, seen = run(r, readings)
-    assert [(i, t.state, t.value) for i, t in seen] == [(1, FIRING, 1.0)]
+    assert [(i, t.state, t.value) for i, t in seen] == [(5, FIRING, 1.0)]  # judged once 5 s are covered
+
+
+@settings(max_examples=50)
+@given(st.randoms(use_true_random=False))
+def test_rate_of_change_is_not_fooled_by_noise_before_its_window_is_covered(rng: random.Random) -> None:
+    """1 reading/s of 20 ± 0.5 (no trend), raise 0.5/s over 60 s: two readings 1 s apart can differ by
+    1.0 (a 'rate' of 1/s); judged only over at least 30 s, the noise is at most 1/30 per s."""
+    r = rule(kind="rate_of_change", **{"raise": 0.5}, window_s=60)
+    readings = [(T0 + i * NS, 20.0 + rng.uniform(-0.5, 0.5)) for i in range(120)]
+    _, seen = run(r, readings)
+    assert seen == []
 
 
 def test_anomaly_fires_when_anomalies_persist_for_s_and_clears_after_the_window() -> None:
