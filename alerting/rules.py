@@ -11,8 +11,8 @@ Conditions, with hysteresis after Kapacitor's warnReset/critReset (separate rais
 * below: true once value < raise; then stays true until value > clear (clear >= raise).
 * rate_of_change: the same as above on |Δvalue / Δt| (per s) between the newest reading and the
   oldest one kept within `window_s` before it (readings are kept at least window_s/120 apart, so
-  that one is at most window_s/120 younger than the oldest in the window); false until there are two,
-  and not judged (the machine stays as it is) while they span less than half of window_s.
+  that one is at most window_s/120 younger than the oldest in the window); not judged (the machine
+  stays as it is) until two span at least half of window_s, also after a gap that emptied the window.
 * no_data: true when at least `silence_s` passed since the latest reading (a deadman switch).
 * anomaly: true from an anomaly event until `window_s` passed without another one.
 
@@ -179,9 +179,9 @@ def on_reading(
         if not kept or time_ns - kept[-1][0] >= window_ns // RATE_RESOLUTION:
             kept = (*kept, (time_ns, value))
         st = replace(st, samples=kept, last_input_ns=time_ns, value=rate)
-        if rate is not None and time_ns - kept[0][0] < window_ns * RATE_COVERAGE:
-            return st, []  # too short a span to judge: the machine does not move
-        active = rate is not None and hysteresis("above", st.active, rate, raise_, clear)
+        if rate is None or time_ns - kept[0][0] < window_ns * RATE_COVERAGE:
+            return st, []  # no span, or too short a one, to judge: the machine does not move
+        active = hysteresis("above", st.active, rate, raise_, clear)
         return advance(rule, st, active, time_ns)
     active = hysteresis(kind, st.active, value, raise_, clear)
     return advance(rule, replace(st, last_input_ns=time_ns, value=value), active, time_ns)

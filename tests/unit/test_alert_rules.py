@@ -192,6 +192,10 @@ def test_rate_of_change_example() -> None:
     readings = [(T0 + i * NS, 20.0 + i) for i in range(8)]  # +1 per s
     _, seen = run(r, readings)
     assert [(i, t.state, t.value) for i, t in seen] == [(5, FIRING, 1.0)]  # judged once 5 s are covered
+    state, _ = run(r, readings)
+    # A gap longer than the window leaves one reading in it: no rate, the alert stays as it is.
+    after_gap, transitions = on_reading(r, state, T0 + 30 * NS, 20.0, T0 + 30 * NS)
+    assert transitions == [] and after_gap.state == FIRING
 
 
 @settings(max_examples=50)
