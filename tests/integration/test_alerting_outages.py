@@ -118,3 +118,19 @@ def test_transitions_while_mqtt_is_down_are_sent_when_it_is_back(pipeline: Pipel
     assert metric_value(metrics(), "twinpipe_alerting_commit_failures_total") == 0
     subscriber.client.loop_stop()
     subscriber.client.disconnect()
+
+
+def test_health_is_served_while_kafka_is_unreachable_at_start(pipeline: Pipeline) -> None:
+    """Nothing listens on the port given as Kafka: /healthz is green (the stage retries), /readyz
+    red naming Kafka, as the other stages do."""
+    health, nothing = free_port(), free_port()
+    alerting = pipeline.stage(
+        "alerting",
+        {"kafka": {"bootstrap_servers": [f"127.0.0.1:{nothing}"]}, "alerting": {"anomaly_topic": None}},
+        env={"TWINPIPE__HEALTH__PORT": str(health)},
+    )
+    status, _ = poll(lambda: http_get(f"http://127.0.0.1:{health}/healthz"), lambda r: r[0], 20, "/healthz")
+    assert status == 200
+    status, body = http_get(f"http://127.0.0.1:{health}/readyz")
+    assert status == 503 and "Kafka" in json.loads(body)["reasons"]["kafka"], body
+    assert alerting.running()
