@@ -14,7 +14,7 @@ from alerting.inputs import parse_anomaly
 from alerting.mqtt_acks import MqttAcks
 from alerting.outputs import alertmanager_alert, influx_line
 from bench.alert_latency import prometheus_intervals, prometheus_quantile
-from tests.dashboards import alert_transition
+from tests.dashboards import TWIN_DASHBOARD, alert_transition, load, queries
 
 T = 1_764_547_200_000_000_000
 
@@ -90,3 +90,10 @@ def test_mqtt_acks_follow_pubacks_even_when_they_beat_publish_and_never_raise() 
     assert acks.wait(0.0) == 1 and acks.outstanding == 1
     acks.acknowledged(1)  # sent after reconnecting
     assert acks.outstanding == 0 and acks.wait(0.0) == 0
+
+
+def test_the_dashboards_alert_table_and_annotation_follow_the_device_variable() -> None:
+    """tests/integration/test_alerting.py runs them on the stage's points, for sim-1 and another."""
+    shown = [q for q in queries(load(TWIN_DASHBOARD)) if '"twin_alerts"' in q.text]
+    assert sorted(q.panel for q in shown) == ["Alerts", "annotation Alerts"]
+    assert all('"device" =~ /^$device$/' in q.text for q in shown), shown
