@@ -88,7 +88,11 @@ def test_ramp_over_a_threshold_and_back_through_restarts_deadman_and_alertmanage
             "simulator": {
                 "rate_hz": RATE_HZ,
                 "outlier_probability": 0.0,
-                "sensors": {"temperature": {"mean": 25.0, "stddev": 0.0, "drift": 0.0}},
+                "sensors": {  # every datastream model.things.simulated declares (check-config)
+                    "temperature": {"mean": 25.0, "stddev": 0.0, "drift": 0.0},
+                    "humidity": {"mean": 50.0, "stddev": 0.0, "drift": 0.0},
+                    "pressure": {"mean": 1013.0, "stddev": 0.0, "drift": 0.0},
+                },
                 "ramp": RAMP,
             }
         },
