@@ -7,7 +7,8 @@ Steps, named as in the ingestion (accumulate, flush, commit):
    asynchronously) and MQTT (QoS 1), and is handed to InfluxDB and Alertmanager threads;
 3. checkpoint (every commit_interval_s, on revocation and on stop): the state of every device that
    changed goes to alerting.state_topic, the producer is flushed, MQTT acknowledgements are awaited
-   (bounded), then the offsets are committed. A crash re-reads at most one interval of records on
+   (bounded, and only while MQTT is connected: Kafka is the durable output), then the offsets are
+   committed. A crash re-reads at most one interval of records on
    top of the state written with the last commit: re-processing reaches the same transitions, so a
    transition of that interval can be published twice (same fingerprint, state and time_ns).
 
