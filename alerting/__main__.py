@@ -17,7 +17,7 @@ from alerting.stage import Alerting, AlertStateUnavailable
 from twinpipe.cli import load_or_exit, stage_parser, stop_on_signals
 from twinpipe.clients import ensure_topics, kafka_consumer, kafka_producer, mqtt_client
 from twinpipe.config import Config, ConfigError
-from twinpipe.health import HealthServer
+from twinpipe.health import Check, HealthServer
 from twinpipe.influx import InfluxWriter
 from twinpipe.retry import until_connected
 
@@ -97,15 +97,32 @@ def main(argv: list[str] | None = None) -> int:
         consumer = kafka_consumer(config.kafka, settings.group_id, auto_offset_reset=settings.start_from)
         return consumer, kafka_producer(config.kafka, linger_ms=1)
 
-    try:
-        clients = until_connected(
-            connect, f"Kafka {','.join(config.kafka.bootstrap_servers)}", stop, (KafkaError,)
-        )
-    except ConfigError as exc:
-        print("\n".join(exc.errors), file=sys.stderr)
-        return 2
-    if clients is None:
-        return 0
+    # Served from the start, like the other stages: alive while connecting, not ready until the
+    # loop runs; the stage's own checks replace these once it exists.
+    kafka_name = f"Kafka {','.join(config.kafka.bootstrap_servers)}"
+    live: dict[str, Check] = {"loop": lambda: True}
+    ready: dict[str, Check] = {"kafka": lambda: f"connecting to {kafka_name}"}
+    with HealthServer(config.health.host, config.health.port, live, ready) as health:
+        try:
+            clients = until_connected(connect, kafka_name, stop, (KafkaError,))
+        except ConfigError as exc:
+            print("\n".join(exc.errors), file=sys.stderr)
+            return 2
+        if clients is None:
+            return 0
+        return run(config, inputs, clients, writer, health, stop)
+
+
+def run(
+    config: Config,
+    inputs: list[str],
+    clients: tuple,
+    writer: InfluxWriter | None,
+    health: HealthServer,
+    stop: threading.Event,
+) -> int:
+    """Connect MQTT, start the outputs' threads and run the loop until `stop`."""
+    settings = config.alerting
     consumer, producer = clients
 
     def restore_consumer() -> KafkaConsumer:
@@ -141,12 +158,11 @@ def main(argv: list[str] | None = None) -> int:
         stage = Alerting(config, consumer, producer, restore_consumer, client, influx, forwarder)
         checks = stage.ready_checks()
         checks["mqtt"] = lambda: connected.is_set() or "not connected to MQTT"
+        health.checks["loop"] = stage.heartbeat.alive
+        health.ready_checks.update({"loop": stage.heartbeat.alive, **checks})
         consumer.subscribe(inputs, listener=stage.listener())
         try:
-            with HealthServer(
-                config.health.host, config.health.port, {"loop": stage.heartbeat.alive}, checks
-            ):
-                stage.run(stop)
+            stage.run(stop)
         except AlertStateUnavailable as exc:
             print(f"alerting: {exc}", file=sys.stderr)
             return 1

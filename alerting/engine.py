@@ -21,6 +21,7 @@ condition became true, `ends_ns` when a resolved/ok alert ended.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ from alerting.rules import (
     EVENT_TIME_KINDS,
     FIRING,
     OK,
+    RESOLVED,
     WALL_CLOCK_KINDS,
     MachineState,
     Transition,
@@ -38,7 +40,7 @@ from alerting.rules import (
     restarted,
 )
 from alerting.ruleset import RuleSet, fingerprint
-from twinpipe.config.alerting import Rule
+from twinpipe.config.alerting import SEVERITIES, Rule
 
 STATE_VERSION = 1
 Source = tuple[str, int]  # (input topic, partition)
@@ -56,9 +58,10 @@ class Alert:
         return self.event["device"]
 
 
-def state_key(topic: str, device: str) -> str:
-    """The state topic's key for one device's state read from `topic` ('/' occurs in neither)."""
-    return f"{topic}/{device}"
+def state_key(group: str, topic: str, device: str) -> str:
+    """The state topic's key for one device's state read from `topic` by consumer group `group`
+    ('/' occurs in neither topic nor device; a group id may hold one, so it comes first)."""
+    return f"{group}/{topic}/{device}"
 
 
 class Engine:
@@ -122,9 +125,13 @@ class Engine:
 
     # --- partitions ---
 
-    def load(self, source: Source, documents: dict[str, dict[str, Any]], now_ns: int) -> list[Alert]:
+    def load(
+        self, source: Source, documents: dict[str, dict[str, Any]], now_ns: int, latest_ns: int | None = None
+    ) -> list[Alert]:
         """Take over a partition's devices from their state documents; the firing alerts among them
-        are returned (as `firing` events at their last transition) so forwarding resumes."""
+        are returned (as `firing` events at their last transition) so forwarding resumes. An
+        event-time alert whose latest reading lies after `latest_ns` (written before implausible
+        event times were skipped) starts afresh instead of ignoring every reading until then."""
         devices: dict[str, dict[tuple[str, str], MachineState]] = {}
         firing: list[Alert] = []
         for device, document in documents.items():
@@ -135,12 +142,25 @@ class Engine:
                 if rule is None:
                     continue  # the rule is gone from config.yaml, or no longer applies here
                 state = restarted(rule, MachineState.from_dict(data), now_ns)
+                if (
+                    latest_ns is not None
+                    and rule.kind in EVENT_TIME_KINDS
+                    and state.last_input_ns is not None
+                    and state.last_input_ns > latest_ns
+                ):
+                    continue
                 machines[(value_name, rule_id)] = state
                 if rule.kind in WALL_CLOCK_KINDS:
                     self._timed.add((source, device, value_name, rule_id))
                 if state.state == FIRING and state.since_ns is not None:
                     moment = Transition(FIRING, state.since_ns, state.since_ns, None, state.value)
                     firing += self._alerts(rule_id, rule, device, value_name, [moment])
+                    announced = data.get("severity")  # the severity it was firing with before
+                    if announced in SEVERITIES and announced != rule.severity:
+                        # Another label set in Alertmanager: resolve the old one now.
+                        ended = Transition(RESOLVED, now_ns, state.since_ns, now_ns, state.value)
+                        before = rule.model_copy(update={"severity": announced})
+                        firing += self._alerts(rule_id, before, device, value_name, [ended])
             devices[device] = machines
         self._states[source] = devices
         return firing
@@ -159,7 +179,9 @@ class Engine:
         self._timed = {entry for entry in self._timed if entry[0] != source}
 
     def snapshots(self) -> list[tuple[Source, str, dict[str, Any]]]:
-        """(source, device, state document) of every device changed since the last call."""
+        """(source, device, state document) of every device changed since the last call; each
+        machine's document carries the severity it is announced with (to resolve the old label set
+        in Alertmanager when config.yaml changes it)."""
         found = []
         for source, device in sorted(self._dirty):
             machines = self._states.get(source, {}).get(device)
@@ -169,11 +191,18 @@ class Engine:
                 "v": STATE_VERSION,
                 "topic": source[0],
                 "device": device,
-                "machines": {f"{value}|{rule}": state.to_dict() for (value, rule), state in machines.items()},
+                "machines": {
+                    f"{value}|{rule_id}": self._document(device, value, rule_id, state)
+                    for (value, rule_id), state in machines.items()
+                },
             }
             found.append((source, device, document))
         self._dirty.clear()
         return found
+
+    def _document(self, device: str, value_name: str, rule_id: str, state: MachineState) -> dict[str, Any]:
+        rule = dict(self._rules.for_stream(device, value_name)).get(rule_id)
+        return {**state.to_dict(), "severity": rule.severity if rule is not None else None}
 
     def active(self) -> Iterator[tuple[str, Rule, str]]:
         """(rule id, rule, state) of every pending or firing alert held."""
@@ -213,7 +242,7 @@ class Engine:
                     "value_name": value_name,
                     "observed_property": rule.observed_property,
                     "unit": unit,
-                    "value": t.value,
+                    "value": t.value if t.value is not None and math.isfinite(t.value) else None,
                     "threshold": rule.threshold(),
                     "clear": rule.clear_level() if rule.kind not in ("no_data", "anomaly") else None,
                     "for_s": rule.for_s,

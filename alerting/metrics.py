@@ -12,7 +12,15 @@ ANOMALIES = Counter("twinpipe_alerting_anomaly_events", "Anomaly events (alertin
 SKIPPED = Counter(
     "twinpipe_alerting_records_skipped",
     "Records not evaluated, by reason: invalid (not an envelope or anomaly event; the ingestion"
-    " dead-letters telemetry of this kind), probe (latency probe readings)",
+    " dead-letters telemetry of this kind), probe (latency probe readings), implausible_time (event"
+    " time outside the ingestion's window; the ingestion dead-letters these too), unmodelled (the"
+    " device matches no model.things entry, so no rule applies)",
+    ["reason"],
+)
+VALUES_SKIPPED = Counter(
+    "twinpipe_alerting_values_skipped",
+    "Values of evaluated readings not judged, by reason: out_of_range (outside the datastream's"
+    " plausible range in the model; the publisher skips these too)",
     ["reason"],
 )
 TRANSITIONS = Counter(
@@ -55,8 +63,9 @@ MQTT_DROPPED = Counter(
 )
 COMMIT_FAILURES = Counter("twinpipe_alerting_commit_failures", "Offset commits that failed (re-delivery)")
 
-for reason in ("invalid", "probe"):
+for reason in ("invalid", "probe", "implausible_time", "unmodelled"):
     SKIPPED.labels(reason)
+VALUES_SKIPPED.labels("out_of_range")
 for state in ("pending", "firing", "resolved", "ok"):
     TRANSITIONS.labels(state)
 for reason in ("overflow", "rejected"):

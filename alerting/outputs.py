@@ -171,8 +171,10 @@ class AlertmanagerForwarder:
         self._config = config
         self._url = config.url.rstrip("/") + "/api/v2/alerts"
         self._lock = threading.Lock()
-        self._firing: dict[str, dict[str, Any]] = {}  # fingerprint → firing event
-        self._resolved: dict[str, dict[str, Any]] = {}  # fingerprint → resolved event not yet sent
+        # Keyed by (fingerprint, severity): Alertmanager tells alerts apart by all their labels, so an
+        # alert whose severity changed is another one there, and its old label set is resolved apart.
+        self._firing: dict[tuple[str, str], dict[str, Any]] = {}  # firing events
+        self._resolved: dict[tuple[str, str], dict[str, Any]] = {}  # resolved events not yet sent
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="alertmanager", daemon=True)
@@ -188,7 +190,7 @@ class AlertmanagerForwarder:
         self._thread.join(timeout=self._config.timeout_s + 1)
 
     def put(self, event: dict[str, Any]) -> None:
-        fingerprint = event["fingerprint"]
+        fingerprint = (event["fingerprint"], event["severity"])
         with self._lock:
             if event["state"] == "firing":
                 self._firing[fingerprint] = event
@@ -203,8 +205,8 @@ class AlertmanagerForwarder:
     def forget(self, fingerprints: set[str]) -> None:
         """Alerts of partitions this replica no longer owns: their new owner sends them."""
         with self._lock:
-            for fingerprint in fingerprints:
-                self._firing.pop(fingerprint, None)
+            for key in [key for key in self._firing if key[0] in fingerprints]:
+                del self._firing[key]
 
     def _run(self) -> None:
         backoff = Backoff(0.5, 30.0)
@@ -212,14 +214,9 @@ class AlertmanagerForwarder:
             self._wake.wait(self._config.resend_interval_s)
             self._wake.clear()
             with self._lock:
-                events = [*self._firing.values(), *self._resolved.values()]
                 resolved = dict(self._resolved)
-            if events:
-                now = time.time_ns()
-                body = [
-                    alertmanager_alert(e, self._config.labels, now, self._config.resend_interval_s)
-                    for e in events
-                ]
+            body = self.body(time.time_ns())
+            if body:
                 if self._post(body):
                     backoff = Backoff(0.5, 30.0)
                     with self._lock:
@@ -231,6 +228,14 @@ class AlertmanagerForwarder:
                     self._wake.set()
             if self._stop.is_set():
                 return
+
+    def body(self, now_ns: int) -> list[dict[str, Any]]:
+        """The postableAlerts to send now: every firing alert and every resolved one not yet taken."""
+        with self._lock:
+            events = [*self._firing.values(), *self._resolved.values()]
+        return [
+            alertmanager_alert(e, self._config.labels, now_ns, self._config.resend_interval_s) for e in events
+        ]
 
     def _post(self, body: list[dict[str, Any]]) -> bool:
         request = urllib.request.Request(

@@ -11,7 +11,8 @@ Conditions, with hysteresis after Kapacitor's warnReset/critReset (separate rais
 * below: true once value < raise; then stays true until value > clear (clear >= raise).
 * rate_of_change: the same as above on |Δvalue / Δt| (per s) between the newest reading and the
   oldest one kept within `window_s` before it (readings are kept at least window_s/120 apart, so
-  that one is at most window_s/120 younger than the oldest in the window); false until there are two.
+  that one is at most window_s/120 younger than the oldest in the window); not judged (the machine
+  stays as it is) until two span at least half of window_s, also after a gap that emptied the window.
 * no_data: true when at least `silence_s` passed since the latest reading (a deadman switch).
 * anomaly: true from an anomaly event until `window_s` passed without another one.
 
@@ -27,6 +28,7 @@ All times are ns since the epoch; durations in the rule are s.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +42,9 @@ WALL_CLOCK_KINDS = frozenset({"no_data", "anomaly"})
 # snapshot per device per commit) and the rate's start point is at most that much younger than the
 # oldest reading in the window.
 RATE_RESOLUTION = 120
+# rate_of_change judges only a span of at least this fraction of window_s between the oldest kept and
+# the newest reading: from two readings 1 s apart, noise of ±0.5 reads as 1 unit/s.
+RATE_COVERAGE = 0.5
 NS = 1_000_000_000
 
 
@@ -112,13 +117,15 @@ def _time(sample: tuple[int, float]) -> int:
 
 
 def window_rate(samples: tuple[tuple[int, float], ...]) -> float | None:
-    """|Δvalue/Δt| per s between the oldest and the newest sample; None with fewer than two."""
+    """|Δvalue/Δt| per s between the oldest and the newest sample; None with fewer than two, or when
+    it overflows (values near ±1.8e308 with no range in the model)."""
     if len(samples) < 2:
         return None
     (t0, v0), (t1, v1) = samples[0], samples[-1]
     if t1 <= t0:
         return None
-    return abs(v1 - v0) * NS / (t1 - t0)
+    rate = abs(v1 - v0) * NS / (t1 - t0)
+    return rate if math.isfinite(rate) else None
 
 
 def advance(rule: Rule, st: MachineState, active: bool, now_ns: int) -> tuple[MachineState, list[Transition]]:
@@ -171,8 +178,10 @@ def on_reading(
         rate = window_rate((*kept[:1], (time_ns, value)))
         if not kept or time_ns - kept[-1][0] >= window_ns // RATE_RESOLUTION:
             kept = (*kept, (time_ns, value))
-        active = rate is not None and hysteresis("above", st.active, rate, raise_, clear)
         st = replace(st, samples=kept, last_input_ns=time_ns, value=rate)
+        if rate is None or time_ns - kept[0][0] < window_ns * RATE_COVERAGE:
+            return st, []  # no span, or too short a one, to judge: the machine does not move
+        active = hysteresis("above", st.active, rate, raise_, clear)
         return advance(rule, st, active, time_ns)
     active = hysteresis(kind, st.active, value, raise_, clear)
     return advance(rule, replace(st, last_input_ns=time_ns, value=value), active, time_ns)

@@ -7,7 +7,8 @@ Steps, named as in the ingestion (accumulate, flush, commit):
    asynchronously) and MQTT (QoS 1), and is handed to InfluxDB and Alertmanager threads;
 3. checkpoint (every commit_interval_s, on revocation and on stop): the state of every device that
    changed goes to alerting.state_topic, the producer is flushed, MQTT acknowledgements are awaited
-   (bounded), then the offsets are committed. A crash re-reads at most one interval of records on
+   (bounded, and only while MQTT is connected: Kafka is the durable output), then the offsets are
+   committed. A crash re-reads at most one interval of records on
    top of the state written with the last commit: re-processing reaches the same transitions, so a
    transition of that interval can be published twice (same fingerprint, state and time_ns).
 
@@ -18,7 +19,6 @@ before any of its records is evaluated.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -34,8 +34,10 @@ from kafka.structs import OffsetAndMetadata
 from alerting import metrics
 from alerting.engine import Alert, Engine, state_key
 from alerting.inputs import parse_anomaly
+from alerting.mqtt_acks import MqttAcks
 from alerting.outputs import AlertmanagerForwarder, InfluxSink
 from alerting.ruleset import RuleSet
+from alerting.screen import Screen
 from alerting.store import RestoreTimeout, encode, read_states
 from twinpipe.config import Config
 from twinpipe.envelope import EnvelopeError, decode
@@ -46,6 +48,7 @@ from twinpipe.ratelog import ThrottledLog
 
 log = logging.getLogger("alerting")
 MQTT_ACK_WAIT_S = 5.0  # at a checkpoint, the longest wait for MQTT to acknowledge transitions
+UNMODELLED_LOGGED = 1000  # devices named in the log as unmodelled; beyond, one throttled line for all
 
 
 class AlertStateUnavailable(Exception):
@@ -71,9 +74,13 @@ class Alerting:
         self._mqtt = mqtt_client
         self._influx = influx
         self._alertmanager = alertmanager
-        self.engine = Engine(RuleSet(self._settings, TwinModel(config.model)))
+        model = TwinModel(config.model)
+        self.engine = Engine(RuleSet(self._settings, model))
+        self.screen = Screen(model, config.ingestion)
+        self._unmodelled: set[str] = set()  # devices logged as unmodelled (bounded: UNMODELLED_LOGGED)
         self._offsets: dict[TopicPartition, int] = {}
-        self._unacked: list[mqtt.MQTTMessageInfo] = []
+        self.mqtt_acks = MqttAcks()
+        mqtt_client.on_publish = lambda _c, _u, mid, _reason, _props: self.mqtt_acks.acknowledged(mid)
         self._assigned: set[TopicPartition] = set()
         self._gauge_keys: set[tuple[str, str, str]] = set()
         self._throttled = ThrottledLog(log)
@@ -117,6 +124,7 @@ class Alerting:
                 self._settings.state_topic,
                 sorted({tp.partition for tp in partitions}),
                 self._settings.restore_timeout_s,
+                self._settings.group_id,
             )
         except (RestoreTimeout, KafkaError) as exc:
             # Evaluating without the state would forget pending alerts and re-fire firing ones.
@@ -128,7 +136,8 @@ class Alerting:
         for tp in partitions:
             found = documents.get((tp.topic, tp.partition), {})
             restored += len(found)
-            for alert in self.engine.load((tp.topic, tp.partition), found, now):
+            latest = now + self.screen.max_future_ns
+            for alert in self.engine.load((tp.topic, tp.partition), found, now, latest):
                 if self._alertmanager is not None:
                     self._alertmanager.put(alert.event)
             self._assigned.add(tp)
@@ -191,8 +200,34 @@ class Alerting:
         if envelope.device == PROBE_DEVICE:
             metrics.SKIPPED.labels("probe").inc()
             return []
+        # The record's Kafka timestamp, as the ingestion judges it: the same verdict on re-delivery.
+        received_ns = (
+            record.timestamp * 1_000_000 if record.timestamp and record.timestamp > 0 else arrival_ns
+        )
+        screened = self.screen.reading(envelope.device, envelope.values, envelope.time_ns, received_ns)
+        if screened.skipped is not None:
+            metrics.SKIPPED.labels(screened.skipped).inc()
+            self._skipped(envelope.device, screened.skipped, screened.problem, source, record.offset)
+            return []
+        if screened.out_of_range:
+            metrics.VALUES_SKIPPED.labels("out_of_range").inc(len(screened.out_of_range))
+            self._throttled.warning(
+                "range",
+                "%s: values %s outside their model range, not judged",
+                envelope.device,
+                screened.out_of_range,
+            )
         metrics.READINGS.inc()
-        return self.engine.reading(source, envelope.device, envelope.values, envelope.time_ns, arrival_ns)
+        return self.engine.reading(source, envelope.device, screened.values, envelope.time_ns, arrival_ns)
+
+    def _skipped(self, device: str, reason: str, problem: str, source: tuple[str, int], offset: int) -> None:
+        if reason != "unmodelled":
+            self._throttled.warning(reason, "%s[%d]@%d skipped: %s", *source, offset, problem)
+        elif device not in self._unmodelled and len(self._unmodelled) < UNMODELLED_LOGGED:
+            self._unmodelled.add(device)
+            log.warning("%s: no rule applies (counted as unmodelled; add it to model.things)", problem)
+        elif device not in self._unmodelled:
+            self._throttled.warning("unmodelled", "%s: no rule applies (and more devices)", problem)
 
     def publish(self, alerts: list[Alert]) -> None:
         settings = self._settings
@@ -202,14 +237,13 @@ class Alerting:
             device = alert.device
             self._producer.send(settings.topic, key=device.encode(), value=payload)
             topic = settings.mqtt_topic_template.replace("{device}", device)
-            info = self._mqtt.publish(topic, payload, qos=1)
-            if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+            # Connected or not, paho queues a QoS 1 message (up to alerting.max_queued_mqtt) and
+            # sends it once connected again.
+            if not self.mqtt_acks.sent(self._mqtt.publish(topic, payload, qos=1)):
                 metrics.MQTT_DROPPED.inc()
                 self._throttled.warning(
-                    "mqtt", "MQTT queue full (alerting.max_queued_mqtt): transitions dropped"
+                    "mqtt", "MQTT queue full (alerting.max_queued_mqtt): transitions dropped (Kafka has them)"
                 )
-            else:
-                self._unacked.append(info)
             if event["clock"] == "event_time":
                 metrics.DELAY.observe(max(0.0, (time.time_ns() - event["time_ns"]) / 1e9))
             metrics.TRANSITIONS.labels(event["state"]).inc()
@@ -228,24 +262,31 @@ class Alerting:
 
     def checkpoint(self, wait: bool = True) -> None:
         """Snapshots of changed devices → state topic, flush, wait for MQTT, commit offsets
-        (`wait`: synchronously; else asynchronously, failures logged)."""
+        (`wait`: synchronously; else asynchronously, failures logged, and MQTT is not waited for).
+
+        Kafka (alerting.topic, flushed here) and the state topic are the durable outputs: offsets are
+        committed once they have the transitions. MQTT is waited for (at most MQTT_ACK_WAIT_S) only
+        while connected; while it is down its transitions stay queued in the client and go out on
+        reconnection, and a crash in between loses them on MQTT only (counted as unacknowledged)."""
+        group = self._settings.group_id
         for (topic, partition), device, document in self.engine.snapshots():
             self._producer.send(
                 self._settings.state_topic,
-                key=state_key(topic, device).encode(),
-                value=encode(document),
+                key=state_key(group, topic, device).encode(),
+                value=encode({**document, "group": group}),
                 partition=partition,
             )
         self._producer.flush(timeout=60)
-        deadline = time.monotonic() + MQTT_ACK_WAIT_S
-        for info in self._unacked:
-            if not info.is_published():
-                # Not connected: paho raises, keeps the message queued and sends it on reconnection.
-                with contextlib.suppress(ValueError, RuntimeError):
-                    info.wait_for_publish(max(0.0, deadline - time.monotonic()))
-                if not info.is_published():
-                    metrics.MQTT_UNACKED.inc()
-        self._unacked = []
+        connected = self._mqtt.is_connected()
+        unacked = self.mqtt_acks.wait(MQTT_ACK_WAIT_S if wait and connected else 0.0)
+        if unacked:
+            metrics.MQTT_UNACKED.inc(unacked)
+            if not connected:
+                self._throttled.warning(
+                    "mqtt-down",
+                    "MQTT not connected: %d transitions queued, sent when it is back",
+                    self.mqtt_acks.outstanding,
+                )
         offsets = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in self._offsets.items()}
         if not offsets:
             return

@@ -1,10 +1,13 @@
 """The rule state's changelog: a compacted Kafka topic, read back when partitions are assigned.
 
-Key = "<input topic>/<device>", value = that device's state document (alerting.engine), written to
+Key = "<group id>/<input topic>/<device>", value = that device's state document (alerting.engine,
+with the writer's `group`), written to
 the state topic's partition with the input partition's number, so the replica that is assigned
 input partition p reads state partition p and nothing else (quixstreams' and Kafka Streams' state
 stores follow partitions the same way). The state topic therefore needs at least as many partitions
-as each input topic; the stage checks that at start.
+as each input topic; the stage checks that at start. Deployments with different `alerting.group_id`
+may share the topic: each reads back only the records of its own group (records written before the
+group was part of the key have none and are ignored: those alerts start afresh once).
 
 Reading back stops at a marker record this reader writes first and then waits for: Tansu (the test
 broker) misreports the end offset after batched produces, and a marker is exact on any Kafka.
@@ -35,6 +38,7 @@ def read_states(
     state_topic: str,
     partitions: list[int],
     timeout_s: float,
+    group: str,
 ) -> tuple[Documents, int]:
     """Every device's latest state document in `partitions` of the state topic, and how many
     records were read. Raises RestoreTimeout when a marker did not come back within `timeout_s`."""
@@ -66,21 +70,25 @@ def read_states(
                         if record.value == token:
                             waiting.discard(tp.partition)
                         continue
-                    apply(documents, tp.partition, record.key, record.value)
+                    apply(documents, tp.partition, record.key, record.value, group)
     finally:
         consumer.close()
     return documents, read
 
 
-def apply(documents: Documents, partition: int, key: bytes | None, value: bytes | None) -> None:
-    """One state record into `documents`: the latest per key wins; a tombstone (no value) deletes."""
-    if key is None:
+def apply(documents: Documents, partition: int, key: bytes | None, value: bytes | None, group: str) -> None:
+    """One state record into `documents`: the latest per key wins; a tombstone (no value) deletes.
+    Records of another consumer group (or of none: written before the key held the group) are ignored."""
+    prefix = f"{group}/".encode()
+    if key is None or not key.startswith(prefix):
         return
-    topic, _, device = key.decode(errors="replace").rpartition("/")
+    topic, _, device = key[len(prefix) :].decode(errors="replace").rpartition("/")
     if value is None:
         documents.get((topic, partition), {}).pop(device, None)
         return
     document = orjson.loads(value)
+    if document.get("group") != group:
+        return
     documents.setdefault((document["topic"], partition), {})[document["device"]] = document
 
 

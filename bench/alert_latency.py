@@ -145,7 +145,15 @@ def alert_latency(
             "start_from": "earliest",
             "rules": {"warm": RULE},
         },
-        "publisher": {"simulator": {"sensors": {"temperature": {"mean": 25.0, "stddev": 2.0, "drift": 0.0}}}},
+        "publisher": {
+            "simulator": {
+                "sensors": {  # every datastream model.things.simulated declares (check-config)
+                    "temperature": {"mean": 25.0, "stddev": 2.0, "drift": 0.0},
+                    "humidity": {"mean": 50.0, "stddev": 0.0, "drift": 0.0},
+                    "pressure": {"mean": 1013.0, "stddev": 0.0, "drift": 0.0},
+                }
+            }
+        },
     }
     overrides["kafka"] = {"telemetry_topic": f"alert-telemetry-{run}"}
     listener = AlertListener(stack.mosquitto.port, f"a{run}/+/alerts", workdir / f"alerts-{run}.txt")

@@ -587,9 +587,13 @@ def _variables(measurement: str) -> list[dict[str, Any]]:
 
 
 def alert_annotations(measurement: str) -> list[dict[str, Any]]:
-    """Every alert transition (the alerting stage's points in `measurement`) as an annotation on the
-    time axis of every graph; text and tags come from the point's columns."""
-    query = f'SELECT "text", "rule", "state", "severity", "device" FROM "{measurement}" WHERE $timeFilter'
+    """Every alert transition of the devices chosen in `$device` (the alerting stage's points in
+    `measurement`) as an annotation on the time axis of every graph; text and tags come from the
+    point's columns."""
+    query = (
+        f'SELECT "text", "rule", "state", "severity", "device" FROM "{measurement}"'
+        ' WHERE "device" =~ /^$device$/ AND $timeFilter'
+    )
     return [
         {
             "name": "Alerts",
@@ -605,10 +609,11 @@ def alert_annotations(measurement: str) -> list[dict[str, Any]]:
 
 
 def alerts_panel(measurement: str, grid: tuple[int, int, int, int]) -> dict[str, Any]:
-    """The latest alert transitions, newest first: what is pending, firing, resolved and where."""
+    """The latest alert transitions of the devices chosen in `$device`, newest first: what is
+    pending, firing, resolved and where."""
     query = (
         'SELECT "device", "rule", "severity", "state", "value", "threshold", "text"'
-        f' FROM "{measurement}" WHERE $timeFilter ORDER BY time DESC LIMIT 100'
+        f' FROM "{measurement}" WHERE "device" =~ /^$device$/ AND $timeFilter ORDER BY time DESC LIMIT 100'
     )
     panel = _panel(
         "table",

@@ -88,7 +88,11 @@ def test_ramp_over_a_threshold_and_back_through_restarts_deadman_and_alertmanage
             "simulator": {
                 "rate_hz": RATE_HZ,
                 "outlier_probability": 0.0,
-                "sensors": {"temperature": {"mean": 25.0, "stddev": 0.0, "drift": 0.0}},
+                "sensors": {  # every datastream model.things.simulated declares (check-config)
+                    "temperature": {"mean": 25.0, "stddev": 0.0, "drift": 0.0},
+                    "humidity": {"mean": 50.0, "stddev": 0.0, "drift": 0.0},
+                    "pressure": {"mean": 1013.0, "stddev": 0.0, "drift": 0.0},
+                },
                 "ramp": RAMP,
             }
         },
@@ -218,7 +222,9 @@ def test_ramp_over_a_threshold_and_back_through_restarts_deadman_and_alertmanage
     shown = [q for q in queries(load(TWIN_DASHBOARD)) if '"twin_alerts"' in q.text]
     assert [q.panel for q in shown] == ["Alerts", "annotation Alerts"]
     for query in shown:
-        found = pipeline.influx_rows(substitute(query.text, {}))
+        found = pipeline.influx_rows(substitute(query.text, {"device": "sim-1"}))
         assert sorted((row["rule"], row["state"]) for row in found) == sorted(in_kafka), query
         assert all(row["text"] and row["device"] == "sim-1" for row in found)
+        elsewhere = pipeline.influx_rows(substitute(query.text, {"device": "nobody-0"}))
+        assert elsewhere == [], "filtered by $device"
     received.client.loop_stop()

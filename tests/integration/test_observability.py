@@ -181,9 +181,16 @@ def test_metrics_probe_and_every_dashboard_query_on_a_running_pipeline(pipeline:
         )
 
         # An alert transition as the alerting stage writes it, for the alert table and annotations
-        # (tests/integration/test_alerting.py runs the same queries on the stage's own points).
-        line = influx_line(alert_transition("sim-1", time.time_ns()), "twin_alerts")
-        pipeline.stack.influxd.write(pipeline.bucket, [line])
+        # (tests/integration/test_alerting.py runs the same queries on the stage's own points), for
+        # every device: they are filtered by $device, and any of them may be the one chosen.
+        devices = {
+            row["value"]
+            for row in pipeline.influx_rows('SHOW TAG VALUES FROM "telemetry" WITH KEY = "device"')
+        }
+        lines = [
+            influx_line(alert_transition(device, time.time_ns()), "twin_alerts") for device in sorted(devices)
+        ]
+        pipeline.stack.influxd.write(pipeline.bucket, lines)
 
         grafana = Grafana(pipeline, prometheus)
         empty = []

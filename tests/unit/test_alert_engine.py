@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from alerting.engine import Engine, state_key
+from alerting.outputs import AlertmanagerForwarder, _iso
 from alerting.rules import NS
 from alerting.ruleset import RuleSet, fingerprint
 from alerting.store import Documents, apply, encode
@@ -16,6 +17,7 @@ from twinpipe.model import TwinModel
 
 T0 = 1_764_547_200 * NS
 SOURCE = ("twin.telemetry", 2)
+GROUP = "twinpipe-alerting"
 RULES = {
     "hot": {"observed_property": "temperature", "kind": "above", "raise": 35, "clear": 33, "for_s": 3},
     "steep": {"observed_property": "temperature", "kind": "rate_of_change", "raise": 2, "clear": 1,
@@ -33,7 +35,8 @@ def through_the_state_topic(old: Engine) -> Documents:
     """What a new owner reads back: every snapshot record, in order, the latest per key winning."""
     documents: Documents = {}
     for (topic, partition), device, document in old.snapshots():
-        apply(documents, partition, state_key(topic, device).encode(), encode(document))
+        key = state_key(GROUP, topic, device).encode()
+        apply(documents, partition, key, encode({**document, "group": GROUP}), GROUP)
     return documents
 
 
@@ -103,3 +106,48 @@ def test_a_rule_removed_from_the_config_leaves_no_state_behind() -> None:
     second = Engine(RuleSet(config.alerting, TwinModel(config.model)))
     second.load(SOURCE, through_the_state_topic(first)[SOURCE], T0)
     assert list(second.active()) == []
+
+
+def test_state_of_another_consumer_group_on_the_same_topic_is_ignored() -> None:
+    """Two deployments (group ids) share alerting.state_topic: each reads back only its own state."""
+    other = engine()
+    feed(other, [(T0 + i * NS, 36.0) for i in range(5)])  # firing in group "staging"
+    documents: Documents = {}
+    for (topic, partition), device, document in other.snapshots():
+        key = state_key("staging", topic, device).encode()
+        apply(documents, partition, key, encode({**document, "group": "staging"}), GROUP)
+        legacy = f"{topic}/{device}".encode()  # written before the key held the group
+        apply(documents, partition, legacy, encode(document), GROUP)
+        # A group id that is a prefix of another one's key: the document's group decides.
+        apply(documents, partition, f"{GROUP}/x/{device}".encode(), encode({**document, "group": "y"}), GROUP)
+    assert documents == {}
+    mine = engine()
+    assert mine.load(SOURCE, documents.get(SOURCE, {}), T0 + 5 * NS) == []
+    assert list(mine.active()) == []
+
+
+def test_a_severity_edited_while_firing_resolves_the_old_label_set_in_alertmanager() -> None:
+    """Alertmanager tells alerts apart by all their labels: the restarted stage sends the alert under
+    its new severity and resolves the one under the old severity (endsAt = now), not two firing."""
+    first = engine()
+    feed(first, [(T0 + i * NS, 36.0) for i in range(5)])  # hot: firing, severity warning
+    edited = {**RULES, "hot": {**RULES["hot"], "severity": "critical"}}
+    config = parse_config({"alerting": {"rules": edited, "alertmanager": {"enabled": True}}}, {})
+    second = Engine(RuleSet(config.alerting, TwinModel(config.model)))
+    now = T0 + 60 * NS
+    loaded = second.load(SOURCE, through_the_state_topic(first)[SOURCE], now)
+    assert [(a.event["state"], a.event["severity"]) for a in loaded] == [
+        ("firing", "critical"),
+        ("resolved", "warning"),
+    ]
+    forwarder = AlertmanagerForwarder(config.alerting.alertmanager)  # its thread is not started
+    for alert in loaded:
+        forwarder.put(alert.event)
+    sent = {a["labels"]["severity"]: a for a in forwarder.body(now)}
+    assert set(sent) == {"critical", "warning"}
+    assert sent["warning"]["endsAt"] == _iso(now) < sent["critical"]["endsAt"]
+    # Unchanged severity: only the firing alert, nothing resolved.
+    first = engine()
+    feed(first, [(T0 + i * NS, 36.0) for i in range(5)])
+    again = engine().load(SOURCE, through_the_state_topic(first)[SOURCE], now)
+    assert [(a.event["state"], a.event["severity"]) for a in again] == [("firing", "warning")]

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import random
 
+import paho.mqtt.client as mqtt
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from alerting.inputs import parse_anomaly
+from alerting.mqtt_acks import MqttAcks
 from alerting.outputs import alertmanager_alert, influx_line
 from bench.alert_latency import prometheus_intervals, prometheus_quantile
-from tests.dashboards import alert_transition
+from tests.dashboards import TWIN_DASHBOARD, alert_transition, load, queries
 
 T = 1_764_547_200_000_000_000
 
@@ -73,3 +75,25 @@ def test_prometheus_quantile_against_sampling_and_the_shipped_config() -> None:
     assert prometheus_quantile(0.99, 5, 5) == pytest.approx(samples[int(0.99 * len(samples))], abs=0.05)
     assert prometheus_quantile(0.5, 5, 5) == pytest.approx(5.0)
     assert prometheus_intervals() == (5.0, 5.0)
+
+
+def test_mqtt_acks_follow_pubacks_even_when_they_beat_publish_and_never_raise() -> None:
+    """MQTTMessageInfo is paho's own (no broker needed: acknowledgements are fed by hand)."""
+    acks = MqttAcks()
+    queued = mqtt.MQTTMessageInfo(1)
+    queued.rc = mqtt.MQTT_ERR_NO_CONN  # published while disconnected: paho keeps it queued
+    full = mqtt.MQTTMessageInfo(2)
+    full.rc = mqtt.MQTT_ERR_QUEUE_SIZE
+    early = mqtt.MQTTMessageInfo(3)
+    acks.acknowledged(3)  # the PUBACK of mid 3 arrived before publish() returned
+    assert acks.sent(queued) and not acks.sent(full) and acks.sent(early)
+    assert acks.wait(0.0) == 1 and acks.outstanding == 1
+    acks.acknowledged(1)  # sent after reconnecting
+    assert acks.outstanding == 0 and acks.wait(0.0) == 0
+
+
+def test_the_dashboards_alert_table_and_annotation_follow_the_device_variable() -> None:
+    """tests/integration/test_alerting.py runs them on the stage's points, for sim-1 and another."""
+    shown = [q for q in queries(load(TWIN_DASHBOARD)) if '"twin_alerts"' in q.text]
+    assert sorted(q.panel for q in shown) == ["Alerts", "annotation Alerts"]
+    assert all('"device" =~ /^$device$/' in q.text for q in shown), shown

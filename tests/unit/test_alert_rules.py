@@ -5,6 +5,8 @@ times, ticks at any moment."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -187,9 +189,24 @@ def test_rate_of_change_is_judged_over_the_window(steps: list) -> None:
 
 def test_rate_of_change_example() -> None:
     r = rule(kind="rate_of_change", **{"raise": 0.5}, clear=0.2, window_s=10)
-    readings = [(T0 + i * NS, 20.0 + i) for i in range(5)]  # +1 per s
+    readings = [(T0 + i * NS, 20.0 + i) for i in range(8)]  # +1 per s
     _, seen = run(r, readings)
-    assert [(i, t.state, t.value) for i, t in seen] == [(1, FIRING, 1.0)]
+    assert [(i, t.state, t.value) for i, t in seen] == [(5, FIRING, 1.0)]  # judged once 5 s are covered
+    state, _ = run(r, readings)
+    # A gap longer than the window leaves one reading in it: no rate, the alert stays as it is.
+    after_gap, transitions = on_reading(r, state, T0 + 30 * NS, 20.0, T0 + 30 * NS)
+    assert transitions == [] and after_gap.state == FIRING
+
+
+@settings(max_examples=50)
+@given(st.randoms(use_true_random=False))
+def test_rate_of_change_is_not_fooled_by_noise_before_its_window_is_covered(rng: random.Random) -> None:
+    """1 reading/s of 20 ± 0.5 (no trend), raise 0.5/s over 60 s: two readings 1 s apart can differ by
+    1.0 (a 'rate' of 1/s); judged only over at least 30 s, the noise is at most 1/30 per s."""
+    r = rule(kind="rate_of_change", **{"raise": 0.5}, window_s=60)
+    readings = [(T0 + i * NS, 20.0 + rng.uniform(-0.5, 0.5)) for i in range(120)]
+    _, seen = run(r, readings)
+    assert seen == []
 
 
 def test_anomaly_fires_when_anomalies_persist_for_s_and_clears_after_the_window() -> None:
@@ -281,6 +298,16 @@ def test_rules_resolve_per_property_with_thing_and_datastream_overrides() -> Non
             "clear: 50.0 is below raise 60.0",
         ),
         ({"observed_property": "noise", "kind": "above"}, "needs a finite raise level"),
+        ({"observed_property": "temperature", "kind": "rate_of_change", "raise": -0.5}, "raise: -0.5 < 0"),
+        (
+            {
+                "observed_property": "pm2_5",
+                "kind": "above",
+                "raise": 25,
+                "things": {"greensboro": {"raise": 30}},
+            },
+            "alerting.rules.r.things.greensboro: model.things.greensboro has no datastream of 'pm2_5'",
+        ),
     ],
 )
 def test_rule_errors_name_the_key(rule_doc: dict, message: str) -> None:
@@ -297,6 +324,22 @@ def test_rule_errors_name_the_key(rule_doc: dict, message: str) -> None:
         ({"alertmanager": {"url": "alertmanager:9093"}}, "alerting.alertmanager.url"),
         ({"alertmanager": {"url": "http://am:9093/api/v2/alerts"}}, "alerting.alertmanager.url"),
         ({"alertmanager": {"labels": {"bad-name": "x"}}}, "alerting.alertmanager.labels.bad-name"),
+        ({"alertmanager": {"labels": {"severity": "x"}}}, "alerting.alertmanager: labels: ['severity']"),
+        ({"alertmanager": {"labels": {"__name__": "x"}}}, "alerting.alertmanager: labels: ['__name__']"),
+        ({"topics": []}, "alerting.topics: List should have at least 1 item"),
+        (
+            {"topic": "twin.telemetry"},
+            "alerting.topic: 'twin.telemetry' is also an input (kafka.telemetry_topic",
+        ),
+        (
+            {"topics": ["a"], "state_topic": "a"},
+            "alerting.state_topic: 'a' is also an input (alerting.topics)",
+        ),
+        (
+            {"state_topic": "twin.anomalies"},
+            "alerting.state_topic: 'twin.anomalies' is also an input (alerting.anomaly",
+        ),
+        ({"topic": "x", "state_topic": "x"}, "alerting.state_topic: 'x' is also alerting.topic"),
     ],
 )
 def test_alerting_settings_errors_name_the_key(section: dict, message: str) -> None:

@@ -31,6 +31,8 @@ from twinpipe.config.common import HttpUrl, KafkaTopic, Measurement, Positive, S
 
 Kind = Literal["above", "below", "rate_of_change", "no_data", "anomaly"]
 Severity = Literal["info", "warning", "critical"]
+SEVERITIES = ("info", "warning", "critical")
+RESERVED_LABELS = ("alertname", "device", "datastream", "severity")  # every alert's own labels
 LEVEL_KINDS = ("above", "below", "rate_of_change")
 Seconds = Annotated[float, Field(ge=0, le=30 * 86400)]
 
@@ -106,6 +108,8 @@ def level_problem(kind: str, raise_: float | None, clear: float | None) -> str |
         return None
     if raise_ is None or not math.isfinite(raise_):
         return f"raise: a {kind} rule needs a finite raise level"
+    if kind == "rate_of_change" and raise_ < 0:
+        return f"raise: {raise_} < 0; a rate_of_change rule compares the absolute rate (per s)"
     if clear is None:
         return None
     if not math.isfinite(clear):
@@ -129,10 +133,20 @@ class AlertmanagerConfig(Section):
     # Extra labels on every alert (routing), e.g. {team: facilities}.
     labels: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str] = {}
 
+    @model_validator(mode="after")
+    def _own_labels(self) -> AlertmanagerConfig:
+        taken = sorted(name for name in self.labels if name in RESERVED_LABELS or name.startswith("__"))
+        if taken:
+            raise ValueError(
+                f"labels: {taken} are set by the stage ({', '.join(RESERVED_LABELS)}) or reserved by"
+                " Alertmanager (__*); choose other label names"
+            )
+        return self
+
 
 class AlertingConfig(Section):
     group_id: str = "twinpipe-alerting"
-    topics: list[KafkaTopic] | None = None  # None: [kafka.telemetry_topic]
+    topics: Annotated[list[KafkaTopic], Field(min_length=1)] | None = None  # None: [kafka.telemetry_topic]
     start_from: Literal["latest", "earliest"] = "latest"  # where a new consumer group starts
     anomaly_topic: KafkaTopic | None = "twin.anomalies"  # None: no anomaly input
     topic: KafkaTopic = "twin.alerts"

@@ -49,6 +49,7 @@ def cross_section_errors(config: Config) -> list[str]:
         + _unproduced_datastreams(config)
         + _alert_rule_references(config)
         + _predictive_references(config)
+        + _alert_topics(config)
     )
 
 
@@ -71,9 +72,31 @@ def _predictive_references(config: Config) -> list[str]:
     return errors
 
 
+def _alert_topics(config: Config) -> list[str]:
+    """The alerting stage's outputs (alerting.topic, alerting.state_topic) are neither one of its
+    inputs (the telemetry topics, alerting.anomaly_topic) nor each other."""
+    settings = config.alerting
+    inputs = {topic: "alerting.topics" for topic in config.telemetry_topics(settings.topics)}
+    if settings.topics is None:
+        inputs = {config.kafka.telemetry_topic: "kafka.telemetry_topic (alerting.topics is null)"}
+    if settings.anomaly_topic:
+        inputs.setdefault(settings.anomaly_topic, "alerting.anomaly_topic")
+    errors = []
+    for key, topic in (("alerting.topic", settings.topic), ("alerting.state_topic", settings.state_topic)):
+        if topic in inputs:
+            errors.append(f"{key}: {topic!r} is also an input ({inputs[topic]}); give it a topic of its own")
+    if settings.topic == settings.state_topic:
+        errors.append(
+            f"alerting.state_topic: {settings.state_topic!r} is also alerting.topic; the compacted state"
+            " needs a topic of its own"
+        )
+    return errors
+
+
 def _alert_rule_references(config: Config) -> list[str]:
-    """A rule names a known observed property; its overrides a known thing, and a datastream
-    ("<device>:<value>") that the model resolves to that property (twinpipe.model)."""
+    """A rule names a known observed property; its overrides a known thing (one that declares a
+    datastream of that property, when it declares any), and a datastream ("<device>:<value>") that
+    the model resolves to that property (twinpipe.model)."""
     from twinpipe.model import TwinModel  # the model's resolution; imported late (it imports config)
 
     model = TwinModel(config.model)
@@ -90,6 +113,14 @@ def _alert_rule_references(config: Config) -> list[str]:
         for thing in rule.things:
             if thing not in config.model.things:
                 errors.append(f"{where}.things.{thing}: not in model.things {sorted(config.model.things)}")
+                continue
+            declared = config.model.things[thing].datastreams
+            observed = {stream.observed_property for stream in declared.values()}
+            if declared and rule.observed_property not in observed:
+                errors.append(
+                    f"{where}.things.{thing}: model.things.{thing} has no datastream of"
+                    f" {rule.observed_property!r} (it declares {sorted(declared)}): never applies"
+                )
         for key in rule.datastreams:
             device, sep, value = key.partition(":")
             stream = model.datastream(device, value) if sep and device and value else None
