@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+import time
 from typing import Any
 
 from devstack.command_loop import command_loop
@@ -144,3 +146,46 @@ def test_kill_9_of_the_state_stage_the_bridge_and_the_publisher_mid_command_appl
     assert [json.loads(r.value)["id"] for r in commands] == [command_id], "no second command"
     for process in (publisher, bridge, twin.process, board):
         assert process.stop() == 0
+
+
+def test_two_quick_kill_9_of_the_bridge_during_a_burst_then_a_new_command_reaches_the_board(
+    pipeline: Pipeline,
+) -> None:
+    """Issue 15's report: a burst of 20 commands 0.13 s apart; 1 s in, kill -9 of the bridge, a new one
+    1.5 s later, kill -9 of that one 3 s after, a third one. The consumer group then holds members that
+    died without leaving; the third bridge must still get the command partition and publish: every
+    command of the burst ends applied or expired (none stays queued), and a new command is applied."""
+    config = loop_config(pipeline, {"publisher": {"simulator": {"rate_hz": 1.0}}})
+    bridge = pipeline.stage("mqtt_kafka_bridge", config)
+    publisher = pipeline.stage("publisher", config)
+    twin = start(pipeline, config)
+    poll(publisher.log, lambda log: "subscribed to 1 command topic" in log, 20, "the command session")
+    first = twin.ok("PATCH", "/things/sim-1/desired", {"settings": {"report_interval_s": 1.0}})
+    twin.command(first["id"], "applied")
+
+    ids: list[str] = []
+
+    def burst() -> None:
+        for n in range(20):
+            body = {"settings": {"report_interval_s": 1.0 + n / 100}, "expires_in_s": 60}
+            ids.append(twin.ok("PATCH", "/things/sim-1/desired", body)["id"])
+            time.sleep(0.13)  # the user's pacing, not a synchronisation
+
+    sender = threading.Thread(target=burst)
+    sender.start()
+    time.sleep(1.0)  # the reported timeline, not a synchronisation
+    bridge.kill()
+    time.sleep(1.5)
+    bridge = pipeline.stage("mqtt_kafka_bridge", config)
+    time.sleep(3.0)
+    bridge.kill()
+    bridge = pipeline.stage("mqtt_kafka_bridge", config)
+    sender.join()
+    assert len(ids) == 20
+    later = twin.ok("PATCH", "/things/sim-1/desired", {"settings": {"report_interval_s": 0.5}})
+    twin.command(later["id"], "applied", timeout_s=45)
+    states = {command_id: twin.ok("GET", f"/commands/{command_id}")["state"] for command_id in ids}
+    assert "queued" not in states.values(), states
+    assert publisher.stop() == 0
+    assert bridge.stop() == 0
+    assert twin.process.stop() == 0

@@ -1,0 +1,82 @@
+"""The downlink's watch over its consumer group (issue 15: two quick kill -9 of the bridge left the
+group waiting on dead members; the downlink sent nothing and /readyz stayed green).
+The Kafka consumer here is a stand-in (no broker): what is tested is the downlink's reaction to a
+consumer that never gets a partition, which a real broker produces only by a timing accident."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mqtt_kafka_bridge.downlink import Downlink, stall_reason
+from twinpipe.config import parse_config
+
+
+class NeverAssigned:
+    """A consumer whose group join never completes: no partition, no records."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.topics: list[str] = []
+
+    def subscribe(self, topics: list[str]) -> None:
+        self.topics = topics
+
+    def assignment(self) -> set[Any]:
+        return set()
+
+    def poll(self, timeout_ms: int, max_records: int) -> dict[Any, Any]:
+        time.sleep(timeout_ms / 1000 / 10)
+        return {}
+
+    def close(self, autocommit: bool = True, timeout_ms: int | None = None) -> None:
+        self.closed = True
+
+
+@given(st.floats(0, 1e6), st.none() | st.floats(0, 1e6), st.none() | st.floats(0, 1e6), st.floats(0.1, 600))
+def test_stall_reason_names_a_stall_only_past_the_session_timeout(
+    now: float, unassigned: float | None, failing: float | None, limit: float
+) -> None:
+    reason = stall_reason(now, unassigned, failing, limit)
+    stalled = (unassigned is not None and now - unassigned > limit) or (
+        failing is not None and now - failing > limit
+    )
+    assert (reason is not None) == stalled
+    if unassigned is not None and now - unassigned > limit:
+        assert reason is not None and "no partition" in reason
+
+
+def test_a_consumer_never_assigned_makes_the_downlink_not_ready_then_replaced_and_stop_is_bounded() -> None:
+    config = parse_config(
+        {
+            "kafka": {"session_timeout_ms": 1000, "heartbeat_interval_ms": 300},
+            "bridge": {"downlink": {"enabled": True}},
+        }
+    )
+    consumers: list[NeverAssigned] = []
+
+    def consumer() -> Any:
+        consumers.append(NeverAssigned())
+        return consumers[-1]
+
+    downlink = Downlink(config, consumer, lambda: None)  # type: ignore[arg-type,return-value]
+    downlink._connected.set()  # no MQTT broker: the connection is not what is tested
+    downlink._consumer.subscribe([config.bridge.downlink.command_topic])
+    downlink._thread.start()
+    try:
+        assert downlink.ready() is True
+        deadline = time.monotonic() + 10
+        while len(consumers) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        reason = downlink.ready()
+        assert isinstance(reason, str) and "no partition" in reason, reason
+        assert len(consumers) >= 2 and consumers[0].closed, "the stuck consumer was replaced"
+        assert consumers[-1].topics == [config.bridge.downlink.command_topic]
+    finally:
+        started = time.monotonic()
+        downlink._stop.set()
+        downlink._thread.join(2)
+        assert not downlink._thread.is_alive() and time.monotonic() - started < 2
