@@ -189,3 +189,37 @@ def test_two_quick_kill_9_of_the_bridge_during_a_burst_then_a_new_command_reache
     assert publisher.stop() == 0
     assert bridge.stop() == 0
     assert twin.process.stop() == 0
+
+
+def test_a_board_restart_forgets_its_reported_settings_and_sends_the_applied_ones_again(
+    pipeline: Pipeline,
+) -> None:
+    """Issue 15: heater=on applied, then kill -9 of the publisher: its simulated board restarts with
+    the heater off. The new boot id in its telemetry is the evidence: reported forgets heater, and a
+    new command (journaled with the reason) sets it again, applied by the restarted board."""
+    config = loop_config(pipeline, {"publisher": {"simulator": {"rate_hz": 1.0}}})
+    bridge = pipeline.stage("mqtt_kafka_bridge", config)
+    publisher = pipeline.stage("publisher", config)
+    twin = start(pipeline, config)
+    poll(publisher.log, lambda log: "subscribed to 1 command topic" in log, 20, "the command session")
+    first = twin.ok("PATCH", "/things/sim-1/desired", {"settings": {"heater": True}})
+    twin.command(first["id"], "applied")
+
+    publisher.kill()
+    publisher = pipeline.stage("publisher", config)
+    state = poll(
+        lambda: twin.ok("GET", "/things/sim-1/state"),
+        lambda s: any(c["id"] != first["id"] for c in s["commands"]),
+        30,
+        "a command sent again after the board restarted",
+    )
+    again = next(c for c in state["commands"] if c["id"] != first["id"])
+    assert again["settings"] == {"heater": True}
+    assert "restarted" in again["history"][0]["detail"], again["history"]
+    entry = twin.command(again["id"], "applied", timeout_s=30)
+    assert entry["state"] == "applied"
+    state = twin.ok("GET", "/things/sim-1/state")
+    assert state["reported"]["heater"] is True and state["delta"] == {}
+    assert len([c for c in state["commands"] if c["settings"] == {"heater": True}]) == 2, "sent again once"
+    for process in (publisher, bridge, twin.process):
+        assert process.stop() == 0
