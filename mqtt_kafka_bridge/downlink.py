@@ -79,12 +79,20 @@ def message_properties(command: Command, events_topic: str, now_ns: int) -> Prop
 
 
 def stall_reason(
-    now: float, unassigned_since: float | None, failing_since: float | None, limit_s: float
+    now: float,
+    unassigned_since: float | None,
+    failing_since: float | None,
+    limit_s: float,
+    last_pass: float | None = None,
+    pass_limit_s: float = float("inf"),
 ) -> str | None:
     """Why the downlink cannot make progress (None: it can). Times are monotonic s; `unassigned_since`
     is when the consumer last had no partition assigned (None: it has some), `failing_since` when the
     batch it holds first failed (None: the last one was handled); either for longer than `limit_s`
-    (the group's session timeout) is a stall."""
+    (the group's session timeout) is a stall; so is a loop whose last pass began (`last_pass`) longer
+    than `pass_limit_s` ago (blocked inside a call: the longest a pass may take)."""
+    if last_pass is not None and now - last_pass > pass_limit_s:
+        return f"the downlink loop has been blocked for {now - last_pass:.0f} s (no poll)"
     if unassigned_since is not None and now - unassigned_since > limit_s:
         return (
             f"no partition of the command topic assigned for {now - unassigned_since:.0f} s "
@@ -131,6 +139,12 @@ class Downlink:
         self._unassigned_since: float | None = time.monotonic()
         self._renewed_at = time.monotonic()
         self._failing_since: float | None = None
+        self._last_pass = time.monotonic()
+        # The longest one pass may take: PUBACKs, the events' delivery, a commit (Kafka's request
+        # timeout, 30 s) and a group join (the session timeout).
+        self._pass_limit_s = (
+            self._settings.publish_timeout_s + config.bridge.delivery_timeout_s + 30 + 2 * self._limit_s
+        )
         self._new_producer = producer
         self._producer: KafkaProducer | None = producer()
         self._clock_ns = clock_ns
@@ -176,8 +190,16 @@ class Downlink:
             stall_reason(time.monotonic(), self._unassigned_since, self._failing_since, self._limit_s) or True
         )
 
-    def alive(self) -> bool:
-        return self._thread.is_alive() or self._stop.is_set()
+    def alive(self) -> bool | str:
+        """False once the thread died; the reason while its loop is blocked (a restart recovers)."""
+        if self._stop.is_set():
+            return True
+        if not self._thread.is_alive():
+            return False
+        now = time.monotonic()
+        if now - self._last_pass > self._pass_limit_s:
+            return f"the downlink loop has been blocked for {now - self._last_pass:.0f} s (no poll)"
+        return True
 
     # --- paho network thread ---
 
@@ -233,6 +255,7 @@ class Downlink:
     def _loop(self) -> None:
         backoff = Backoff(0.5, 10.0)
         while not self._stop.is_set():
+            self._last_pass = time.monotonic()
             self._watch_group()
             try:
                 batches = self._consumer.poll(timeout_ms=500, max_records=self._settings.max_batch)

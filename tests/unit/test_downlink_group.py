@@ -5,6 +5,7 @@ consumer that never gets a partition, which a real broker produces only by a tim
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -80,3 +81,24 @@ def test_a_consumer_never_assigned_makes_the_downlink_not_ready_then_replaced_an
         downlink._stop.set()
         downlink._thread.join(2)
         assert not downlink._thread.is_alive() and time.monotonic() - started < 2
+
+
+@given(st.floats(0, 1e6), st.floats(0, 1e6), st.floats(1, 600))
+def test_a_loop_blocked_longer_than_a_pass_may_take_is_a_stall(
+    now: float, last_pass: float, limit: float
+) -> None:
+    reason = stall_reason(now, None, None, 10.0, last_pass, limit)
+    assert (reason is not None) == (now - last_pass > limit)
+    if reason is not None:
+        assert "blocked" in reason
+
+
+def test_a_blocked_loop_fails_liveness_with_the_reason() -> None:
+    config = parse_config({"bridge": {"downlink": {"enabled": True}}})
+    downlink = Downlink(config, NeverAssigned, lambda: None)  # type: ignore[arg-type,return-value]
+    downlink._thread = threading.Thread(target=threading.Event().wait, args=(5,), daemon=True)
+    downlink._thread.start()  # a loop that never passes: blocked inside a call
+    assert downlink.alive() is True
+    downlink._last_pass -= downlink._pass_limit_s + 1
+    alive = downlink.alive()
+    assert isinstance(alive, str) and "blocked" in alive
