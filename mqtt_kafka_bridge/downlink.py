@@ -150,6 +150,9 @@ class Downlink:
         self._clock_ns = clock_ns
         self._lock = threading.Condition()
         self._published: dict[int, Published] = {}  # by MQTT message id, awaiting PUBACK
+        # PUBACKs of message ids not registered (yet): cleared at each batch's start, so a late one of
+        # an earlier batch cannot answer a reused id (a batch uses far fewer than paho's 65535 ids)
+        self._early: dict[int, ReasonCode] = {}
         self._throttled = ThrottledLog(log)
         self._thread = threading.Thread(target=self._loop, name="downlink", daemon=True)
         self._stop = threading.Event()
@@ -221,9 +224,11 @@ class Downlink:
     def on_publish(self, mid: int, reason: ReasonCode) -> None:
         with self._lock:
             published = self._published.get(mid)
-            if published is not None:
-                published.reason = reason
-                self._lock.notify_all()
+            if published is None:  # not registered yet (or a batch given up): kept for _publish
+                self._early[mid] = reason
+                return
+            published.reason = reason
+            self._lock.notify_all()
 
     # --- downlink thread ---
 
@@ -289,6 +294,8 @@ class Downlink:
         events: list[CommandEvent] = []
         letters: list[tuple[Any, str]] = []
         published: list[Published] = []
+        with self._lock:
+            self._early.clear()
         for record in records:
             try:
                 command = decode_command(record.value or b"", self._config.bridge.max_payload_bytes)
@@ -345,14 +352,19 @@ class Downlink:
         properties = message_properties(
             command, settings.mqtt_events_topic.format(device=command.device), now_ns
         )
-        with self._lock:  # held across publish so the PUBACK callback finds it registered
-            info = self._client.publish(topic, payload, qos=1, properties=properties)
-            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                self._throttled.warning(
-                    "publish", "cannot publish to %s: %s", topic, mqtt.error_string(info.rc)
-                )
-                return None
-            item = self._published[info.mid] = Published(command, topic, time.monotonic())
+        # Not under self._lock: paho's publish takes paho's own lock, which its network thread holds
+        # while it calls on_publish (that takes self._lock): holding both in the other order
+        # deadlocked the downlink for good in a burst (issue 15). A PUBACK that comes before the
+        # registration below waits in self._early.
+        sent_at = time.monotonic()
+        info = self._client.publish(topic, payload, qos=1, properties=properties)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            self._throttled.warning("publish", "cannot publish to %s: %s", topic, mqtt.error_string(info.rc))
+            return None
+        with self._lock:
+            item = self._published[info.mid] = Published(
+                command, topic, sent_at, self._early.pop(info.mid, None)
+            )
         return item
 
     def _await_pubacks(self, published: list[Published]) -> bool:
