@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 
+from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 
 from mqtt_kafka_bridge.bridge import Bridge
@@ -70,9 +71,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     def downlink() -> Downlink:
-        consumer = kafka_consumer(
-            config.kafka, settings.downlink.group_id, auto_offset_reset="earliest", max_poll_records=500
-        )
+        def consumer() -> KafkaConsumer:
+            return kafka_consumer(
+                config.kafka, settings.downlink.group_id, auto_offset_reset="earliest", max_poll_records=500
+            )
+
         return Downlink(config, consumer, lambda: kafka_producer(config.kafka, linger_ms=0))
 
     with (

@@ -128,7 +128,7 @@ class Bridge:
 
     def __exit__(self, *exc_info: object) -> None:
         if self._downlink is not None:
-            self._downlink.stop(5)
+            self._downlink.stop(self._config.bridge.shutdown_timeout_s)
         self._client.disconnect()
         self._disconnected.wait(5)
         self._client.loop_stop()

@@ -17,6 +17,10 @@ A crash before 3 publishes the batch again: harmless, the board ignores a comman
 When the broker does not acknowledge within `publish_timeout_s` (disconnected) or Kafka does not
 take the events, nothing is committed: the consumer seeks back and the batch is tried again after a
 backoff.
+The consumer group is watched: a downlink with no partition of `command_topic` assigned for longer
+than `kafka.session_timeout_ms` (a group whose join waits on members that died without leaving, kill
+-9 twice in a row) or whose batch has failed for that long is not ready (/readyz says why); with
+no partition for twice that, the consumer is closed and a new one (a new member id) joins again.
 """
 
 from __future__ import annotations
@@ -74,6 +78,32 @@ def message_properties(command: Command, events_topic: str, now_ns: int) -> Prop
     return properties
 
 
+def stall_reason(
+    now: float,
+    unassigned_since: float | None,
+    failing_since: float | None,
+    limit_s: float,
+    last_pass: float | None = None,
+    pass_limit_s: float = float("inf"),
+) -> str | None:
+    """Why the downlink cannot make progress (None: it can). Times are monotonic s; `unassigned_since`
+    is when the consumer last had no partition assigned (None: it has some), `failing_since` when the
+    batch it holds first failed (None: the last one was handled); either for longer than `limit_s`
+    (the group's session timeout) is a stall; so is a loop whose last pass began (`last_pass`) longer
+    than `pass_limit_s` ago (blocked inside a call: the longest a pass may take)."""
+    if last_pass is not None and now - last_pass > pass_limit_s:
+        return f"the downlink loop has been blocked for {now - last_pass:.0f} s (no poll)"
+    if unassigned_since is not None and now - unassigned_since > limit_s:
+        return (
+            f"no partition of the command topic assigned for {now - unassigned_since:.0f} s "
+            f"(longer than kafka.session_timeout_ms {limit_s * 1000:.0f}): the consumer group does not "
+            "settle; joining again with a new consumer"
+        )
+    if failing_since is not None and now - failing_since > limit_s:
+        return f"the commands read have not been handled for {now - failing_since:.0f} s (see the log)"
+    return None
+
+
 def puback_outcome(reason: ReasonCode | None, topic: str) -> tuple[str, str]:
     """(event state, detail) for a command the broker answered with `reason` (None: no answer)."""
     if reason is None:
@@ -92,7 +122,7 @@ class Downlink:
     def __init__(
         self,
         config: Config,
-        consumer: KafkaConsumer,
+        consumer: Callable[[], KafkaConsumer],
         producer: Callable[[], KafkaProducer],
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
@@ -103,12 +133,26 @@ class Downlink:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
         self._connected = threading.Event()
-        self._consumer = consumer
+        self._new_consumer = consumer
+        self._consumer = consumer()
+        self._limit_s = config.kafka.session_timeout_ms / 1000
+        self._unassigned_since: float | None = time.monotonic()
+        self._renewed_at = time.monotonic()
+        self._failing_since: float | None = None
+        self._last_pass = time.monotonic()
+        # The longest one pass may take: PUBACKs, the events' delivery, a commit (Kafka's request
+        # timeout, 30 s) and a group join (the session timeout).
+        self._pass_limit_s = (
+            self._settings.publish_timeout_s + config.bridge.delivery_timeout_s + 30 + 2 * self._limit_s
+        )
         self._new_producer = producer
         self._producer: KafkaProducer | None = producer()
         self._clock_ns = clock_ns
         self._lock = threading.Condition()
         self._published: dict[int, Published] = {}  # by MQTT message id, awaiting PUBACK
+        # PUBACKs of message ids not registered (yet): cleared at each batch's start, so a late one of
+        # an earlier batch cannot answer a reused id (a batch uses far fewer than paho's 65535 ids)
+        self._early: dict[int, ReasonCode] = {}
         self._throttled = ThrottledLog(log)
         self._thread = threading.Thread(target=self._loop, name="downlink", daemon=True)
         self._stop = threading.Event()
@@ -122,19 +166,43 @@ class Downlink:
         self._thread.start()
 
     def stop(self, timeout_s: float) -> None:
+        """Stop within about `timeout_s` (s): the loop ends its pass (every wait in it is bounded), then
+        the consumer leaves its group and the producer flushes, each within what is left."""
+        deadline = time.monotonic() + timeout_s
         self._stop.set()
-        self._thread.join(timeout_s)
-        self._consumer.close(autocommit=False)
+        with self._lock:
+            self._lock.notify_all()
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        left_ms = int(max(0.1, deadline - time.monotonic()) * 1000)
+        if self._thread.is_alive():  # a KafkaConsumer is not thread-safe: leave it to the process exit
+            log.warning("the downlink did not stop within %g s; exiting without leaving the group", timeout_s)
+        else:
+            try:
+                self._consumer.close(autocommit=False, timeout_ms=left_ms)
+            except KafkaError as exc:
+                log.warning("cannot leave the command consumer group cleanly: %s", exc)
         if self._producer is not None:
-            self._producer.close(timeout=max(0.1, timeout_s))
+            self._producer.close(timeout=max(0.1, deadline - time.monotonic()))
         self._client.disconnect()
         self._client.loop_stop()
 
-    def ready(self) -> bool:
-        return self._connected.is_set()
+    def ready(self) -> bool | str:
+        if not self._connected.is_set():
+            return False
+        return (
+            stall_reason(time.monotonic(), self._unassigned_since, self._failing_since, self._limit_s) or True
+        )
 
-    def alive(self) -> bool:
-        return self._thread.is_alive() or self._stop.is_set()
+    def alive(self) -> bool | str:
+        """False once the thread died; the reason while its loop is blocked (a restart recovers)."""
+        if self._stop.is_set():
+            return True
+        if not self._thread.is_alive():
+            return False
+        now = time.monotonic()
+        if now - self._last_pass > self._pass_limit_s:
+            return f"the downlink loop has been blocked for {now - self._last_pass:.0f} s (no poll)"
+        return True
 
     # --- paho network thread ---
 
@@ -156,15 +224,44 @@ class Downlink:
     def on_publish(self, mid: int, reason: ReasonCode) -> None:
         with self._lock:
             published = self._published.get(mid)
-            if published is not None:
-                published.reason = reason
-                self._lock.notify_all()
+            if published is None:  # not registered yet (or a batch given up): kept for _publish
+                self._early[mid] = reason
+                return
+            published.reason = reason
+            self._lock.notify_all()
 
     # --- downlink thread ---
+
+    def _watch_group(self) -> None:
+        """Note whether partitions are assigned; after twice the session timeout without any, a new
+        consumer (a new member id) joins: the old one may wait on a join that never completes."""
+        now = time.monotonic()
+        if self._consumer.assignment():
+            self._unassigned_since = None
+            return
+        if self._unassigned_since is None:
+            self._unassigned_since = now
+            self._renewed_at = now
+        if now - self._renewed_at <= 2 * self._limit_s:
+            return
+        log.warning(
+            "no partition of %s assigned for %.0f s: joining the group %s again with a new consumer",
+            self._settings.command_topic, now - self._unassigned_since, self._settings.group_id,
+        )  # fmt: skip
+        metrics.DOWNLINK_REJOINS.inc()
+        try:
+            self._consumer.close(autocommit=False, timeout_ms=int(self._limit_s * 1000))
+        except KafkaError as exc:
+            log.warning("cannot leave the command consumer group: %s", exc)
+        self._consumer = self._new_consumer()
+        self._consumer.subscribe([self._settings.command_topic])
+        self._renewed_at = time.monotonic()
 
     def _loop(self) -> None:
         backoff = Backoff(0.5, 10.0)
         while not self._stop.is_set():
+            self._last_pass = time.monotonic()
+            self._watch_group()
             try:
                 batches = self._consumer.poll(timeout_ms=500, max_records=self._settings.max_batch)
             except KafkaError as exc:
@@ -175,13 +272,20 @@ class Downlink:
                 continue
             records = [record for batch in batches.values() for record in batch]
             if self._handle(records):
+                self._failing_since = None
                 backoff = Backoff(0.5, 10.0)
                 continue
+            if self._failing_since is None:
+                self._failing_since = time.monotonic()
             # Not committed: read the batch again from its first offsets, after a pause.
             for partition, batch in batches.items():
                 try:
                     self._consumer.seek(partition, batch[0].offset)
-                except KafkaError:  # revoked meanwhile: its new owner reads from the committed offset
+                except (
+                    KafkaError,
+                    AssertionError,
+                    ValueError,
+                ):  # revoked meanwhile: its new owner reads from the committed offset
                     continue
             self._stop.wait(backoff.next_delay())
 
@@ -190,6 +294,8 @@ class Downlink:
         events: list[CommandEvent] = []
         letters: list[tuple[Any, str]] = []
         published: list[Published] = []
+        with self._lock:
+            self._early.clear()
         for record in records:
             try:
                 command = decode_command(record.value or b"", self._config.bridge.max_payload_bytes)
@@ -246,14 +352,19 @@ class Downlink:
         properties = message_properties(
             command, settings.mqtt_events_topic.format(device=command.device), now_ns
         )
-        with self._lock:  # held across publish so the PUBACK callback finds it registered
-            info = self._client.publish(topic, payload, qos=1, properties=properties)
-            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                self._throttled.warning(
-                    "publish", "cannot publish to %s: %s", topic, mqtt.error_string(info.rc)
-                )
-                return None
-            item = self._published[info.mid] = Published(command, topic, time.monotonic())
+        # Not under self._lock: paho's publish takes paho's own lock, which its network thread holds
+        # while it calls on_publish (that takes self._lock): holding both in the other order
+        # deadlocked the downlink for good in a burst (issue 15). A PUBACK that comes before the
+        # registration below waits in self._early.
+        sent_at = time.monotonic()
+        info = self._client.publish(topic, payload, qos=1, properties=properties)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            self._throttled.warning("publish", "cannot publish to %s: %s", topic, mqtt.error_string(info.rc))
+            return None
+        with self._lock:
+            item = self._published[info.mid] = Published(
+                command, topic, sent_at, self._early.pop(info.mid, None)
+            )
         return item
 
     def _await_pubacks(self, published: list[Published]) -> bool:

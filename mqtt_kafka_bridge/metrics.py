@@ -70,3 +70,8 @@ COMMAND_EVENTS_FORWARDED = Counter(
 )
 for outcome in COMMAND_OUTCOMES:
     COMMANDS.labels(outcome)
+DOWNLINK_REJOINS = Counter(
+    "twinpipe_bridge_downlink_rejoins",
+    "Times the downlink replaced its Kafka consumer after no partition of the command topic was "
+    "assigned for twice kafka.session_timeout_ms (a consumer group that did not settle)",
+)

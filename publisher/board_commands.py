@@ -19,6 +19,8 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from publisher.command_codec import format_value
+
 SET_LINE = re.compile(r"SET (?P<id>\S+) (?P<name>\w+) (?P<value>\S+)")
 REMEMBERED_IDS = 4096  # command ids a board remembers as applied (oldest forgotten first)
 REPORT_INTERVAL_RANGE = (0.1, 3600.0)
@@ -62,7 +64,7 @@ class BoardSettings:
     def current(self, name: str) -> str:
         if name == "heater":
             return "1" if self.heater else "0"
-        return f"{self.report_interval_s:g}"
+        return format_value(self.report_interval_s)  # exactly: 1000.125, not 1000.12
 
     def _apply(self, name: str, text: str) -> str | None:
         if name == "heater":

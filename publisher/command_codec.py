@@ -15,10 +15,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 
 from twinpipe.command_messages import Command, Setting
 from twinpipe.config.publisher import CommandsConfig
 
+MAX_POSITIONAL_CHARS = 32  # a float longer than this written positionally keeps its exponent
 MAX_ACK_LINE_BYTES = 256  # a candidate ACK line longer than this is not one: its bytes go on as data
 
 
@@ -30,11 +32,20 @@ class Ack:
 
 
 def format_value(value: Setting) -> str:
-    """A setting as text for the serial line: bool → 1/0, a whole float without its `.0`."""
+    """A setting as text for the serial line: bool → 1/0, a whole float without its `.0`, any other
+    number exactly: the shortest decimal that reads back as the same double (Python's repr), written
+    positionally (1e-05 → 0.00001), since a board's strtod/atof may not take an exponent. A board
+    that parses the text as a double therefore holds exactly the value asked for, and its ACK of it
+    (written the same way) matches. Only a number whose positional text would exceed
+    `MAX_POSITIONAL_CHARS` (below 1e-12 or so, far outside any board setting) keeps repr's exponent
+    (2.2e-308): still exact, and an ACK line stays under MAX_ACK_LINE_BYTES."""
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
         return str(int(value))
+    if isinstance(value, float):
+        positional = format(Decimal(repr(value)), "f")
+        return positional if len(positional) <= MAX_POSITIONAL_CHARS else repr(value)
     return str(value)
 
 

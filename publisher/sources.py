@@ -133,6 +133,25 @@ class SerialSource:
                 self._on_frame_error(device, error)
 
 
+def reschedule(
+    due: dict[str, float],
+    intervals: dict[str, float],
+    current: dict[str, float],
+    now: float,
+    common_tick: float | None,
+) -> dict[str, float]:
+    """The next reading time (monotonic s) of each simulated board after a command: a board whose
+    interval changed (`intervals` → `current`, s) reads next one new interval from `now`; every
+    other board keeps its own schedule (`common_tick`: the shared tick it followed, if any), so a
+    command to one board never moves another's readings."""
+    return {
+        device: now + current[device]
+        if current[device] != intervals[device]
+        else (common_tick if common_tick is not None else due[device])
+        for device in due
+    }
+
+
 class SimulatorSource:
     """`devices` boards, each producing one reading every 1/rate_hz seconds."""
 
@@ -164,17 +183,19 @@ class SimulatorSource:
         config, boards = self._config, self.boards
         log.info("simulating %d board(s) at %g readings/s each", len(boards), config.rate_hz)
         start = time.monotonic()
-        uniform = True  # every board at the configured rate: one tick for all, as before commands
+        uniform = True  # every board at the configured rate: one tick for all, until a rate changes
         next_tick = start
         due = dict.fromkeys(boards, start)
+        intervals = dict.fromkeys(boards, 1.0 / config.rate_hz)
         while not stop.is_set():
             now = time.monotonic()
             if self._changed.is_set():
                 self._changed.clear()
                 with self._lock:
-                    intervals = {device: board.settings.report_interval_s for device, board in boards.items()}
-                uniform = all(interval == 1.0 / config.rate_hz for interval in intervals.values())
-                due = {device: now + intervals[device] for device in boards}
+                    current = {device: board.settings.report_interval_s for device, board in boards.items()}
+                due = reschedule(due, intervals, current, now, next_tick if uniform else None)
+                uniform = uniform and current == intervals
+                intervals = current
             if uniform:
                 next_tick = self._tick_all(now, next_tick, stop)
                 continue

@@ -12,7 +12,8 @@ State document (one per device, JSON; the words of AWS IoT's device shadow):
      "metadata": {"desired": {"heater": {"time_ns": ...}}, "reported": {"temperature": {"time_ns": ...}}},
      "commands": [<journal entry>, ...],                      # oldest first: every open one, the last
                                                               # `journal_size` closed ones
-     "unmatched": [<command event>, ...]}                     # events seen before their command (bounded)
+     "unmatched": [<command event>, ...],                     # events seen before their command (bounded)
+     "boot": {"id": "18c2f...", "time_ns": ...}}              # the boot id of its latest telemetry
 
 Journal entry: {"id", "settings", "desired_version", "created_ns", "expires_ns", "state",
 "history": [{"state", "time_ns", "by", "detail", "late"?}]}. The lifecycle is
@@ -97,7 +98,7 @@ def unacknowledged(entry: dict[str, Any]) -> bool:
 
 
 def queue(
-    state: State, command: Command, time_ns: int, journal_size: int = 50
+    state: State, command: Command, time_ns: int, journal_size: int = 50, detail: str = ""
 ) -> tuple[State, list[Transition]]:
     """Take a command Kafka acknowledged (or one read back from the command topic) into the journal as
     queued, and its settings into `desired`. A command already known, or older than the current
@@ -116,10 +117,10 @@ def queue(
         "created_ns": command["created_ns"],
         "expires_ns": command["expires_ns"],
         "state": "queued",
-        "history": [{"state": "queued", "time_ns": time_ns, "by": "twin_state", "detail": ""}],
+        "history": [{"state": "queued", "time_ns": time_ns, "by": "twin_state", "detail": detail}],
     }
     new["commands"].append(entry)
-    transitions = [_transition(new, entry, "queued", time_ns, "")]
+    transitions = [_transition(new, entry, "queued", time_ns, detail)]
     waiting = [e for e in new["unmatched"] if e["id"] == command["id"]]
     new["unmatched"] = [e for e in new["unmatched"] if e["id"] != command["id"]]
     for event in sorted(waiting, key=lambda e: (RANK[e["state"]], e["time_ns"])):
@@ -180,6 +181,32 @@ def apply_readings(state: State, values: dict[str, float], time_ns: int) -> Stat
     if any(not same(state["reported"].get(k), v) or k not in state["reported"] for k, v in newer.items()):
         new["reported_version"] = state["reported_version"] + 1
     return new
+
+
+def board_restart(
+    state: State, boot: str, time_ns: int, setting_names: set[str]
+) -> tuple[State, dict[str, Any]]:
+    """Note the `boot` id of a device's telemetry (twinpipe.envelope: a new one at every publisher
+    start, so a simulated board's restart) read at event time `time_ns`. When it differs from the one
+    held and is newer (a replayed old reading is not a restart), the board has restarted and lost its
+    settings: they leave `reported` (it no longer has them), and the values it had applied are
+    returned, to be sent again as a new command. Returns (state, settings to re-send); `state` itself
+    when nothing changed. State key: "boot": {"id", "time_ns"} (absent in older documents)."""
+    held = state.get("boot")
+    if held is not None and (held["id"] == boot or time_ns <= held["time_ns"]):
+        return state, {}
+    new = copy.deepcopy(state)
+    new["boot"] = {"id": boot, "time_ns": time_ns}
+    if held is None:
+        return new, {}
+    lost = {name: value for name, value in state["reported"].items() if name in setting_names}
+    for name in lost:
+        del new["reported"][name]
+        new["metadata"]["reported"].pop(name, None)
+    if lost:
+        new["reported_version"] += 1
+    _settle(new)
+    return new, lost
 
 
 def open_commands(state: State) -> list[dict[str, Any]]:

@@ -160,7 +160,9 @@ class TwinStateStage:
 
     # --- accepting desired settings ---
 
-    def accept(self, device: str, settings: dict[str, Any], expires_in_s: float) -> dict[str, Any]:
+    def accept(
+        self, device: str, settings: dict[str, Any], expires_in_s: float, reason: str = ""
+    ) -> dict[str, Any]:
         """Write a command for `settings` to the command topic and, once Kafka acknowledged it, take
         it into the journal as queued and persist the state. Returns the journal entry.
         Raises Unavailable when Kafka does not acknowledge within twin_state.kafka_timeout_s."""
@@ -176,7 +178,7 @@ class TwinStateStage:
                 ).get(timeout=self.settings.kafka_timeout_s)
             except KafkaError as exc:
                 raise Unavailable(f"command topic {self.settings.command_topic!r}: {exc}") from None
-            self.twin.queue(command.to_json(), time.time_ns())
+            self.twin.queue(command.to_json(), time.time_ns(), reason)
             entry = self.twin.command(command.id)
         self.persist()
         assert entry is not None
@@ -236,9 +238,21 @@ class TwinStateStage:
         names = self.model.settings(envelope.device)
         if not names:
             return  # only devices with settings have a twin state
+        lost = self.twin.boot(envelope.device, envelope.boot, envelope.time_ns)
+        if lost:
+            self._resend(envelope.device, envelope.boot, lost)
         values = {k: v for k, v in envelope.values.items() if k not in names}
         if values:
             self.twin.readings(envelope.device, values, envelope.time_ns)
+
+    def _resend(self, device: str, boot: str, lost: dict[str, Any]) -> None:
+        """A board restarted (a new boot id in its telemetry) and lost `lost`: send them again."""
+        reason = f"the board restarted (boot {boot}) and lost the settings it had applied; sent again"
+        log.warning("%s restarted (boot %s): sending %s again", device, boot, lost)
+        try:
+            self.accept(device, lost, self.settings.command_expiry_s, reason)
+        except (Unavailable, CommandError) as exc:
+            self._throttled.warning("resend", "cannot send %s again to %s: %s", lost, device, exc)
 
     def _dead_letter(self, record: Any, kind: str, reason: str) -> None:
         assert self._producer is not None

@@ -95,10 +95,24 @@ class Twin:
             state = self.states.get(device)
             return state["desired_version"] if state else 0
 
-    def queue(self, command: dict[str, Any], time_ns: int) -> list[Transition]:
+    def queue(self, command: dict[str, Any], time_ns: int, detail: str = "") -> list[Transition]:
         return self._change(
-            command["device"], lambda s: lifecycle.queue(s, command, time_ns, self.journal_size), time_ns
+            command["device"],
+            lambda s: lifecycle.queue(s, command, time_ns, self.journal_size, detail),
+            time_ns,
         )
+
+    def boot(self, device: str, boot: str, time_ns: int) -> dict[str, Any]:
+        """Note the boot id of a device's telemetry; the settings a restarted board lost (to re-send)."""
+        lost: dict[str, Any] = {}
+
+        def step(state: State) -> tuple[State, list[Transition]]:
+            new, found = lifecycle.board_restart(state, boot, time_ns, self.setting_names(device))
+            lost.update(found)
+            return new, []
+
+        self._change(device, step, time_ns)
+        return lost
 
     def event(self, event: dict[str, Any]) -> list[Transition]:
         return self._change(

@@ -37,6 +37,8 @@ def parse_assignments(assignments: list[str]) -> dict[str, Any]:
         name, sep, raw = text.partition("=")
         if not sep or not name or not raw:
             raise CommandError(f"{text!r}: expected NAME=VALUE, e.g. heater=on or report_interval_s=2")
+        if name in settings:
+            raise CommandError(f"{text!r}: {name} is given twice; a command sets each setting once")
         settings[name] = parse_value(raw)
     return settings
 
@@ -81,10 +83,23 @@ def reason(body: bytes) -> str:
 
 
 def describe(entry: dict[str, Any]) -> str:
-    last = entry["history"][-1] if entry.get("history") else {}
-    detail = f" ({last['detail']})" if last.get("detail") else ""
-    by = f" by {last['by']}" if last.get("by") else ""
-    return f"{time.strftime('%H:%M:%S')} {entry['id']} {entry['state']}{by}{detail}"
+    last = entry["history"][-1] if entry.get("history") else {"state": entry["state"]}
+    return describe_step(entry["id"], last)
+
+
+def describe_step(command_id: str, step: dict[str, Any]) -> str:
+    """One journal history item as a line: `HH:MM:SS ID STATE [by WHO] [(DETAIL)] [late]`, its time
+    the item's own (time_ns, local time) when it has one."""
+    detail = f" ({step['detail']})" if step.get("detail") else ""
+    by = f" by {step['by']}" if step.get("by") else ""
+    late = " late" if step.get("late") else ""
+    at = time.localtime(step["time_ns"] / 1e9) if step.get("time_ns") else None
+    return f"{time.strftime('%H:%M:%S', at)} {command_id} {step['state']}{by}{detail}{late}"
+
+
+def new_steps(entry: dict[str, Any], shown: int) -> list[str]:
+    """Lines for the history items after the first `shown` (the journal only appends)."""
+    return [describe_step(entry["id"], step) for step in entry.get("history", [])[shown:]]
 
 
 def run(
@@ -103,13 +118,18 @@ def run(
     base = url.rstrip("/")
     answer = request("PATCH", f"{base}/things/{urllib.parse.quote(device, safe='')}/desired", token, body)
     entry = answer["command"]
-    print(describe(entry), file=out, flush=True)
-    while wait and entry["state"] not in CLOSED:
-        shown = entry["state"]
-        query = urllib.parse.urlencode({"wait_s": wait_s, "after": shown})
+    if not wait:
+        print(describe(entry), file=out, flush=True)
+    shown = 0
+    while wait:
+        # Every state the journal passed, each once: several may pass between two answers.
+        for line in new_steps(entry, shown):
+            print(line, file=out, flush=True)
+        shown = len(entry.get("history", []))
+        if entry["state"] in CLOSED:
+            break
+        query = urllib.parse.urlencode({"wait_s": wait_s, "after": entry["state"]})
         entry = request("GET", f"{base}/commands/{entry['id']}?{query}", timeout_s=wait_s + 30)
-        if entry["state"] != shown:
-            print(describe(entry), file=out, flush=True)
     if entry["state"] in ("expired", "failed"):
         return 1
     return 0

@@ -346,3 +346,22 @@ def test_an_expired_command_is_reported_and_never_written_and_a_silent_board_fai
     assert ("event", "silent", "failed") in states
     assert board.written == [b"SET silent heater 1\n"]
     assert log.index(("event", "silent", "failed")) < log.index(("ack", "silent", None))
+
+
+@given(st.floats(0.1, 3600.0, allow_nan=False, allow_infinity=False))
+def test_any_report_interval_in_range_is_written_so_the_boards_ack_matches_exactly(value: float) -> None:
+    """Issue 15: 1000.125 was acknowledged as 1000.12 (6 significant digits) and the command failed."""
+    command_line = f"SET c1 report_interval_s {format_value(value)}"
+    assert "e" not in command_line.lower().split()[-1], "no exponent a board's parser may refuse"
+    answer = BoardSettings(report_interval_s=1.0).handle(command_line)
+    assert answer is not None and answer.applied and answer.line is not None
+    acked = answer.line.split()[-1]
+    assert parse_reported(acked, value) == value
+
+
+def test_numbers_the_user_sent_are_written_and_acknowledged_in_full() -> None:
+    for value, text in ((1000.125, "1000.125"), (12.34567, "12.34567"), (1e-5, "0.00001"), (3600.0, "3600")):
+        assert format_value(value) == text
+        answer = BoardSettings(report_interval_s=1.0).handle(f"SET c1 report_interval_s {text}")
+        assert answer is not None and answer.line is not None
+        assert answer.line.split()[-1] == (text if value >= 0.1 else "1")
