@@ -33,9 +33,8 @@ from pathlib import Path
 import yaml
 from kafka import KafkaConsumer
 
-from bench.common import simulated_pipeline
+from bench.common import delay_figures, simulated_pipeline
 from devstack.stack import LocalStack
-from latency_probe.recorder import quantiles
 from twinpipe.config import KafkaConfig
 from twinpipe.envelope import decode
 
@@ -184,19 +183,9 @@ def alert_latency(
         "prometheus_p50_ms": round(prometheus_quantile(0.5, scrape_s, evaluation_s) * 1e3, 1),
         "prometheus_p99_ms": round(prometheus_quantile(0.99, scrape_s, evaluation_s) * 1e3, 1),
     }
-    if floor:
-        p50, p99 = quantiles(floor, (0.5, 0.99))
-        result |= {"kafka_read_p50_ms": round(p50 * 1e3, 2), "kafka_read_p99_ms": round(p99 * 1e3, 2)}
-    if added:
-        p50, p99 = quantiles(added, (0.5, 0.99))
-        result |= {"added_p50_ms": round(p50 * 1e3, 2), "added_p99_ms": round(p99 * 1e3, 2)}
-    if delays:
-        p50, p99 = quantiles(delays, (0.5, 0.99))
-        result |= {
-            "p50_ms": round(p50 * 1e3, 2),
-            "p99_ms": round(p99 * 1e3, 2),
-            "max_ms": round(max(delays) * 1e3, 2),
-        }
+    result |= delay_figures(floor, "kafka_read_", with_max=False)
+    result |= delay_figures(added, "added_", with_max=False)
+    result |= delay_figures(delays)
     return result
 
 

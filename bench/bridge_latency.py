@@ -14,10 +14,9 @@ from pathlib import Path
 
 from kafka.consumer.fetcher import ConsumerRecord
 
-from bench.common import read_from_start
+from bench.common import delay_figures, read_from_start
 from bench.loadgen import LeanPublisher
 from devstack.stack import LocalStack
-from latency_probe.recorder import quantiles
 from twinpipe.envelope import TRACE_PUBLISH, Envelope, decode, encode
 
 FETCH_WAIT_MS = 5
@@ -63,11 +62,4 @@ def paced(
         publisher.close()
     delays = [delay for seq, delay in delays_s.items() if seq >= skipped]
     result = {"rate": rate, "messages": count - skipped, "received": len(delays)}
-    if delays:
-        p50, p99 = quantiles(delays, (0.5, 0.99))
-        result |= {
-            "p50_ms": round(p50 * 1e3, 2),
-            "p99_ms": round(p99 * 1e3, 2),
-            "max_ms": round(max(delays) * 1e3, 2),
-        }
-    return result
+    return result | delay_figures(delays)

@@ -32,7 +32,7 @@ from pathlib import Path
 import yaml
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from bench.common import simulated_pipeline
+from bench.common import delay_figures, simulated_pipeline
 from devstack.command_loop import command_loop
 from devstack.process import free_port, poll
 from devstack.stack import LocalStack
@@ -133,13 +133,7 @@ def roundtrip(stack: LocalStack, workdir: Path, commands: int = 50) -> dict:
             if events is not None:
                 events.close()
     result: dict = {"commands": commands, "acknowledged": len(delays), "failed": failed}
-    if delays:
-        p50, p99 = quantiles(delays, (0.5, 0.99))
-        result |= {
-            "p50_ms": round(p50 * 1e3, 1),
-            "p99_ms": round(p99 * 1e3, 1),
-            "max_ms": round(max(delays) * 1e3, 1),
-        }
+    result |= delay_figures(delays, digits=1)
     # Where the time goes: each state's stamp (the stage's wall clock) after the command's creation.
     for state in ("sent", "delivered", "written", "acknowledged"):
         steps = [(seen[(c, state)] - t) / 1e6 for c, t in list(created.items())[1:] if (c, state) in seen]
@@ -147,9 +141,7 @@ def roundtrip(stack: LocalStack, workdir: Path, commands: int = 50) -> dict:
             result[f"{state}_after_ms_p50"] = round(quantiles(steps, (0.5,))[0], 1)
     applied = [d for d, entry in zip(api_delays, journal, strict=True) if entry["state"] == "applied"]
     result |= {"api_applied": len(applied), "api_not_applied": len(journal) - len(applied)}
-    if applied:
-        p50, p99 = quantiles(applied, (0.5, 0.99))
-        result |= {"api_p50_ms": round(p50 * 1e3, 1), "api_p99_ms": round(p99 * 1e3, 1)}
+    result |= delay_figures(applied, "api_", digits=1, with_max=False)
     # The journal's stamps (each stage's wall clock) after the command's creation by the state stage.
     for state in ("sent", "delivered", "written", "acknowledged", "applied"):
         steps = [

@@ -20,7 +20,20 @@ from kafka.consumer.fetcher import ConsumerRecord
 from devstack.process import free_port, poll, stage_ready
 from devstack.stack import LocalStack, merged, write_config
 from devstack.stages import StageProcess
+from latency_probe.recorder import quantiles
 from twinpipe.envelope import Envelope, decode, encode
+
+
+def delay_figures(delays_s: list[float], prefix: str = "", digits: int = 2, with_max: bool = True) -> dict:
+    """p50 and p99 (and the maximum) of delays given in s, as `<prefix>p50_ms` … in ms rounded to
+    `digits`; {} for no delays."""
+    if not delays_s:
+        return {}
+    p50, p99 = quantiles(delays_s, (0.5, 0.99))
+    figures = {f"{prefix}p50_ms": round(p50 * 1e3, digits), f"{prefix}p99_ms": round(p99 * 1e3, digits)}
+    if with_max:
+        figures[f"{prefix}max_ms"] = round(max(delays_s) * 1e3, digits)
+    return figures
 
 
 def payloads(count: int, devices: int = 10, boot: str = "bench") -> list[bytes]:
