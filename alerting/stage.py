@@ -39,6 +39,7 @@ from alerting.outputs import AlertmanagerForwarder, InfluxSink
 from alerting.ruleset import RuleSet
 from alerting.screen import Screen
 from alerting.store import RestoreTimeout, encode, read_states
+from twinpipe.clients import rebalance_listener
 from twinpipe.config import Config
 from twinpipe.envelope import EnvelopeError, decode
 from twinpipe.health import Check, Heartbeat
@@ -90,16 +91,7 @@ class Alerting:
     # --- the consumer group ---
 
     def listener(self) -> ConsumerRebalanceListener:
-        stage = self
-
-        class Listener(ConsumerRebalanceListener):
-            def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-                stage.revoked(list(revoked))
-
-            def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-                stage.assigned(list(assigned))
-
-        return Listener()
+        return rebalance_listener(self.revoked, self.assigned)
 
     def revoked(self, partitions: list[TopicPartition]) -> None:
         # Runs in the consumer's IO thread while the main thread waits in poll(): the commit must not

@@ -40,6 +40,7 @@ from predictive_analysis.points import (
 from predictive_analysis.resample import Completed, Resampler
 from twinpipe import retry
 from twinpipe.backoff import Backoff
+from twinpipe.clients import rebalance_listener
 from twinpipe.config import Config, SeriesSettings
 from twinpipe.envelope import EnvelopeError, decode
 from twinpipe.health import Check, Heartbeat
@@ -109,16 +110,7 @@ class Predictive:
         return {op: lambda o=op: self._failing.get(o, True) for op in ("write", "anomalies")}
 
     def listener(self) -> ConsumerRebalanceListener:
-        stage = self
-
-        class Listener(ConsumerRebalanceListener):
-            def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-                stage.drop_partitions(set(revoked))
-
-            def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-                pass
-
-        return Listener()
+        return rebalance_listener(lambda revoked: self.drop_partitions(set(revoked)))
 
     def drop_partitions(self, revoked: set[TopicPartition]) -> None:
         gone = [key for key, series in self.series.items() if series.partition in revoked]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import TopicAlreadyExistsError
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -87,3 +88,20 @@ def ensure_topics(config: KafkaConfig, names: list[str]) -> None:
                 admin.create_topics({name: settings})
     finally:
         admin.close()
+
+
+def rebalance_listener(
+    on_revoked: Callable[[list[TopicPartition]], None],
+    on_assigned: Callable[[list[TopicPartition]], None] = lambda partitions: None,
+) -> ConsumerRebalanceListener:
+    """A listener for `KafkaConsumer.subscribe` that hands the revoked and the assigned partitions to
+    the callbacks. kafka-python calls them on its IO thread, during poll()."""
+
+    class Listener(ConsumerRebalanceListener):
+        def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+            on_revoked(list(revoked))
+
+        def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+            on_assigned(list(assigned))
+
+    return Listener()
