@@ -57,16 +57,6 @@ class Screen:
                 return Screened({}, "implausible_time", problem)
         if self._model.thing(device) is None:
             return Screened({}, "unmodelled", f"device {device!r} matches no model.things entry")
-        kept: dict[str, float] = {}
-        outside: list[str] = []
-        for name, value in values.items():
-            stream = self._model.datastream(device, name)
-            if (
-                stream is not None
-                and stream.range is not None
-                and not stream.range[0] <= value <= stream.range[1]
-            ):
-                outside.append(name)
-            else:
-                kept[name] = value
+        outside = self._model.outside_ranges(device, values)
+        kept = {name: value for name, value in values.items() if name not in outside}
         return Screened(kept, out_of_range=outside)

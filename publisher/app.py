@@ -191,13 +191,8 @@ class Publisher:
 
     def _outside_range(self, device: str, values: dict[str, float]) -> str | None:
         """The first value name whose value lies outside its datastream's range, or None."""
-        for name, value in values.items():
-            stream = self._model.datastream(device, name)
-            if stream is not None and stream.range is not None:
-                low, high = stream.range
-                if not low <= value <= high:
-                    return name
-        return None
+        outside = self._model.outside_ranges(device, values)
+        return outside[0] if outside else None
 
     def _out_of_range(self, device: str, name: str, value: float) -> None:
         metrics.OUT_OF_RANGE.labels(name).inc()

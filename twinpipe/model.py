@@ -18,6 +18,7 @@ ingestion look devices up for every reading.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -187,6 +188,19 @@ class TwinModel:
             elif (problem := setting.problem(value)) is not None:
                 problems[name] = problem
         return problems
+
+    def outside_ranges(self, device: str, values: Mapping[str, float]) -> list[str]:
+        """The names, in order, of the values outside their datastream's plausible [min, max]."""
+        outside = []
+        for name, value in values.items():
+            stream = self.datastream(device, name)
+            if (
+                stream is not None
+                and stream.range is not None
+                and not stream.range[0] <= value <= stream.range[1]
+            ):
+                outside.append(name)
+        return outside
 
     def ranges(self, device: str, values: list[str]) -> dict[str, tuple[float, float]]:
         """Plausible [min, max] per value name of `device`, for the values that have one."""
