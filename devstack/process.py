@@ -25,27 +25,35 @@ def _ephemeral_low() -> int:
         return 32768
 
 
-def free_port() -> int:
-    """A loopback port nothing listens on, chosen below the kernel's ephemeral range.
+_handed_out: set[int] = set()
 
-    A port the OS hands out for `bind(0)` lies in the ephemeral range, from which every outgoing
-    connection also takes its local port; between this check and the server's own bind, one of the
-    many Kafka/MQTT client connections of a test run can take it (seen: a stage failing with
-    EADDRINUSE on its health port). Below that range only listeners compete.
+
+def free_port() -> int:
+    """A loopback port nothing listens on and this process has not handed out before.
+
+    Chosen below the kernel's ephemeral range: a port the OS hands out for `bind(0)` lies in that
+    range, from which every outgoing connection also takes its local port; between this check and
+    the server's own bind, one of the many Kafka/MQTT client connections of a test run can take it
+    (seen: a stage failing with EADDRINUSE on its health port). Below that range only listeners
+    compete. A test picks several ports before it starts anything, so a port is handed out once
+    per process: two random picks from the same range do coincide over a whole suite (seen in CI:
+    two stages of one test given the same health port).
     """
-    low = max(_ephemeral_low() - 12000, 1024)
+    high = _ephemeral_low()
+    low = max(high - 12000, 1024)
     rng = random.SystemRandom()
     for _ in range(200):
-        port = rng.randrange(low, _ephemeral_low())
+        port = rng.randrange(low, high)
+        if port in _handed_out:
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
-    with socket.socket() as sock:  # a crowded range: let the OS choose
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free loopback port in {low}..{high - 1} after 200 tries")
 
 
 def poll(
