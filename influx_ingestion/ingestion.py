@@ -6,9 +6,11 @@ flush is being retried, no more records are fetched, so memory stays at one batc
 
 Accumulating refuses, as dead letters with their reason, what would be stored wrongly: payloads that
 are not envelopes, event times outside the plausibility window (twinpipe.eventtime, judged against
-the record's Kafka timestamp so a re-delivery gets the same verdict) and value names that would hide
-one of the series' tags. It counts, without refusing, envelope keys it does not know and points
-that overwrite a different recent reading.
+the record's Kafka timestamp so a re-delivery gets the same verdict), values outside their
+datastream's plausible range in the model (the publisher drops those already; this catches other
+producers writing to Kafka directly) and value names that would hide one of the series' tags. It
+counts, without refusing, envelope keys it does not know and points that overwrite a different
+recent reading.
 
 Accumulating also adds, for a device of a thing in the model with a location, a point of
 `ingestion.location_measurement` once per `location_interval_s` window of event time
@@ -117,6 +119,7 @@ class Ingestion:
                 return None
             return thing.entry, thing.location
 
+        self._model = model
         self._mapper = PointMapper(settings.measurement, settings.tags, settings.device_tags, thing_of)
         self._locations = (
             LocationPoints(settings.location_measurement, settings.location_interval_s, locate)
@@ -225,6 +228,17 @@ class Ingestion:
             )
             batch.dead_letters.append(
                 self._rejected(record, f"implausible event time: {problem}", "implausible_time")
+            )
+            return
+        if envelope.device != PROBE_DEVICE and (
+            outside := self._model.outside_ranges(envelope.device, envelope.values)
+        ):
+            batch.dead_letters.append(
+                self._rejected(
+                    record,
+                    f"out of range: {self._out_of_range(envelope.device, outside, envelope.values)}",
+                    "out_of_range",
+                )
             )
             return
         try:
@@ -372,6 +386,11 @@ class Ingestion:
         batch.sources = [batch.sources[i] for i in keep]
         batch.event_times = [batch.event_times[i] for i in keep]
         batch.replayed = [batch.replayed[i] for i in keep]
+
+    def _out_of_range(self, device: str, names: list[str], values: dict[str, float]) -> str:
+        """`temperature = 999 outside [-40.0, 125.0] (model: datastream range)`, for each name."""
+        ranges = self._model.ranges(device, names)
+        return "; ".join(f"{name} = {values[name]:g} outside {list(ranges[name])}" for name in names)
 
     def _rejected(self, record: ConsumerRecord, reason: str, kind: str) -> DeadLetter:
         self._throttled.warning(

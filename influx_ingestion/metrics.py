@@ -10,7 +10,8 @@ WRITTEN = Counter("twinpipe_ingestion_points_written", "Points InfluxDB acknowle
 DEAD_LETTERS = Counter(
     "twinpipe_ingestion_dead_letters",
     "Records sent to the dead-letter topic, by kind: invalid (not an envelope, or names that cannot be"
-    " stored), implausible_time (event time outside the window), beyond_retention (older than the"
+    " stored), implausible_time (event time outside the window), out_of_range (a value outside its"
+    " datastream's plausible range in the model), beyond_retention (older than the"
     " bucket's retention: set aside before writing, or dropped by InfluxDB), rejected (by InfluxDB)",
     ["kind"],
 )
@@ -79,7 +80,7 @@ LAG = Gauge(
     "Records behind: the fetch high watermark minus the committed offset, summed over partitions",
 )
 
-DEAD_LETTER_KINDS = ("invalid", "implausible_time", "beyond_retention", "rejected")
+DEAD_LETTER_KINDS = ("invalid", "implausible_time", "out_of_range", "beyond_retention", "rejected")
 for kind in DEAD_LETTER_KINDS:
     DEAD_LETTERS.labels(kind)
 for delay in ("write", "end_to_end"):

@@ -300,6 +300,23 @@ def test_the_ingestion_dead_letters_unit_mistakes_and_tag_hiding_names() -> None
     assert before == sample("twinpipe_ingestion_dead_letters_total", kind="implausible_time")  # on delivery
 
 
+def test_the_ingestion_dead_letters_a_reading_with_a_value_outside_its_datastream_range_whole() -> None:
+    """Another producer writing straight to Kafka: sim-* devices are things of the shipped model,
+    temperature range [-40, 125] Cel; a device of no thing is not checked."""
+    stage = ingestion()  # the shipped model
+    batch = Batch()
+    stage.accumulate(batch, record(reading("sim-1", temperature=999.0, humidity=50.0), 0))
+    stage.accumulate(batch, record(reading("sim-1", seq=1, temperature=0.0, humidity=0.0), 1))
+    stage.accumulate(batch, record(reading("sim-1", seq=2, temperature=-40.0, humidity=101.0), 2))
+    assert [d.kind for d in batch.dead_letters] == ["out_of_range", "out_of_range"]
+    assert batch.dead_letters[0].reason == "out of range: temperature = 999 outside [-40.0, 125.0]"
+    assert batch.dead_letters[1].reason == "out of range: humidity = 101 outside [0.0, 100.0]"
+    assert len(batch.lines) == 1 and ",temperature=0 " in batch.lines[0]
+    unmodelled = Batch()
+    stage.accumulate(unmodelled, record(reading("no-thing", temperature=999.0), 0))
+    assert len(unmodelled.lines) == 1 and not unmodelled.dead_letters
+
+
 def test_unknown_envelope_keys_are_counted_and_the_reading_is_stored() -> None:
     stage = ingestion()
     batch = Batch()
