@@ -93,6 +93,7 @@ class Publisher:
                 self._on_frame_error,
                 serial_ranges,
                 (codec.extractor, self._on_command_ack) if codec else None,
+                self._on_board_replugged,
             )
         elif settings.source == "replay":
             self._source = self._replay = ReplaySource(
@@ -188,6 +189,20 @@ class Publisher:
         metrics.READINGS.inc()
         envelope = sequencer.stamp(values, read_ns)
         self._buffer_put(Pending(envelope, self._spool.append(envelope) if self._spool else None))
+
+    def _on_board_replugged(self, device: str) -> None:
+        """A serial port lost and opened again: taken as a board restart, since a replugged USB-powered
+        board resets and forgets its settings. The device's readings get a new boot id and seq from 0,
+        by which the twin_state stage sees the restart and sends the settings again. A port lost
+        without a reset (a USB glitch) is taken the same way: re-sending settings is harmless, missing a
+        restart is not."""
+        boot = new_boot_id()
+        sequencer = self._sequencers.get(device)
+        if sequencer is None:
+            self._sequencers[device] = Sequencer(device, boot)
+        else:
+            sequencer.restart(boot)
+        log.info("%s is back: taken as a restarted board, its readings now carry boot %s", device, boot)
 
     def _outside_range(self, device: str, values: dict[str, float]) -> str | None:
         """The first value name whose value lies outside its datastream's range, or None."""

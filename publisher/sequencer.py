@@ -14,6 +14,12 @@ class Sequencer:
         self._next_seq = 0
         self._last_ns = 0
 
+    def restart(self, boot: str) -> None:
+        """The board restarted (e.g. replugged: a USB-powered board resets): a new boot id, sequence
+        numbers from 0 again; event times keep increasing."""
+        self.boot = boot
+        self._next_seq = 0
+
     def stamp(self, values: dict[str, float], read_ns: int, origin: str | None = None) -> Envelope:
         """A replayed reading (`origin`) keeps its recorded time exactly: the replay checked its order,
         and a looped replay with time_shift keep sends the same times again on purpose."""

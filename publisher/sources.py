@@ -60,9 +60,13 @@ class SerialSource:
         on_frame_error: OnFrameError,
         ranges: dict[str, tuple[float, float]] | None = None,
         acks: tuple[Callable[[], AckExtractor], OnAck] | None = None,
+        on_reopen: Callable[[str], None] = lambda device: None,
     ) -> None:
-        """`acks`: (a new ACK extractor per connection, where ACK lines go), with commands on."""
+        """`acks`: (a new ACK extractor per connection, where ACK lines go), with commands on.
+        `on_reopen(device)`: the port was open before, was lost and is open again (a replug), called
+        in the reading thread before the first byte is read."""
         self._config = config
+        self._on_reopen = on_reopen
         self._ranges = ranges or {}
         self._emit = emit
         self._on_frame_error = on_frame_error
@@ -72,6 +76,7 @@ class SerialSource:
 
     def run(self, stop: threading.Event) -> None:
         config = self._config
+        opened_before = False
         while not stop.is_set():
             port = until_connected(
                 lambda: open_serial(config),
@@ -84,6 +89,9 @@ class SerialSource:
             if port is None:
                 return
             log.info("reading %s at %d baud (%s frames)", config.port, config.baudrate, config.frame.format)
+            if opened_before:
+                self._on_reopen(config.device_id)
+            opened_before = True
             self._port = port
             try:
                 self._read(port, stop)

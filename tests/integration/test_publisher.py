@@ -338,6 +338,15 @@ def test_unplugged_board_is_reported_and_reading_resumes_when_it_returns(pipelin
     poll(collector.seqs, lambda seqs: len(seqs) >= before + 50, 20, "readings after plugging back in")
     replugged = [json.loads(line) for line in record.read_text().splitlines()]
     assert sum(e.values in replugged for e in collector.envelopes[before:]) >= 40, "frames of the new board"
+    # A replugged board has reset: its readings carry a new boot id, seq from 0 (twin_state re-sends
+    # its settings on that), and event times go on increasing.
+    old_boot, new_boot = collector.envelopes[0].boot, collector.envelopes[-1].boot
+    assert new_boot != old_boot and {e.boot for e in collector.envelopes} == {old_boot, new_boot}
+    after = [e for e in collector.envelopes if e.boot == new_boot]
+    assert [e.seq for e in after] == list(range(len(after)))
+    times = [e.time_ns for e in collector.envelopes]
+    assert times == sorted(times) and len(set(times)) == len(times)
+    assert f"taken as a restarted board, its readings now carry boot {new_boot}" in publisher.log()
     assert publisher.running(), "an unplugged board never stops the publisher"
     assert publisher.log().count("cannot open") == 1
     assert publisher.stop() == 0
