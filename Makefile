@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 APT_PACKAGES := mosquitto mosquitto-clients influxdb socat prometheus prometheus-alertmanager openssl
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 COMPOSE ?= docker compose
+# make test's pytest workers (pytest-xdist; whole test files per worker): most tests wait on servers.
+TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
 .PHONY: help env up up-serial down logs watch test compose-deps bench lint format demo demo-replay dashboard check-config compose-config system-deps venv clean grafana-schema
@@ -102,7 +104,7 @@ compose-deps: ## install Debian's docker.io (only when no Docker engine is there
 
 test: system-deps compose-deps venv $(GRAFANA_SCHEMA) ## install what is needed, then lint and run every test on real servers
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 bench: system-deps venv ## run the benchmarks with their baselines (minutes; not in make test)
 	@dpkg -s kcat >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq kcat >/dev/null; }

@@ -37,10 +37,17 @@ def free_port() -> int:
     (seen: a stage failing with EADDRINUSE on its health port). Below that range only listeners
     compete. A test picks several ports before it starts anything, so a port is handed out once
     per process: two random picks from the same range do coincide over a whole suite (seen in CI:
-    two stages of one test given the same health port).
+    two stages of one test given the same health port). Under pytest-xdist each worker picks from
+    its own slice of the range.
     """
     high = _ephemeral_low()
     low = max(high - 12000, 1024)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # pytest -n: gw0, gw1, ...: a slice each
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if worker.startswith("gw") and workers > 1:
+        width = (high - low) // workers
+        low += int(worker[2:]) * width
+        high = low + width
     rng = random.SystemRandom()
     for _ in range(200):
         port = rng.randrange(low, high)
