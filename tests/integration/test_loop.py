@@ -99,7 +99,8 @@ def test_cli_heater_on_warms_the_twin_and_a_command_expiring_with_the_publisher_
     # expires in the twin, and the broker (MQTT 5 message expiry) or the publisher drops it.
     assert publisher.stop() == 0
     short = twin.ok("PATCH", "/things/sim-1/desired", {"settings": {"heater": False}, "expires_in_s": 2})
-    twin.command(short["id"], "sent")
+    # `sent` in its history, not as its state: with 2 s of life it may already be expired when looked at.
+    poll(lambda: history(twin, short["id"]), lambda states: "sent" in states, 20, "the short command sent")
     expired = twin.command(short["id"], "expired", timeout_s=15)
     assert expired["history"][-1]["by"] == "twin_state"
     state = twin.ok("GET", "/things/sim-1/state")
