@@ -70,7 +70,11 @@ def test_cli_heater_on_warms_the_twin_and_a_command_expiring_with_the_publisher_
     assert cli.returncode == 0, (cli.stdout, cli.stderr)
     lines = cli.stdout.splitlines()
     command_id = lines[0].split()[1]
-    assert lines[0].split()[2] == "queued" and lines[-1].split()[2:5] == ["applied", "by", "twin_state"]
+    # The CLI prints the journal as it grows: a `sent` that reached the twin after `applied` (see below)
+    # is printed after it, marked late (seen under load).
+    in_time = [line for line in lines if not line.endswith(" late")]
+    assert lines[0].split()[2] == "queued" and in_time[-1].split()[2:5] == ["applied", "by", "twin_state"]
+    assert all(line.split()[2] == "sent" for line in lines if line.endswith(" late")), lines
     # `sent` (the bridge's downlink, after the broker's PUBACK) and the publisher's events reach Kafka
     # through two producers: `sent` may land after `delivered`, even after `applied` (the CLI has
     # returned by then); it is kept in the history without moving the command back (`late` once
