@@ -4,6 +4,7 @@ and a whole pvlib year end to end (bridge → Kafka → ingestion → InfluxDB, 
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 import statistics
 import subprocess
@@ -113,17 +114,25 @@ def test_replay_at_1x_keeps_the_recorded_rhythm_and_skips_a_bad_row_by_line(pipe
     assert all(e.origin == "replay" and e.device == "rhythm" for _, e in arrivals)
     errors_ms = [(arrived - e.time_ns) / 1e6 for arrived, e in arrivals]
     spacing = [(b[1].time_ns - a[1].time_ns) / 1e9 for a, b in zip(arrivals, arrivals[1:], strict=False)]
-    p95 = statistics.quantiles(errors_ms, n=20)[-1]
+    median = statistics.median(errors_ms)
+    # Drift: the Theil-Sen slope of lateness over the rows (the median of every pair's slope), which a
+    # few late rows do not move. On a loaded machine a descheduled publisher, broker or subscriber
+    # makes single rows 100-250 ms late (seen: the publisher's own publish stamp 203 ms late); paced
+    # from one start, the rows after such a row are on time again, so the slope stays 0. Paced by
+    # sleeping a period after each row, every delay would be passed on and the slope be positive.
+    drift = statistics.median(
+        (errors_ms[j] - errors_ms[i]) / (j - i) for i, j in itertools.combinations(range(len(errors_ms)), 2)
+    )
     print(
-        f"1x replay at {rate:g} rows/s: arrival - schedule median {statistics.median(errors_ms):.1f} ms, "
-        f"p95 {p95:.1f} ms, max {max(errors_ms):.1f} ms"
+        f"1x replay at {rate:g} rows/s: arrival - schedule median {median:.1f} ms, "
+        f"max {max(errors_ms):.1f} ms, drift {drift:.3f} ms per row"
     )
     assert min(errors_ms) > -5, "nothing sent before its time"
-    assert p95 < 50, f"p95 of arrival - schedule {p95:.1f} ms"
+    assert median < 50, f"median of arrival - schedule {median:.1f} ms"
+    # 0.25 ms per row is 5 ms per second of replay at 5 rows/s: 10 ms over these 39 rows.
+    assert abs(drift) < 0.25, f"the replay drifts from its schedule by {drift:.3f} ms per row"
     # The recorded spacing is kept exactly in the event times (one gap doubles where the bad row was).
     assert spacing.count(pytest.approx(0.2, abs=1e-6)) == rows - 3
-    wall = (arrivals[-1][0] - arrivals[0][0]) / 1e9
-    assert wall == pytest.approx((rows - 1) / rate, abs=0.2), "the whole replay took the recorded time"
 
     log = publisher.log()
     assert (
@@ -189,7 +198,10 @@ def test_replay_at_speed_0_sends_every_row_as_fast_as_the_pipeline_takes(pipelin
         f"speed 0: {rows} rows at MQTT in {streaming_s:.2f} s ({rows / streaming_s:.0f} rows/s); "
         f"{elapsed:.1f} s with process start and exit"
     )
-    assert rows / elapsed > 1000, "as fast as the pipeline takes, not paced"
+    # The streaming itself, first to last arrival: the interpreter's start and exit, which a loaded
+    # machine stretches most (4.6 of 21.0 s at a load average of 13 on 2 cores here), are not the
+    # replay's pace.
+    assert rows / streaming_s > 1000, "as fast as the pipeline takes, not paced"
 
 
 def test_a_whole_pvlib_year_end_to_end_is_stored_once_tagged_origin_replay(pipeline: Pipeline) -> None:
