@@ -198,10 +198,10 @@ def test_replay_at_speed_0_sends_every_row_as_fast_as_the_pipeline_takes(pipelin
         f"speed 0: {rows} rows at MQTT in {streaming_s:.2f} s ({rows / streaming_s:.0f} rows/s); "
         f"{elapsed:.1f} s with process start and exit"
     )
-    # The streaming itself, first to last arrival: the interpreter's start and exit, which a loaded
-    # machine stretches most (4.6 of 21.0 s at a load average of 13 on 2 cores here), are not the
-    # replay's pace.
-    assert rows / streaming_s > 1000, "as fast as the pipeline takes, not paced"
+    # Not paced: the recording spans 20,000 s (a row a second). How fast is a benchmark's question
+    # (1,200-8,400 rows/s here depending on load), so the bound only separates "as fast as the
+    # pipeline takes" from any pacing: over 100 times the recorded rate.
+    assert streaming_s < rows * 1.0 / 100, "as fast as the pipeline takes, not paced"
 
 
 def test_a_whole_pvlib_year_end_to_end_is_stored_once_tagged_origin_replay(pipeline: Pipeline) -> None:
