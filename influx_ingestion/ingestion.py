@@ -390,7 +390,7 @@ class Ingestion:
     def _out_of_range(self, device: str, names: list[str], values: dict[str, float]) -> str:
         """`temperature = 999 outside [-40.0, 125.0] (model: datastream range)`, for each name."""
         ranges = self._model.ranges(device, names)
-        return "; ".join(f"{name} = {values[name]:g} outside {list(ranges[name])}" for name in names)
+        return "; ".join(f"{name} = {values[name]!r} outside {list(ranges[name])}" for name in names)
 
     def _rejected(self, record: ConsumerRecord, reason: str, kind: str) -> DeadLetter:
         self._throttled.warning(

@@ -190,8 +190,11 @@ def board_restart(
     start, so a simulated board's restart) read at event time `time_ns`. When it differs from the one
     held and is newer (a replayed old reading is not a restart), the board has restarted and lost its
     settings: they leave `reported` (it no longer has them), and the values it had applied are
-    returned, to be sent again as a new command. Returns (state, settings to re-send); `state` itself
-    when nothing changed. State key: "boot": {"id", "time_ns"} (absent in older documents)."""
+    returned, to be sent again as a new command — except a setting an open command not yet written to
+    the board (queued, sent, delivered) sets: that command brings the newer value to the restarted
+    board, and re-sending the old one would write the setting twice. Returns (state, settings to
+    re-send); `state` itself when nothing changed. State key: "boot": {"id", "time_ns"} (absent in
+    older documents)."""
     held = state.get("boot")
     if held is not None and (held["id"] == boot or time_ns <= held["time_ns"]):
         return state, {}
@@ -206,7 +209,13 @@ def board_restart(
     if lost:
         new["reported_version"] += 1
     _settle(new)
-    return new, lost
+    coming = {
+        name
+        for entry in open_commands(state)
+        if RANK[entry["state"]] < RANK["written"]
+        for name in entry["settings"]
+    }
+    return new, {name: value for name, value in lost.items() if name not in coming}
 
 
 def open_commands(state: State) -> list[dict[str, Any]]:

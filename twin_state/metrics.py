@@ -33,6 +33,15 @@ DEAD_LETTERS = Counter(
     " dead-letter topic with their reason",
     ["kind"],
 )
+READINGS_SKIPPED = Counter(
+    "twinpipe_twin_state_readings_skipped",
+    "Telemetry readings not taken into the twin because the ingestion dead-letters them, by reason:"
+    " implausible_time (event time outside the ingestion's window), out_of_range (a value outside its"
+    " datastream's range)",
+    ["reason"],
+)
+for _reason in ("implausible_time", "out_of_range"):
+    READINGS_SKIPPED.labels(_reason)
 PERSISTED = Counter("twinpipe_twin_state_persisted", "State documents written to the state topic")
 INFLUX_DROPPED = Counter(
     "twinpipe_twin_state_influx_dropped_lines",

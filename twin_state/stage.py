@@ -27,6 +27,7 @@ from twinpipe.clients import ensure_topics, kafka_consumer, kafka_producer
 from twinpipe.command_messages import CommandError, decode_command, decode_event, encode_command, new_command
 from twinpipe.config import Config
 from twinpipe.envelope import EnvelopeError, decode
+from twinpipe.eventtime import implausible_time
 from twinpipe.health import Heartbeat
 from twinpipe.model import TwinModel
 from twinpipe.ratelog import ThrottledLog
@@ -219,7 +220,7 @@ class TwinStateStage:
     def _take(self, record: Any) -> None:
         topic = record.topic
         if topic == self.config.kafka.telemetry_topic:
-            self._reading(record.value)
+            self._reading(record)
             return
         kind = "command" if topic == self.settings.command_topic else "event"
         try:
@@ -230,20 +231,47 @@ class TwinStateStage:
         except CommandError as exc:
             self._dead_letter(record, kind, str(exc))
 
-    def _reading(self, payload: bytes) -> None:
+    def _reading(self, record: Any) -> None:
         try:
-            envelope = decode(payload)
+            envelope = decode(record.value or b"")
         except EnvelopeError:
             return  # the ingestion dead-letters telemetry; the twin only follows valid readings
         names = self.model.settings(envelope.device)
         if not names:
             return  # only devices with settings have a twin state
+        refused = self._refused(envelope.device, envelope.values, envelope.time_ns, record.timestamp)
+        if refused:
+            # What the ingestion dead-letters is not the board's state: neither its values nor its
+            # boot id (another producer's reading must not pass for a board restart).
+            metrics.READINGS_SKIPPED.labels(refused[0]).inc()
+            self._throttled.warning(
+                f"skip-{refused[0]}", "%s: reading not taken into the twin: %s", envelope.device, refused[1]
+            )
+            return
         lost = self.twin.boot(envelope.device, envelope.boot, envelope.time_ns)
         if lost:
             self._resend(envelope.device, envelope.boot, lost)
         values = {k: v for k, v in envelope.values.items() if k not in names}
         if values:
             self.twin.readings(envelope.device, values, envelope.time_ns)
+
+    def _refused(
+        self, device: str, values: dict[str, float], time_ns: int, timestamp_ms: int | None
+    ) -> tuple[str, str] | None:
+        """(kind, reason) when the ingestion would dead-letter this reading (event time outside its
+        window against the record's Kafka timestamp, or a value outside its datastream's range), else
+        None."""
+        window = self.config.ingestion
+        arrival_ns = timestamp_ms * 1_000_000 if timestamp_ms and timestamp_ms > 0 else time.time_ns()
+        problem = implausible_time(
+            time_ns, arrival_ns, window.earliest_event_ns(), window.max_event_age_s, window.max_event_future_s
+        )
+        if problem is not None:
+            return "implausible_time", problem
+        outside = self.model.outside_ranges(device, values)
+        if outside:
+            return "out_of_range", f"{outside} outside their datastreams' ranges"
+        return None
 
     def _resend(self, device: str, boot: str, lost: dict[str, Any]) -> None:
         """A board restarted (a new boot id in its telemetry) and lost `lost`: send them again."""

@@ -47,3 +47,15 @@ def test_an_old_reading_replayed_from_another_boot_is_no_restart(values: dict, t
 def test_the_first_boot_seen_is_noted_without_sending_anything() -> None:
     new, lost = lifecycle.board_restart(state_with({"heater": True}, None), "a" * 16, 5, NAMES)
     assert lost == {} and new["reported"] == {"heater": True} and new["boot"]["id"] == "a" * 16
+
+
+@given(st.sampled_from(lifecycle.STATES), st.booleans())
+def test_a_setting_an_unwritten_open_command_brings_is_not_sent_twice(state_name: str, heater: bool) -> None:
+    """Seen by a new user: a board replugged while heater=off waited at the publisher got heater=off
+    from the waiting command and again from the restart's re-send."""
+    state = state_with({"heater": True, "report_interval_s": 5.0}, "a" * 16)
+    state["commands"] = [{"id": "c1", "settings": {"heater": heater}, "state": state_name, "history": []}]
+    new, resend = lifecycle.board_restart(state, "b" * 16, 10**12, NAMES)
+    assert not set(new["reported"]) & NAMES, "the restarted board has none of them"
+    waiting = state_name in ("queued", "sent", "delivered")
+    assert resend == ({"report_interval_s": 5.0} if waiting else {"heater": True, "report_interval_s": 5.0})

@@ -309,9 +309,11 @@ def test_the_ingestion_dead_letters_a_reading_with_a_value_outside_its_datastrea
     stage.accumulate(batch, record(reading("sim-1", seq=1, temperature=0.0, humidity=0.0), 1))
     stage.accumulate(batch, record(reading("sim-1", seq=2, temperature=-40.0, humidity=101.0), 2))
     assert [d.kind for d in batch.dead_letters] == ["out_of_range", "out_of_range"]
-    assert batch.dead_letters[0].reason == "out of range: temperature = 999 outside [-40.0, 125.0]"
-    assert batch.dead_letters[1].reason == "out of range: humidity = 101 outside [0.0, 100.0]"
+    assert batch.dead_letters[0].reason == "out of range: temperature = 999.0 outside [-40.0, 125.0]"
+    assert batch.dead_letters[1].reason == "out of range: humidity = 101.0 outside [0.0, 100.0]"
     assert len(batch.lines) == 1 and ",temperature=0 " in batch.lines[0]
+    stage.accumulate(batch, record(reading("sim-1", seq=3, temperature=125.00000000000003), 3))
+    assert batch.dead_letters[-1].reason.endswith("temperature = 125.00000000000003 outside [-40.0, 125.0]")
     unmodelled = Batch()
     stage.accumulate(unmodelled, record(reading("no-thing", temperature=999.0), 0))
     assert len(unmodelled.lines) == 1 and not unmodelled.dead_letters

@@ -4,6 +4,8 @@ timings of evidence), the record codecs, the model's settings and the command li
 from __future__ import annotations
 
 import copy
+import time
+from types import SimpleNamespace
 
 import orjson
 import pytest
@@ -12,11 +14,14 @@ from hypothesis import strategies as st
 
 from twin_state import lifecycle
 from twin_state.lifecycle import CLOSED, FORWARD, RANK
+from twin_state.stage import TwinStateStage
 from twin_state.store import Twin
 from twinpipe import command_messages
 from twinpipe.command import CommandError, parse_assignments
 from twinpipe.config import ConfigError, parse_config
 from twinpipe.config.model import DEFAULT_MODEL
+from twinpipe.envelope import Envelope, encode
+from twinpipe.metrics import sample
 from twinpipe.model import TwinModel
 
 T0 = 1_796_000_000_000_000_000
@@ -265,3 +270,32 @@ def test_the_store_persists_commands_at_once_and_readings_alone_at_most_every_in
     assert twin.command("c1")["state"] == "applied" and seen[-1] == "applied"
     assert twin.wait("c1", "sent", 0.01)["state"] == "applied"
     assert twin.open_commands() == [] and twin.desired_version("sim-1") == 1
+
+
+def test_readings_the_ingestion_refuses_move_neither_reported_nor_the_boot() -> None:
+    """Seen by a new user: another producer's reading with 101 % humidity and its own boot id, which the
+    ingestion dead-letters, entered `reported` and passed for a board restart (settings re-sent)."""
+    config = parse_config({}, {})
+    model = TwinModel(config.model)
+    twin = Twin(lambda device: set(model.settings(device)), readings_persist_s=3600)
+    stage = TwinStateStage(config, twin, model)
+    now = time.time_ns()
+
+    def take(boot: str, time_ns: int, **values: float) -> None:
+        envelope = Envelope("sim-1", boot, 0, time_ns, values)
+        stage._take(
+            SimpleNamespace(
+                topic=config.kafka.telemetry_topic, value=encode(envelope), timestamp=now // 10**6
+            )
+        )
+
+    take("a" * 16, now - 2 * S, temperature=20.0)
+    before = sample("twinpipe_twin_state_readings_skipped_total", reason="out_of_range")
+    take("b" * 16, now - S, temperature=21.0, humidity=101.0)
+    assert sample("twinpipe_twin_state_readings_skipped_total", reason="out_of_range") == before + 1
+    take("b" * 16, now // 10**6, temperature=22.0)  # milliseconds: outside the ingestion's window
+    state = twin.state("sim-1")
+    assert state["reported"] == {"temperature": 20.0} and state["boot"]["id"] == "a" * 16
+    take("b" * 16, now, temperature=23.0)
+    state = twin.state("sim-1")
+    assert state["reported"] == {"temperature": 23.0} and state["boot"]["id"] == "b" * 16
