@@ -388,7 +388,7 @@ class Ingestion:
         batch.replayed = [batch.replayed[i] for i in keep]
 
     def _out_of_range(self, device: str, names: list[str], values: dict[str, float]) -> str:
-        """`temperature = 999 outside [-40.0, 125.0] (model: datastream range)`, for each name."""
+        """`temperature = 999.0 outside [-40.0, 125.0]` for each name, joined by "; "."""
         ranges = self._model.ranges(device, names)
         return "; ".join(f"{name} = {values[name]!r} outside {list(ranges[name])}" for name in names)
 
