@@ -1,6 +1,6 @@
 """Which readings the rules may judge: the same plausibility checks as the ingestion and the publisher.
 
-* event time (`time_ns`) outside the ingestion's window (twinpipe.eventtime.implausible_time with
+* event time (`time_ns`) outside the ingestion's window (twinpipe.eventtime.EventTimeWindow:
   `ingestion.earliest_event_time`, `max_event_age_s`, `max_event_future_s`, against the record's
   Kafka timestamp, like the ingestion): the whole reading is skipped, so one reading a year ahead
   cannot move a datastream's event-time clock and blind its rules (reason `implausible_time`);
@@ -17,10 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from twinpipe.config.ingestion import IngestionConfig
-from twinpipe.eventtime import implausible_time
+from twinpipe.eventtime import EventTimeWindow
 from twinpipe.model import TwinModel
-
-NS = 1_000_000_000
 
 
 @dataclass(slots=True)
@@ -34,27 +32,17 @@ class Screened:
 class Screen:
     def __init__(self, model: TwinModel, window: IngestionConfig) -> None:
         self._model = model
-        self._window = window
-        self._earliest_ns = window.earliest_event_ns()
-        self._max_age_ns = int(window.max_event_age_s * NS) if window.max_event_age_s else 2**64
-        self._max_future_ns = int(window.max_event_future_s * NS)
+        self._event_times = EventTimeWindow(window)
 
     @property
     def max_future_ns(self) -> int:
-        return self._max_future_ns
+        return self._event_times.max_future_ns
 
     def reading(self, device: str, values: dict[str, float], time_ns: int, arrival_ns: int) -> Screened:
         """`time_ns`: the reading's event time; `arrival_ns`: the record's Kafka timestamp (ns)."""
-        if not (
-            time_ns >= self._earliest_ns
-            and arrival_ns - self._max_age_ns <= time_ns <= arrival_ns + self._max_future_ns
-        ):
-            window = self._window
-            problem = implausible_time(
-                time_ns, arrival_ns, self._earliest_ns, window.max_event_age_s, window.max_event_future_s
-            )
-            if problem is not None:
-                return Screened({}, "implausible_time", problem)
+        problem = self._event_times.problem(time_ns, arrival_ns)
+        if problem is not None:
+            return Screened({}, "implausible_time", problem)
         if self._model.thing(device) is None:
             return Screened({}, "unmodelled", f"device {device!r} matches no model.things entry")
         outside = self._model.outside_ranges(device, values)

@@ -39,6 +39,7 @@ from alerting.outputs import AlertmanagerForwarder, InfluxSink
 from alerting.ruleset import RuleSet
 from alerting.screen import Screen
 from alerting.store import RestoreTimeout, encode, read_states
+from twinpipe import eventtime
 from twinpipe.clients import rebalance_listener
 from twinpipe.config import Config
 from twinpipe.envelope import EnvelopeError, decode
@@ -193,9 +194,7 @@ class Alerting:
             metrics.SKIPPED.labels("probe").inc()
             return []
         # The record's Kafka timestamp, as the ingestion judges it: the same verdict on re-delivery.
-        received_ns = (
-            record.timestamp * 1_000_000 if record.timestamp and record.timestamp > 0 else arrival_ns
-        )
+        received_ns = eventtime.arrival_ns(record.timestamp, default_ns=arrival_ns)
         screened = self.screen.reading(envelope.device, envelope.values, envelope.time_ns, received_ns)
         if screened.skipped is not None:
             metrics.SKIPPED.labels(screened.skipped).inc()

@@ -43,7 +43,7 @@ from twinpipe.backoff import Backoff
 from twinpipe.config import Config
 from twinpipe.config.model import Location
 from twinpipe.envelope import EnvelopeError, decode
-from twinpipe.eventtime import implausible_time
+from twinpipe.eventtime import EventTimeWindow, arrival_ns
 from twinpipe.health import Check, Heartbeat
 from twinpipe.influx import Unavailable
 from twinpipe.metrics import consumer_lag, sample
@@ -132,9 +132,7 @@ class Ingestion:
         self._committed: dict[TopicPartition, int] = {}
         self._failing: dict[str, str] = {}  # operations being retried right now → the latest error
         self._recent = RecentPoints()
-        self._earliest_ns = settings.earliest_event_ns()
-        self._max_age_ns = int(settings.max_event_age_s * 1e9) if settings.max_event_age_s else 2**64
-        self._max_future_ns = int(settings.max_event_future_s * 1e9)
+        self._event_times = EventTimeWindow(settings)
         self._rejected_streak = 0  # points refused by storage in a row, none accepted since
         self._rejected_reason = ""  # the latest refusal's reason
         self._read_retention_s = read_retention_s
@@ -214,18 +212,8 @@ class Ingestion:
             self._throttled.warning(
                 "unknown-keys", "envelope keys %s ignored (not in version 1)", sorted(envelope.extra)
             )
-        time_ns = envelope.time_ns
-        arrival_ns = (
-            record.timestamp * 1_000_000 if record.timestamp and record.timestamp > 0 else time.time_ns()
-        )
-        if not (
-            time_ns >= self._earliest_ns
-            and arrival_ns - self._max_age_ns <= time_ns <= arrival_ns + self._max_future_ns
-        ):  # the cheap test inline; the reason only for the few that fail
-            settings = self._settings
-            problem = implausible_time(
-                time_ns, arrival_ns, self._earliest_ns, settings.max_event_age_s, settings.max_event_future_s
-            )
+        problem = self._event_times.problem(envelope.time_ns, arrival_ns(record.timestamp))
+        if problem is not None:
             batch.dead_letters.append(
                 self._rejected(record, f"implausible event time: {problem}", "implausible_time")
             )

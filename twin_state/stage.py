@@ -27,7 +27,7 @@ from twinpipe.clients import ensure_topics, kafka_consumer, kafka_producer
 from twinpipe.command_messages import CommandError, decode_command, decode_event, encode_command, new_command
 from twinpipe.config import Config
 from twinpipe.envelope import EnvelopeError, decode
-from twinpipe.eventtime import implausible_time
+from twinpipe.eventtime import EventTimeWindow, arrival_ns
 from twinpipe.health import Heartbeat
 from twinpipe.model import TwinModel
 from twinpipe.ratelog import ThrottledLog
@@ -53,6 +53,7 @@ class TwinStateStage:
         self._producer: KafkaProducer | None = None
         self._consumer: KafkaConsumer | None = None
         self._throttled = ThrottledLog(log, interval_s=30)
+        self._event_times = EventTimeWindow(config.ingestion)
         self._persisting = threading.Lock()  # states reach the topic in the order they were made
 
     # --- lifecycle ---
@@ -261,11 +262,7 @@ class TwinStateStage:
         """(kind, reason) when the ingestion would dead-letter this reading (event time outside its
         window against the record's Kafka timestamp, or a value outside its datastream's range), else
         None."""
-        window = self.config.ingestion
-        arrival_ns = timestamp_ms * 1_000_000 if timestamp_ms and timestamp_ms > 0 else time.time_ns()
-        problem = implausible_time(
-            time_ns, arrival_ns, window.earliest_event_ns(), window.max_event_age_s, window.max_event_future_s
-        )
+        problem = self._event_times.problem(time_ns, arrival_ns(timestamp_ms))
         if problem is not None:
             return "implausible_time", problem
         outside = self.model.outside_ranges(device, values)
