@@ -219,15 +219,9 @@ class Ingestion:
             )
             return
         if envelope.device != PROBE_DEVICE and (
-            outside := self._model.outside_ranges(envelope.device, envelope.values)
+            wrong := self._model.range_problem(envelope.device, envelope.values)
         ):
-            batch.dead_letters.append(
-                self._rejected(
-                    record,
-                    f"out of range: {self._out_of_range(envelope.device, outside, envelope.values)}",
-                    "out_of_range",
-                )
-            )
+            batch.dead_letters.append(self._rejected(record, f"out of range: {wrong}", "out_of_range"))
             return
         try:
             line = self._mapper.to_line(envelope)
@@ -374,11 +368,6 @@ class Ingestion:
         batch.sources = [batch.sources[i] for i in keep]
         batch.event_times = [batch.event_times[i] for i in keep]
         batch.replayed = [batch.replayed[i] for i in keep]
-
-    def _out_of_range(self, device: str, names: list[str], values: dict[str, float]) -> str:
-        """`temperature = 999.0 outside [-40.0, 125.0]` for each name, joined by "; "."""
-        ranges = self._model.ranges(device, names)
-        return "; ".join(f"{name} = {values[name]!r} outside {list(ranges[name])}" for name in names)
 
     def _rejected(self, record: ConsumerRecord, reason: str, kind: str) -> DeadLetter:
         self._throttled.warning(

@@ -265,10 +265,8 @@ class TwinStateStage:
         problem = self._event_times.problem(time_ns, arrival_ns(timestamp_ms))
         if problem is not None:
             return "implausible_time", problem
-        outside = self.model.outside_ranges(device, values)
-        if outside:
-            return "out_of_range", f"{outside} outside their datastreams' ranges"
-        return None
+        wrong = self.model.range_problem(device, values)
+        return ("out_of_range", wrong) if wrong else None
 
     def _resend(self, device: str, boot: str, lost: dict[str, Any]) -> None:
         """A board restarted (a new boot id in its telemetry) and lost `lost`: send them again."""

@@ -202,6 +202,15 @@ class TwinModel:
                 outside.append(name)
         return outside
 
+    def range_problem(self, device: str, values: Mapping[str, float]) -> str | None:
+        """Why `values` of `device` cannot be stored, e.g. `temperature = 999.0 outside [-40.0, 125.0]`
+        (each value outside its datastream's range, joined by "; "), or None when all are in range."""
+        outside = self.outside_ranges(device, values)
+        if not outside:
+            return None
+        ranges = self.ranges(device, outside)
+        return "; ".join(f"{name} = {values[name]!r} outside {list(ranges[name])}" for name in outside)
+
     def ranges(self, device: str, values: list[str]) -> dict[str, tuple[float, float]]:
         """Plausible [min, max] per value name of `device`, for the values that have one."""
         found = {}
